@@ -1,0 +1,30 @@
+//! Switchboard's gRPC contracts, generated from `proto/switchboard/**.proto`.
+//!
+//! Each package is a module; [`FILE_DESCRIPTOR_SET`] holds all of them (with their imports)
+//! for server reflection, so `grpcurl` and `buf curl` work without `.proto` files.
+
+#![allow(clippy::all, missing_docs)]
+
+/// `switchboard.auth.v1`: API keys, users, JWTs and chat tokens.
+pub mod auth {
+    pub mod v1 {
+        tonic::include_proto!("switchboard.auth.v1");
+    }
+}
+
+/// `switchboard.conversation.v1`: conversations, messages and the chat turn.
+pub mod conversation {
+    pub mod v1 {
+        tonic::include_proto!("switchboard.conversation.v1");
+    }
+}
+
+/// `switchboard.llm.v1`: models, completions and provider keys.
+pub mod llm {
+    pub mod v1 {
+        tonic::include_proto!("switchboard.llm.v1");
+    }
+}
+
+/// Encoded `FileDescriptorSet` of every Switchboard package and its imports.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("switchboard_descriptor");
