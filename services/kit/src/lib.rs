@@ -1,1 +1,11 @@
+//! What every Switchboard component shares: settings sources, telemetry, gRPC serving with
+//! health and reflection, database pools for SQLite and PostgreSQL, clocks and shutdown.
 
+pub mod db;
+pub mod env;
+pub mod grpc;
+pub mod shutdown;
+pub mod telemetry;
+pub mod time;
+
+pub use env::{ConfigError, Env};

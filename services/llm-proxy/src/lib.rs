@@ -1,1 +1,86 @@
+//! LlmService: the model catalogue, each principal's model choice, and completions through
+//! the configured providers (OpenAI-compatible upstreams and the built-in `mock` model).
 
+pub mod catalogue;
+mod error;
+mod grpc;
+pub mod providers;
+mod settings;
+pub mod store;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use switchboard_kit::db::Db;
+use switchboard_proto::llm::v1::llm_service_server::{LlmServiceServer, SERVICE_NAME};
+use tokio::net::TcpListener;
+
+pub use error::LlmError;
+pub use settings::Settings;
+
+/// A built LLM proxy, bound to its port and ready to serve.
+pub struct Application {
+    listener: TcpListener,
+    service: grpc::LlmGrpc,
+    db: Db,
+}
+
+/// Why the service could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Cannot bind the listen address.
+    #[error("SWITCHBOARD_LLM_ADDR: cannot listen on {addr}: {source}")]
+    Bind {
+        /// Address.
+        addr: SocketAddr,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// Database problem.
+    #[error(transparent)]
+    Db(#[from] switchboard_kit::db::DbError),
+    /// Provider set-up problem.
+    #[error(transparent)]
+    Provider(#[from] providers::ProviderError),
+    /// Serving failed.
+    #[error(transparent)]
+    Serve(#[from] switchboard_kit::grpc::ServeError),
+}
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/llm-proxy/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/llm-proxy/postgres");
+
+impl Application {
+    /// Opens the store (running migrations), sets up the providers and binds the listener.
+    pub async fn build(settings: Settings) -> Result<Self, StartError> {
+        let db = Db::connect(&settings.database_url, settings.database_var).await?;
+        db.migrate(&SQLITE_MIGRATIONS, &POSTGRES_MIGRATIONS).await?;
+        let catalogue = Arc::new(catalogue::Catalogue::from_settings(&settings)?);
+        let store = store::SqlModelChoiceStore::new(db.clone());
+        let listener = TcpListener::bind(settings.addr)
+            .await
+            .map_err(|source| StartError::Bind { addr: settings.addr, source })?;
+        tracing::info!(
+            addr = %listener.local_addr().map_err(|source| StartError::Bind { addr: settings.addr, source })?,
+            backend = db.backend(),
+            default_model = %catalogue.default_model(),
+            "llm-proxy listening"
+        );
+        Ok(Self { listener, service: grpc::LlmGrpc::new(catalogue, Arc::new(store)), db })
+    }
+
+    /// The bound port (useful when built on port 0).
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or_default()
+    }
+
+    /// Serves until `shutdown` resolves, then closes the store.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), StartError> {
+        let routes = tonic::service::Routes::new(LlmServiceServer::new(self.service));
+        let result = switchboard_kit::grpc::serve(self.listener, routes, &[SERVICE_NAME], shutdown).await;
+        self.db.close().await;
+        tracing::info!("llm-proxy stopped");
+        Ok(result?)
+    }
+}

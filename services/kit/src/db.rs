@@ -1,0 +1,166 @@
+//! Database pools. `DATABASE_URL` picks the backend: `sqlite://…` (the default, a file under
+//! `./data/` created on first start) or `postgres://…`. Stores hold a [`Db`] and write each
+//! query once; [`db_run!`](crate::db_run) runs it against whichever pool is in use.
+//!
+//! Every service keeps its migrations in its own version range (auth 1xxxx, conversations
+//! 2xxxx, llm-proxy 3xxxx) so several services can share one database and its migration table.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+
+/// Default store: a SQLite file under `./data/`.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://./data/switchboard.db";
+
+/// A connection pool of either backend.
+#[derive(Debug, Clone)]
+pub enum Db {
+    /// SQLite (embedded default).
+    Sqlite(SqlitePool),
+    /// PostgreSQL.
+    Postgres(PgPool),
+}
+
+/// Why a database could not be opened or migrated.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// The URL is neither `sqlite:` nor `postgres:`.
+    #[error("{var}: unsupported database URL scheme (expected sqlite:// or postgres://)")]
+    Scheme {
+        /// Variable the URL came from.
+        var: String,
+    },
+    /// The database could not be reached or opened.
+    #[error("{var}: cannot open the database: {source}")]
+    Connect {
+        /// Variable the URL came from.
+        var: String,
+        /// Cause.
+        source: sqlx::Error,
+    },
+    /// The data directory could not be created.
+    #[error("{var}: cannot create directory {dir}: {source}")]
+    Directory {
+        /// Variable the URL came from.
+        var: String,
+        /// Directory.
+        dir: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// A migration failed.
+    #[error("migrating the database: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// Runs `$body` with `$pool` bound to the concrete pool of `$db`; the body is compiled once
+/// per backend, so the same query text serves both.
+#[macro_export]
+macro_rules! db_run {
+    ($db:expr, |$pool:ident| $body:expr) => {
+        match $db {
+            $crate::db::Db::Sqlite($pool) => $body,
+            $crate::db::Db::Postgres($pool) => $body,
+        }
+    };
+}
+
+impl Db {
+    /// Opens the database at `url` (`var` names the variable it came from, for errors).
+    pub async fn connect(url: &str, var: &str) -> Result<Self, DbError> {
+        let connect_err = |source| DbError::Connect { var: var.to_owned(), source };
+        if url.starts_with("sqlite:") {
+            let options = SqliteConnectOptions::from_str(url)
+                .map_err(connect_err)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(10))
+                .foreign_keys(true);
+            let file = options.get_filename();
+            if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+                create_dir(dir, var)?;
+            }
+            let pool = SqlitePoolOptions::new()
+                .max_connections(8)
+                .connect_with(options)
+                .await
+                .map_err(connect_err)?;
+            Ok(Self::Sqlite(pool))
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            let options = PgConnectOptions::from_str(url).map_err(connect_err)?;
+            let pool = PgPoolOptions::new()
+                .max_connections(16)
+                .acquire_timeout(Duration::from_secs(5))
+                .connect_with(options)
+                .await
+                .map_err(connect_err)?;
+            Ok(Self::Postgres(pool))
+        } else {
+            Err(DbError::Scheme { var: var.to_owned() })
+        }
+    }
+
+    /// Applies the migrations of the backend in use. Migrations of other services sharing the
+    /// database are left alone.
+    pub async fn migrate(&self, sqlite: &Migrator, postgres: &Migrator) -> Result<(), DbError> {
+        match self {
+            Self::Sqlite(pool) => lenient(sqlite).run(pool).await?,
+            Self::Postgres(pool) => lenient(postgres).run(pool).await?,
+        }
+        Ok(())
+    }
+
+    /// Cheap liveness probe.
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        crate::db_run!(self, |pool| sqlx::query("SELECT 1").execute(pool).await.map(|_| ()))
+    }
+
+    /// Name of the backend, for logs.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Self::Sqlite(_) => "sqlite",
+            Self::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Closes every connection.
+    pub async fn close(&self) {
+        crate::db_run!(self, |pool| pool.close().await)
+    }
+}
+
+fn lenient(migrator: &Migrator) -> Migrator {
+    let mut m = Migrator {
+        migrations: migrator.migrations.clone(),
+        ignore_missing: migrator.ignore_missing,
+        locking: migrator.locking,
+        no_tx: migrator.no_tx,
+    };
+    m.set_ignore_missing(true);
+    m
+}
+
+fn create_dir(dir: &Path, var: &str) -> Result<(), DbError> {
+    std::fs::create_dir_all(dir).map_err(|source| DbError::Directory {
+        var: var.to_owned(),
+        dir: dir.display().to_string(),
+        source,
+    })
+}
+
+/// True when `err` is a unique-constraint violation on the named constraint (or, on
+/// SQLite, which does not name constraints, on an index covering the given column list).
+pub fn is_unique_violation(err: &sqlx::Error, constraint: &str) -> bool {
+    match err {
+        sqlx::Error::Database(db) if db.is_unique_violation() => match db.constraint() {
+            Some(name) => name == constraint,
+            None => true,
+        },
+        _ => false,
+    }
+}

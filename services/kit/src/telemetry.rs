@@ -1,0 +1,20 @@
+//! Logging and tracing set-up.
+
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+/// Installs the global subscriber: `RUST_LOG` filter (default `info`), human output on a
+/// terminal and JSON lines when `SWITCHBOARD_LOG_FORMAT=json`. Does nothing when a subscriber
+/// is already installed (tests start many components in one process).
+pub fn init_subscriber() {
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,h2=warn,hyper=warn,tower=warn"));
+    let json = std::env::var("SWITCHBOARD_LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
+    let registry = tracing_subscriber::registry().with(filter);
+    let _ = if json {
+        registry.with(tracing_subscriber::fmt::layer().json().with_current_span(false)).try_init()
+    } else {
+        registry.with(tracing_subscriber::fmt::layer().compact()).try_init()
+    };
+}

@@ -1,0 +1,84 @@
+//! The model catalogue: which models exist, their aliases, the default, and which provider
+//! serves each.
+
+use crate::error::LlmError;
+use crate::providers::{Provider, ProviderError, mock::Mock, openai::OpenAi};
+use crate::settings::Settings;
+
+/// Name of the built-in model.
+pub const MOCK_MODEL: &str = "mock";
+/// Default model when an OpenAI-compatible upstream is configured and none is named.
+pub const DEFAULT_OPENAI_MODEL: &str = "gpt-4o-mini";
+
+/// One model of the catalogue.
+#[derive(Debug, Clone)]
+pub struct ModelEntry {
+    /// Name clients ask for.
+    pub id: String,
+    /// Other names for it.
+    pub aliases: Vec<String>,
+    /// Context window in tokens (0 when unknown).
+    pub context_window: u32,
+    /// Who serves it.
+    pub provider: Provider,
+}
+
+/// The catalogue.
+#[derive(Debug)]
+pub struct Catalogue {
+    models: Vec<ModelEntry>,
+    default_model: String,
+}
+
+impl Catalogue {
+    /// Builds the catalogue from settings: `mock` always, plus the default model on the
+    /// OpenAI-compatible upstream when one is configured.
+    pub fn from_settings(settings: &Settings) -> Result<Self, ProviderError> {
+        let mut models =
+            vec![ModelEntry { id: MOCK_MODEL.into(), aliases: vec![], context_window: 8192, provider: Provider::Mock(Mock) }];
+        let default_model = match (&settings.openai, &settings.default_model) {
+            (Some(openai), requested) => {
+                let name = requested.clone().unwrap_or_else(|| DEFAULT_OPENAI_MODEL.to_owned());
+                if name != MOCK_MODEL {
+                    let client = OpenAi::new(openai.base_url.clone(), openai.api_key.clone(), settings.upstream_timeout)?;
+                    models.push(ModelEntry {
+                        id: name.clone(),
+                        aliases: vec![],
+                        context_window: 0,
+                        provider: Provider::OpenAi(client),
+                    });
+                }
+                name
+            }
+            (None, Some(name)) if name != MOCK_MODEL => {
+                return Err(ProviderError::Setup(format!(
+                    "SWITCHBOARD_DEFAULT_MODEL is {name:?} but no upstream serves it: set OPENAI_API_KEY or OPENAI_BASE_URL, or use \"mock\""
+                )));
+            }
+            (None, _) => MOCK_MODEL.to_owned(),
+        };
+        Ok(Self { models, default_model })
+    }
+
+    /// The default model's name.
+    pub fn default_model(&self) -> &str {
+        &self.default_model
+    }
+
+    /// Every model.
+    pub fn models(&self) -> &[ModelEntry] {
+        &self.models
+    }
+
+    /// Resolves a name or alias; an empty name is the default.
+    pub fn resolve(&self, name: &str) -> Result<&ModelEntry, LlmError> {
+        let wanted = if name.trim().is_empty() { self.default_model.as_str() } else { name.trim() };
+        self.models
+            .iter()
+            .find(|m| m.id == wanted || m.aliases.iter().any(|a| a == wanted))
+            .ok_or_else(|| LlmError::UnknownModel {
+                name: wanted.to_owned(),
+                available: self.models.iter().map(|m| m.id.clone()).collect(),
+            })
+    }
+}

@@ -1,0 +1,184 @@
+//! The `switchboard.llm.v1.LlmService` implementation: translates protobuf to the catalogue
+//! and providers, and errors to statuses.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use switchboard_proto::llm::v1 as pb;
+use switchboard_proto::llm::v1::llm_service_server::LlmService;
+use tonic::{Request, Response, Status};
+
+use crate::catalogue::{Catalogue, ModelEntry};
+use crate::error::LlmError;
+use crate::providers::{ChatMessage, CompletionRequest, Role};
+use crate::store::ModelChoiceStore;
+
+/// The gRPC face of the LLM proxy.
+pub(crate) struct LlmGrpc {
+    catalogue: Arc<Catalogue>,
+    choices: Arc<dyn ModelChoiceStore>,
+}
+
+impl LlmGrpc {
+    pub(crate) fn new(catalogue: Arc<Catalogue>, choices: Arc<dyn ModelChoiceStore>) -> Self {
+        Self { catalogue, choices }
+    }
+
+    /// The model to use: the one asked for, else the principal's choice, else the default.
+    async fn pick(&self, principal: &(String, String), requested: &str) -> Result<&ModelEntry, LlmError> {
+        if !requested.trim().is_empty() {
+            return self.catalogue.resolve(requested);
+        }
+        match self.choices.get(&principal.0, &principal.1).await? {
+            // A choice whose model has since left the catalogue falls back to the default.
+            Some(chosen) => self.catalogue.resolve(&chosen).or_else(|_| self.catalogue.resolve("")),
+            None => self.catalogue.resolve(""),
+        }
+    }
+}
+
+fn principal(p: Option<&pb::Principal>) -> (String, String) {
+    let system = p.map(|p| p.system_id.trim()).filter(|s| !s.is_empty()).unwrap_or("default");
+    let user = p.map(|p| p.user_id.trim()).unwrap_or_default();
+    (system.to_owned(), user.to_owned())
+}
+
+fn to_message(m: pb::ChatMessage) -> ChatMessage {
+    let role = match pb::Role::try_from(m.role).unwrap_or(pb::Role::User) {
+        pb::Role::System => Role::System,
+        pb::Role::Assistant => Role::Assistant,
+        pb::Role::User | pb::Role::Unspecified => Role::User,
+    };
+    ChatMessage { role, content: m.content }
+}
+
+fn validate(req: &pb::CompleteRequest) -> Result<(), LlmError> {
+    if req.messages.is_empty() {
+        return Err(LlmError::InvalidArgument { field: "messages", reason: "at least one message is required".into() });
+    }
+    if let Some(t) = req.temperature
+        && !(0.0..=2.0).contains(&t)
+    {
+        return Err(LlmError::InvalidArgument { field: "temperature", reason: "must be between 0 and 2".into() });
+    }
+    if req.max_tokens == Some(0) {
+        return Err(LlmError::InvalidArgument { field: "max_tokens", reason: "must be at least 1".into() });
+    }
+    Ok(())
+}
+
+#[tonic::async_trait]
+impl LlmService for LlmGrpc {
+    async fn list_models(&self, _: Request<pb::ListModelsRequest>) -> Result<Response<pb::ListModelsResponse>, Status> {
+        let default = self.catalogue.default_model();
+        let models = self
+            .catalogue
+            .models()
+            .iter()
+            .map(|m| pb::Model {
+                id: m.id.clone(),
+                provider: m.provider.name().into(),
+                aliases: m.aliases.clone(),
+                context_window: m.context_window,
+                is_default: m.id == default,
+            })
+            .collect();
+        Ok(Response::new(pb::ListModelsResponse { models, default_model: default.to_owned() }))
+    }
+
+    async fn get_model_choice(
+        &self,
+        request: Request<pb::GetModelChoiceRequest>,
+    ) -> Result<Response<pb::GetModelChoiceResponse>, Status> {
+        let who = principal(request.get_ref().principal.as_ref());
+        let chosen = self.choices.get(&who.0, &who.1).await.map_err(LlmError::from)?;
+        let answer = match chosen.and_then(|c| self.catalogue.resolve(&c).ok().map(|m| m.id.clone())) {
+            Some(model) => pb::GetModelChoiceResponse { model, chosen: true },
+            None => pb::GetModelChoiceResponse { model: self.catalogue.default_model().to_owned(), chosen: false },
+        };
+        Ok(Response::new(answer))
+    }
+
+    async fn set_model_choice(
+        &self,
+        request: Request<pb::SetModelChoiceRequest>,
+    ) -> Result<Response<pb::SetModelChoiceResponse>, Status> {
+        let req = request.into_inner();
+        if req.model.trim().is_empty() {
+            return Err(LlmError::InvalidArgument { field: "model", reason: "must not be empty".into() }.into());
+        }
+        let who = principal(req.principal.as_ref());
+        let model = self.catalogue.resolve(&req.model)?.id.clone();
+        self.choices.set(&who.0, &who.1, &model).await.map_err(LlmError::from)?;
+        Ok(Response::new(pb::SetModelChoiceResponse { model }))
+    }
+
+    async fn complete(&self, request: Request<pb::CompleteRequest>) -> Result<Response<pb::CompleteResponse>, Status> {
+        let req = request.into_inner();
+        validate(&req)?;
+        let who = principal(req.principal.as_ref());
+        let entry = self.pick(&who, &req.model).await?;
+        let call = CompletionRequest {
+            model: entry.id.clone(),
+            messages: req.messages.into_iter().map(to_message).collect(),
+            temperature: req.temperature,
+            max_tokens: req.max_tokens,
+        };
+        let started = Instant::now();
+        let output = entry.provider.complete(&call).await.map_err(LlmError::from)?;
+        let latency_ms = u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX);
+        tracing::debug!(model = %entry.id, provider = entry.provider.name(), latency_ms, "completion done");
+        Ok(Response::new(pb::CompleteResponse {
+            content: output.content,
+            model: entry.id.clone(),
+            provider: entry.provider.name().into(),
+            usage: Some(pb::Usage {
+                prompt_tokens: output.usage.prompt_tokens,
+                completion_tokens: output.usage.completion_tokens,
+                total_tokens: output.usage.prompt_tokens.saturating_add(output.usage.completion_tokens),
+            }),
+            finish_reason: output.finish_reason,
+            upstream_conversation_id: String::new(),
+            latency_ms,
+            cost_micros: 0,
+            provider_key_id: String::new(),
+        }))
+    }
+
+    type StreamCompleteStream = tokio_stream::wrappers::ReceiverStream<Result<pb::StreamCompleteResponse, Status>>;
+
+    async fn stream_complete(
+        &self,
+        _: Request<pb::CompleteRequest>,
+    ) -> Result<Response<Self::StreamCompleteStream>, Status> {
+        Err(Status::unimplemented("StreamComplete is not available yet"))
+    }
+
+    async fn add_provider_key(
+        &self,
+        _: Request<pb::AddProviderKeyRequest>,
+    ) -> Result<Response<pb::AddProviderKeyResponse>, Status> {
+        Err(Status::unimplemented("provider keys are not available yet"))
+    }
+
+    async fn list_provider_keys(
+        &self,
+        _: Request<pb::ListProviderKeysRequest>,
+    ) -> Result<Response<pb::ListProviderKeysResponse>, Status> {
+        Err(Status::unimplemented("provider keys are not available yet"))
+    }
+
+    async fn delete_provider_key(
+        &self,
+        _: Request<pb::DeleteProviderKeyRequest>,
+    ) -> Result<Response<pb::DeleteProviderKeyResponse>, Status> {
+        Err(Status::unimplemented("provider keys are not available yet"))
+    }
+
+    async fn get_provider_key_stats(
+        &self,
+        _: Request<pb::GetProviderKeyStatsRequest>,
+    ) -> Result<Response<pb::GetProviderKeyStatsResponse>, Status> {
+        Err(Status::unimplemented("provider keys are not available yet"))
+    }
+}

@@ -1,0 +1,129 @@
+//! Upstream providers. Each speaks one wire format; the catalogue routes a model to one.
+
+pub mod mock;
+pub mod openai;
+
+use std::time::Duration;
+
+/// Author of a prompt message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Instructions.
+    System,
+    /// End user.
+    User,
+    /// Model.
+    Assistant,
+}
+
+impl Role {
+    /// Wire name shared by OpenAI-compatible APIs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::System => "system",
+            Self::User => "user",
+            Self::Assistant => "assistant",
+        }
+    }
+}
+
+/// One prompt message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatMessage {
+    /// Author.
+    pub role: Role,
+    /// Text.
+    pub content: String,
+}
+
+/// What a provider is asked for.
+#[derive(Debug, Clone)]
+pub struct CompletionRequest {
+    /// The model's name at the upstream.
+    pub model: String,
+    /// Prompt, oldest first.
+    pub messages: Vec<ChatMessage>,
+    /// Sampling temperature.
+    pub temperature: Option<f32>,
+    /// Completion token cap.
+    pub max_tokens: Option<u32>,
+}
+
+/// Token counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TokenUsage {
+    /// Prompt tokens.
+    pub prompt_tokens: u32,
+    /// Completion tokens.
+    pub completion_tokens: u32,
+}
+
+/// What a provider answered.
+#[derive(Debug, Clone)]
+pub struct CompletionOutput {
+    /// Answer text.
+    pub content: String,
+    /// Token counts.
+    pub usage: TokenUsage,
+    /// Why generation stopped.
+    pub finish_reason: String,
+}
+
+/// An upstream failure, classified for retries and for the client's status code.
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    /// The upstream answered with an error status.
+    #[error("upstream answered HTTP {status}: {message}")]
+    Status {
+        /// HTTP status.
+        status: u16,
+        /// Short excerpt of the upstream's error (never request secrets).
+        message: String,
+        /// Upstream's `Retry-After`, if any.
+        retry_after: Option<Duration>,
+    },
+    /// The upstream could not be reached.
+    #[error("cannot reach the upstream: {0}")]
+    Connect(String),
+    /// The upstream did not answer in time.
+    #[error("the upstream did not answer in time")]
+    Timeout,
+    /// The upstream answered something unreadable.
+    #[error("unreadable upstream answer: {0}")]
+    InvalidResponse(String),
+    /// A provider could not be set up.
+    #[error("provider set-up: {0}")]
+    Setup(String),
+}
+
+/// A configured provider.
+#[derive(Debug, Clone)]
+pub enum Provider {
+    /// The built-in deterministic model.
+    Mock(mock::Mock),
+    /// An OpenAI-compatible upstream.
+    OpenAi(openai::OpenAi),
+}
+
+impl Provider {
+    /// Provider name as shown in the catalogue.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Mock(_) => "mock",
+            Self::OpenAi(_) => "openai",
+        }
+    }
+
+    /// One completion.
+    pub async fn complete(&self, request: &CompletionRequest) -> Result<CompletionOutput, ProviderError> {
+        match self {
+            Self::Mock(p) => Ok(p.complete(request)),
+            Self::OpenAi(p) => p.complete(request).await,
+        }
+    }
+}
+
+/// Rough token count for providers that report none: about four characters a token.
+pub fn estimate_tokens(text: &str) -> u32 {
+    u32::try_from(text.chars().count().div_ceil(4)).unwrap_or(u32::MAX)
+}
