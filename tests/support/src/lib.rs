@@ -1,1 +1,8 @@
+//! Test support shared by the services' and the end-to-end tests.
+//!
+//! [`MockUpstream`] is a real HTTP server on loopback speaking the OpenAI chat-completions
+//! wire format (JSON and SSE), with knobs for delay, failures and cut streams.
 
+mod openai;
+
+pub use openai::MockUpstream;

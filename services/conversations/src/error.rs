@@ -1,0 +1,61 @@
+//! Errors of the conversation service and their gRPC status codes.
+
+use tonic::metadata::MetadataValue;
+use tonic::{Code, Status};
+
+/// Metadata key naming the request field an INVALID_ARGUMENT status is about.
+pub const FIELD_METADATA: &str = "sb-field";
+
+/// What can go wrong in the conversation service.
+#[derive(Debug, thiserror::Error)]
+pub enum ConversationError {
+    /// A request field is invalid.
+    #[error("{field}: {reason}")]
+    InvalidArgument {
+        /// Field.
+        field: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The conversation does not exist or belongs to someone else.
+    #[error("conversation not found")]
+    NotFound,
+    /// The LLM proxy failed; its status is passed on as it is.
+    #[error("llm: {}", .0.message())]
+    Llm(Status),
+    /// Storage failed.
+    #[error("storage: {0}")]
+    Store(#[from] sqlx::Error),
+}
+
+impl ConversationError {
+    /// An invalid field.
+    pub fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
+        Self::InvalidArgument { field, reason: reason.into() }
+    }
+}
+
+impl From<ConversationError> for Status {
+    fn from(err: ConversationError) -> Self {
+        match err {
+            ConversationError::InvalidArgument { field, .. } => {
+                let mut status = Status::invalid_argument(err.to_string());
+                status.metadata_mut().insert(FIELD_METADATA, MetadataValue::from_static(field));
+                status
+            }
+            ConversationError::NotFound => Status::not_found("conversation not found"),
+            ConversationError::Llm(status) => {
+                // The LLM proxy being unreachable is a dependency outage, not an upstream error.
+                if status.code() == Code::Unknown {
+                    Status::unavailable(format!("llm-proxy: {}", status.message()))
+                } else {
+                    status
+                }
+            }
+            ConversationError::Store(e) => {
+                tracing::error!(error = %e, "conversation storage failure");
+                Status::unavailable("conversation storage unavailable")
+            }
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! The `switchboard.conversation.v1.ConversationService` implementation: a thin translation
+//! between protobuf and the turn runner and store.
+
+use std::sync::Arc;
+
+use switchboard_kit::time::{from_timestamp, to_timestamp};
+use switchboard_proto::conversation::v1 as pb;
+use switchboard_proto::conversation::v1::conversation_service_server::ConversationService;
+use tonic::{Request, Response, Status};
+
+use crate::domain::{self, Conversation, Cursor, Message, MessageStatus, PageRequest, Principal, Role, page_size};
+use crate::error::ConversationError;
+use crate::store::{ConversationFilter, ConversationStore};
+use crate::turn::{TurnRequest, Turns};
+
+/// The gRPC face of the conversation service.
+pub(crate) struct ConversationGrpc {
+    store: Arc<dyn ConversationStore>,
+    turns: Turns,
+}
+
+impl ConversationGrpc {
+    pub(crate) fn new(store: Arc<dyn ConversationStore>, turns: Turns) -> Self {
+        Self { store, turns }
+    }
+
+    async fn owned(&self, owner: &Principal, id: &str) -> Result<Conversation, ConversationError> {
+        if id.trim().is_empty() {
+            return Err(ConversationError::invalid("conversation_id", "is required"));
+        }
+        self.store.get_conversation(owner, id.trim()).await?.ok_or(ConversationError::NotFound)
+    }
+}
+
+fn owner(p: Option<&pb::Principal>) -> Result<Principal, ConversationError> {
+    let p = p.ok_or_else(|| ConversationError::invalid("principal", "is required"))?;
+    Principal::parse(&p.system_id, &p.user_id)
+}
+
+fn principal_pb(p: &Principal) -> pb::Principal {
+    pb::Principal { system_id: p.system_id.clone(), user_id: p.user_id.clone() }
+}
+
+fn conversation_pb(c: Conversation) -> pb::Conversation {
+    pb::Conversation {
+        principal: Some(principal_pb(&c.owner)),
+        id: c.id,
+        title: c.title,
+        created_at: Some(to_timestamp(c.created_at)),
+        updated_at: Some(to_timestamp(c.updated_at)),
+        message_count: u32::try_from(c.message_count).unwrap_or(u32::MAX),
+        upstream_id: c.upstream_id.unwrap_or_default(),
+    }
+}
+
+fn message_pb(m: Message) -> pb::Message {
+    let role = match m.role {
+        Role::System => pb::Role::System,
+        Role::User => pb::Role::User,
+        Role::Assistant => pb::Role::Assistant,
+    };
+    let status = match m.status {
+        MessageStatus::Complete => pb::MessageStatus::Complete,
+        MessageStatus::InProgress => pb::MessageStatus::InProgress,
+        MessageStatus::Failed => pb::MessageStatus::Failed,
+        MessageStatus::Partial => pb::MessageStatus::Partial,
+    };
+    let prompt = u32::try_from(m.prompt_tokens).unwrap_or(u32::MAX);
+    let completion = u32::try_from(m.completion_tokens).unwrap_or(u32::MAX);
+    pb::Message {
+        usage: (m.role == Role::Assistant).then_some(pb::Usage {
+            prompt_tokens: prompt,
+            completion_tokens: completion,
+            total_tokens: prompt.saturating_add(completion),
+        }),
+        id: m.id,
+        conversation_id: m.conversation_id,
+        role: role as i32,
+        content: m.content,
+        status: status as i32,
+        model: m.model,
+        error: m.error,
+        created_at: Some(to_timestamp(m.created_at)),
+    }
+}
+
+fn non_empty(s: &str) -> Option<String> {
+    let s = s.trim();
+    (!s.is_empty()).then(|| s.to_owned())
+}
+
+#[tonic::async_trait]
+impl ConversationService for ConversationGrpc {
+    async fn send_message(
+        &self,
+        request: Request<pb::SendMessageRequest>,
+    ) -> Result<Response<pb::SendMessageResponse>, Status> {
+        let req = request.into_inner();
+        let owner = owner(req.principal.as_ref())?;
+        let result = self
+            .turns
+            .run(TurnRequest {
+                owner,
+                message: req.message,
+                conversation_id: non_empty(&req.conversation_id),
+                model: req.model.trim().to_owned(),
+                lang: req.lang,
+                key_id: req.key_id,
+                temperature: req.temperature,
+                max_tokens: req.max_tokens,
+            })
+            .await?;
+        Ok(Response::new(pb::SendMessageResponse {
+            conversation_id: result.conversation.id,
+            user_message: Some(message_pb(result.user_message)),
+            assistant_message: Some(message_pb(result.assistant_message)),
+        }))
+    }
+
+    type StreamMessageStream = tokio_stream::wrappers::ReceiverStream<Result<pb::StreamMessageResponse, Status>>;
+
+    async fn stream_message(
+        &self,
+        _: Request<pb::SendMessageRequest>,
+    ) -> Result<Response<Self::StreamMessageStream>, Status> {
+        Err(Status::unimplemented("StreamMessage is not available yet"))
+    }
+
+    async fn list_conversations(
+        &self,
+        request: Request<pb::ListConversationsRequest>,
+    ) -> Result<Response<pb::ListConversationsResponse>, Status> {
+        let req = request.into_inner();
+        let owner = owner(req.principal.as_ref())?;
+        let page = PageRequest {
+            size: page_size(req.page_size, 20, 100),
+            cursor: Cursor::decode(&req.page_token, "page_token")?,
+        };
+        let filter = ConversationFilter {
+            from: req.from_time.as_ref().map(from_timestamp),
+            to: req.to_time.as_ref().map(from_timestamp),
+        };
+        let page = self.store.list_conversations(&owner, &filter, &page).await.map_err(ConversationError::from)?;
+        Ok(Response::new(pb::ListConversationsResponse {
+            conversations: page.items.into_iter().map(conversation_pb).collect(),
+            next_page_token: page.next.map(|c| c.encode()).unwrap_or_default(),
+        }))
+    }
+
+    async fn get_conversation(
+        &self,
+        request: Request<pb::GetConversationRequest>,
+    ) -> Result<Response<pb::GetConversationResponse>, Status> {
+        let req = request.into_inner();
+        let owner = owner(req.principal.as_ref())?;
+        let conversation = self.owned(&owner, &req.conversation_id).await?;
+        Ok(Response::new(pb::GetConversationResponse { conversation: Some(conversation_pb(conversation)) }))
+    }
+
+    async fn create_conversation(
+        &self,
+        request: Request<pb::CreateConversationRequest>,
+    ) -> Result<Response<pb::CreateConversationResponse>, Status> {
+        let req = request.into_inner();
+        let owner = owner(req.principal.as_ref())?;
+        let title = domain::title_from(&req.title);
+        let conversation = self.store.create_conversation(&owner, &title).await.map_err(ConversationError::from)?;
+        Ok(Response::new(pb::CreateConversationResponse { conversation: Some(conversation_pb(conversation)) }))
+    }
+
+    async fn list_messages(
+        &self,
+        request: Request<pb::ListMessagesRequest>,
+    ) -> Result<Response<pb::ListMessagesResponse>, Status> {
+        let req = request.into_inner();
+        let owner = owner(req.principal.as_ref())?;
+        let conversation = self.owned(&owner, &req.conversation_id).await?;
+        let page = PageRequest {
+            size: page_size(req.page_size, 100, 500),
+            cursor: Cursor::decode(&req.page_token, "page_token")?,
+        };
+        let page = self.store.list_messages(&conversation.id, &page).await.map_err(ConversationError::from)?;
+        Ok(Response::new(pb::ListMessagesResponse {
+            messages: page.items.into_iter().map(message_pb).collect(),
+            next_page_token: page.next.map(|c| c.encode()).unwrap_or_default(),
+        }))
+    }
+
+    async fn clear_history(
+        &self,
+        request: Request<pb::ClearHistoryRequest>,
+    ) -> Result<Response<pb::ClearHistoryResponse>, Status> {
+        let owner = owner(request.get_ref().principal.as_ref())?;
+        let deleted = self.store.clear_history(&owner).await.map_err(ConversationError::from)?;
+        Ok(Response::new(pb::ClearHistoryResponse { deleted_conversations: u32::try_from(deleted).unwrap_or(u32::MAX) }))
+    }
+
+    async fn sync(&self, _: Request<pb::SyncRequest>) -> Result<Response<pb::SyncResponse>, Status> {
+        Err(Status::unimplemented("Dify sync is not available yet"))
+    }
+}

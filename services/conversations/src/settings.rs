@@ -1,0 +1,50 @@
+//! Typed settings of the conversation service.
+
+use std::net::SocketAddr;
+
+use switchboard_kit::{ConfigError, Env};
+
+/// Default listen address.
+pub const DEFAULT_ADDR: &str = "127.0.0.1:50052";
+/// Default address of the LLM proxy.
+pub const DEFAULT_LLM_ADDR: &str = "127.0.0.1:50053";
+
+/// Settings of the conversation service.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `SWITCHBOARD_CONVERSATIONS_ADDR`.
+    pub addr: SocketAddr,
+    /// `CONVERSATIONS_DATABASE_URL`, else `DATABASE_URL`.
+    pub database_url: String,
+    /// Which variable the URL came from.
+    pub database_var: &'static str,
+    /// `SWITCHBOARD_LLM_ADDR`: where the LLM proxy listens.
+    pub llm_addr: String,
+    /// `SWITCHBOARD_HISTORY_MESSAGES`: prior messages sent upstream with a turn.
+    pub history_messages: u32,
+}
+
+impl Settings {
+    /// Reads the settings, naming the variable at fault on error.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let addr = env.get_or("SWITCHBOARD_CONVERSATIONS_ADDR", DEFAULT_ADDR);
+        let addr = addr.parse().map_err(|e| {
+            ConfigError::invalid("SWITCHBOARD_CONVERSATIONS_ADDR", format!("{addr:?} is not host:port ({e})"))
+        })?;
+        let (database_url, database_var) = match env.get("CONVERSATIONS_DATABASE_URL") {
+            Some(url) => (url.to_owned(), "CONVERSATIONS_DATABASE_URL"),
+            None => (env.get_or("DATABASE_URL", switchboard_kit::db::DEFAULT_DATABASE_URL).to_owned(), "DATABASE_URL"),
+        };
+        let history_messages = env.parse_or("SWITCHBOARD_HISTORY_MESSAGES", 50)?;
+        if history_messages == 0 || history_messages > 1000 {
+            return Err(ConfigError::invalid("SWITCHBOARD_HISTORY_MESSAGES", "must be between 1 and 1000"));
+        }
+        Ok(Self {
+            addr,
+            database_url,
+            database_var,
+            llm_addr: env.get_or("SWITCHBOARD_LLM_ADDR", DEFAULT_LLM_ADDR).to_owned(),
+            history_messages,
+        })
+    }
+}

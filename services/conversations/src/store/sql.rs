@@ -1,0 +1,314 @@
+//! [`ConversationStore`] on SQLite and PostgreSQL. Each query is written once and runs on
+//! either backend through [`db_run!`]; times are Unix ms and ids text, which both read alike.
+
+use async_trait::async_trait;
+use switchboard_kit::db::Db;
+use switchboard_kit::db_run;
+use switchboard_kit::time::now_ms;
+
+use super::{ConversationFilter, ConversationStore, NewMessage};
+use crate::domain::{
+    Conversation, Cursor, Message, MessageOutcome, MessageStatus, Page, PageRequest, Principal, Role, UsageRecord, new_id,
+};
+
+/// The SQL store.
+#[derive(Debug, Clone)]
+pub struct SqlStore {
+    db: Db,
+}
+
+impl SqlStore {
+    /// A store over `db` (already migrated).
+    pub fn new(db: Db) -> Self {
+        Self { db }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct ConversationRow {
+    id: String,
+    system_id: String,
+    user_id: String,
+    title: String,
+    upstream_id: Option<String>,
+    created_at: i64,
+    updated_at: i64,
+    message_count: i64,
+}
+
+impl From<ConversationRow> for Conversation {
+    fn from(r: ConversationRow) -> Self {
+        Self {
+            id: r.id,
+            owner: Principal { system_id: r.system_id, user_id: r.user_id },
+            title: r.title,
+            upstream_id: r.upstream_id,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+            message_count: r.message_count,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct MessageRow {
+    id: String,
+    conversation_id: String,
+    role: String,
+    content: String,
+    status: String,
+    model: String,
+    prompt_tokens: i64,
+    completion_tokens: i64,
+    error: String,
+    created_at: i64,
+}
+
+impl From<MessageRow> for Message {
+    fn from(r: MessageRow) -> Self {
+        Self {
+            id: r.id,
+            conversation_id: r.conversation_id,
+            role: Role::parse(&r.role),
+            content: r.content,
+            status: MessageStatus::parse(&r.status),
+            model: r.model,
+            prompt_tokens: r.prompt_tokens,
+            completion_tokens: r.completion_tokens,
+            error: r.error,
+            created_at: r.created_at,
+        }
+    }
+}
+
+const CONVERSATION_COLUMNS: &str = "id, system_id, user_id, title, upstream_id, created_at, updated_at, message_count";
+const MESSAGE_COLUMNS: &str =
+    "id, conversation_id, role, content, status, model, prompt_tokens, completion_tokens, error, created_at";
+
+fn next_page<T>(mut items: Vec<T>, size: u32, key: impl Fn(&T) -> Cursor) -> Page<T> {
+    let next = if items.len() > size as usize {
+        items.truncate(size as usize);
+        items.last().map(key)
+    } else {
+        None
+    };
+    Page { items, next }
+}
+
+#[async_trait]
+impl ConversationStore for SqlStore {
+    async fn create_conversation(&self, owner: &Principal, title: &str) -> Result<Conversation, sqlx::Error> {
+        let now = now_ms();
+        let conversation = Conversation {
+            id: new_id(),
+            owner: owner.clone(),
+            title: title.to_owned(),
+            upstream_id: None,
+            created_at: now,
+            updated_at: now,
+            message_count: 0,
+        };
+        db_run!(&self.db, |pool| {
+            sqlx::query(
+                "INSERT INTO conversations (id, system_id, user_id, title, created_at, updated_at, message_count) \
+                 VALUES ($1, $2, $3, $4, $5, $5, 0)",
+            )
+            .bind(&conversation.id)
+            .bind(&owner.system_id)
+            .bind(&owner.user_id)
+            .bind(title)
+            .bind(now)
+            .execute(pool)
+            .await
+            .map(|_| ())
+        })?;
+        Ok(conversation)
+    }
+
+    async fn get_conversation(&self, owner: &Principal, id: &str) -> Result<Option<Conversation>, sqlx::Error> {
+        let sql = format!("SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = $1 AND system_id = $2 AND user_id = $3");
+        let row: Option<ConversationRow> = db_run!(&self.db, |pool| {
+            sqlx::query_as(&sql).bind(id).bind(&owner.system_id).bind(&owner.user_id).fetch_optional(pool).await
+        })?;
+        Ok(row.map(Into::into))
+    }
+
+    async fn list_conversations(
+        &self,
+        owner: &Principal,
+        filter: &ConversationFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Conversation>, sqlx::Error> {
+        let (before_time, before_id) = match &page.cursor {
+            Some(c) => (c.time, c.id.clone()),
+            None => (i64::MAX, String::new()),
+        };
+        let sql = format!(
+            "SELECT {CONVERSATION_COLUMNS} FROM conversations \
+             WHERE system_id = $1 AND user_id = $2 AND updated_at >= $3 AND updated_at <= $4 \
+               AND (updated_at < $5 OR (updated_at = $5 AND id < $6)) \
+             ORDER BY updated_at DESC, id DESC LIMIT $7"
+        );
+        let rows: Vec<ConversationRow> = db_run!(&self.db, |pool| {
+            sqlx::query_as(&sql)
+                .bind(&owner.system_id)
+                .bind(&owner.user_id)
+                .bind(filter.from.unwrap_or(i64::MIN))
+                .bind(filter.to.unwrap_or(i64::MAX))
+                .bind(before_time)
+                .bind(&before_id)
+                .bind(i64::from(page.size) + 1)
+                .fetch_all(pool)
+                .await
+        })?;
+        let items = rows.into_iter().map(Conversation::from).collect();
+        Ok(next_page(items, page.size, |c: &Conversation| Cursor { time: c.updated_at, id: c.id.clone() }))
+    }
+
+    async fn append_message(&self, message: NewMessage) -> Result<Message, sqlx::Error> {
+        let now = now_ms();
+        let stored = Message {
+            id: new_id(),
+            conversation_id: message.conversation_id,
+            role: message.role,
+            content: message.content,
+            status: message.status,
+            model: message.model,
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            error: String::new(),
+            created_at: now,
+        };
+        db_run!(&self.db, |pool| {
+            let mut tx = pool.begin().await?;
+            sqlx::query(
+                "INSERT INTO messages (id, conversation_id, role, content, status, model, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+            )
+            .bind(&stored.id)
+            .bind(&stored.conversation_id)
+            .bind(stored.role.as_str())
+            .bind(&stored.content)
+            .bind(stored.status.as_str())
+            .bind(&stored.model)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("UPDATE conversations SET updated_at = $1, message_count = message_count + 1 WHERE id = $2")
+                .bind(now)
+                .bind(&stored.conversation_id)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await
+        })?;
+        Ok(stored)
+    }
+
+    async fn finish_message(&self, id: &str, outcome: MessageOutcome) -> Result<(), sqlx::Error> {
+        db_run!(&self.db, |pool| {
+            sqlx::query(
+                "UPDATE messages SET status = $1, content = $2, model = $3, prompt_tokens = $4, \
+                 completion_tokens = $5, error = $6, updated_at = $7 WHERE id = $8",
+            )
+            .bind(outcome.status.as_str())
+            .bind(&outcome.content)
+            .bind(&outcome.model)
+            .bind(outcome.prompt_tokens)
+            .bind(outcome.completion_tokens)
+            .bind(&outcome.error)
+            .bind(now_ms())
+            .bind(id)
+            .execute(pool)
+            .await
+            .map(|_| ())
+        })
+    }
+
+    async fn list_messages(&self, conversation_id: &str, page: &PageRequest) -> Result<Page<Message>, sqlx::Error> {
+        let (after_time, after_id) = match &page.cursor {
+            Some(c) => (c.time, c.id.clone()),
+            None => (i64::MIN, String::new()),
+        };
+        let sql = format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 \
+               AND (created_at > $2 OR (created_at = $2 AND id > $3)) \
+             ORDER BY created_at, id LIMIT $4"
+        );
+        let rows: Vec<MessageRow> = db_run!(&self.db, |pool| {
+            sqlx::query_as(&sql)
+                .bind(conversation_id)
+                .bind(after_time)
+                .bind(&after_id)
+                .bind(i64::from(page.size) + 1)
+                .fetch_all(pool)
+                .await
+        })?;
+        let items = rows.into_iter().map(Message::from).collect();
+        Ok(next_page(items, page.size, |m: &Message| Cursor { time: m.created_at, id: m.id.clone() }))
+    }
+
+    async fn recent_messages(&self, conversation_id: &str, limit: u32) -> Result<Vec<Message>, sqlx::Error> {
+        let sql = format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 AND status IN ('complete', 'partial') \
+             ORDER BY created_at DESC, id DESC LIMIT $2"
+        );
+        let rows: Vec<MessageRow> = db_run!(&self.db, |pool| {
+            sqlx::query_as(&sql).bind(conversation_id).bind(i64::from(limit)).fetch_all(pool).await
+        })?;
+        Ok(rows.into_iter().rev().map(Message::from).collect())
+    }
+
+    async fn clear_history(&self, owner: &Principal) -> Result<u64, sqlx::Error> {
+        db_run!(&self.db, |pool| {
+            let mut tx = pool.begin().await?;
+            sqlx::query(
+                "DELETE FROM messages WHERE conversation_id IN \
+                 (SELECT id FROM conversations WHERE system_id = $1 AND user_id = $2)",
+            )
+            .bind(&owner.system_id)
+            .bind(&owner.user_id)
+            .execute(&mut *tx)
+            .await?;
+            let deleted = sqlx::query("DELETE FROM conversations WHERE system_id = $1 AND user_id = $2")
+                .bind(&owner.system_id)
+                .bind(&owner.user_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            tx.commit().await?;
+            Ok(deleted)
+        })
+    }
+
+    async fn record_usage(&self, records: &[UsageRecord]) -> Result<(), sqlx::Error> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        db_run!(&self.db, |pool| {
+            let mut tx = pool.begin().await?;
+            for r in records {
+                sqlx::query(
+                    "INSERT INTO usage_records (id, system_id, user_id, conversation_id, message_id, key_id, model, \
+                     provider, prompt_tokens, completion_tokens, latency_ms, cost_micros, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                )
+                .bind(new_id())
+                .bind(&r.owner.system_id)
+                .bind(&r.owner.user_id)
+                .bind(&r.conversation_id)
+                .bind(&r.message_id)
+                .bind(&r.key_id)
+                .bind(&r.model)
+                .bind(&r.provider)
+                .bind(r.prompt_tokens)
+                .bind(r.completion_tokens)
+                .bind(r.latency_ms)
+                .bind(r.cost_micros)
+                .bind(r.created_at)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await
+        })
+    }
+}

@@ -1,0 +1,205 @@
+//! A mock OpenAI-compatible upstream.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+#[derive(Default)]
+struct Knobs {
+    fail_next: VecDeque<u16>,
+    always_fail: Option<u16>,
+    delay: Duration,
+    cut_stream_after: Option<usize>,
+    requests: Vec<Value>,
+    authorizations: Vec<Option<String>>,
+}
+
+#[derive(Default)]
+struct Shared {
+    calls: AtomicUsize,
+    knobs: Mutex<Knobs>,
+}
+
+impl Shared {
+    fn knobs(&self) -> std::sync::MutexGuard<'_, Knobs> {
+        self.knobs.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A running mock upstream; stops when dropped.
+pub struct MockUpstream {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    _stop: oneshot::Sender<()>,
+}
+
+impl MockUpstream {
+    /// Starts the server on a free loopback port.
+    pub async fn start() -> Self {
+        let shared = Arc::new(Shared::default());
+        let app = Router::new()
+            .route("/v1/chat/completions", post(chat_completions))
+            .route("/v1/models", get(models))
+            .with_state(shared.clone());
+        let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
+            Ok(l) => l,
+            Err(e) => panic!("mock upstream cannot bind loopback: {e}"),
+        };
+        let addr = match listener.local_addr() {
+            Ok(a) => a,
+            Err(e) => panic!("mock upstream has no address: {e}"),
+        };
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        Self { addr, shared, _stop: stop }
+    }
+
+    /// Base URL to use as `OPENAI_BASE_URL`, e.g. `http://127.0.0.1:41234/v1`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    /// The next calls answer these HTTP statuses, in order, before answering normally.
+    pub fn fail_next(&self, statuses: &[u16]) {
+        self.shared.knobs().fail_next.extend(statuses);
+    }
+
+    /// Every call answers this status (`None` to stop failing).
+    pub fn always_fail(&self, status: Option<u16>) {
+        self.shared.knobs().always_fail = status;
+    }
+
+    /// Waits this long before answering.
+    pub fn set_delay(&self, delay: Duration) {
+        self.shared.knobs().delay = delay;
+    }
+
+    /// Streams end abruptly after this many content chunks.
+    pub fn cut_stream_after(&self, chunks: Option<usize>) {
+        self.shared.knobs().cut_stream_after = chunks;
+    }
+
+    /// Number of chat-completion calls received.
+    pub fn calls(&self) -> usize {
+        self.shared.calls.load(Ordering::SeqCst)
+    }
+
+    /// Bodies of the chat-completion calls received, in order.
+    pub fn requests(&self) -> Vec<Value> {
+        self.shared.knobs().requests.clone()
+    }
+
+    /// `Authorization` headers of the calls received, in order.
+    pub fn authorizations(&self) -> Vec<Option<String>> {
+        self.shared.knobs().authorizations.clone()
+    }
+}
+
+/// The deterministic answer: `upstream reply to: <last user message>`.
+pub fn answer_for(body: &Value) -> String {
+    let last = body["messages"]
+        .as_array()
+        .and_then(|m| m.iter().rev().find(|m| m["role"] == "user"))
+        .and_then(|m| m["content"].as_str())
+        .unwrap_or_default();
+    format!("upstream reply to: {last}")
+}
+
+async fn chat_completions(State(shared): State<Arc<Shared>>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
+    shared.calls.fetch_add(1, Ordering::SeqCst);
+    let (failure, delay, cut) = {
+        let mut knobs = shared.knobs();
+        knobs.requests.push(body.clone());
+        let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        knobs.authorizations.push(auth);
+        let failure = knobs.fail_next.pop_front().or(knobs.always_fail);
+        (failure, knobs.delay, knobs.cut_stream_after)
+    };
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    if let Some(status) = failure {
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let error = json!({"error": {"message": format!("mock failure {}", status.as_u16()), "type": "server_error"}});
+        return (status, Json(error)).into_response();
+    }
+    let model = body["model"].as_str().unwrap_or("unknown").to_owned();
+    let answer = answer_for(&body);
+    let prompt_tokens: usize = body["messages"]
+        .as_array()
+        .map(|m| m.iter().filter_map(|m| m["content"].as_str()).map(|c| c.split_whitespace().count()).sum())
+        .unwrap_or(0);
+    let completion_tokens = answer.split_whitespace().count();
+    if body["stream"].as_bool().unwrap_or(false) {
+        return stream(model, answer, cut);
+    }
+    Json(json!({
+        "id": "chatcmpl-mock",
+        "object": "chat.completion",
+        "created": 0,
+        "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                  "total_tokens": prompt_tokens + completion_tokens}
+    }))
+    .into_response()
+}
+
+fn stream(model: String, answer: String, cut: Option<usize>) -> Response {
+    let words: Vec<String> = answer.split_inclusive(' ').map(str::to_owned).collect();
+    let total = words.len();
+    let events = async_stream(model, words, cut, total);
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .body(Body::from_stream(events))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+fn async_stream(
+    model: String,
+    words: Vec<String>,
+    cut: Option<usize>,
+    total: usize,
+) -> impl futures::Stream<Item = Result<String, std::io::Error>> {
+    let mut frames = Vec::new();
+    for (i, word) in words.into_iter().enumerate() {
+        if cut == Some(i) {
+            frames.push(Err(std::io::Error::other("stream cut")));
+            break;
+        }
+        let chunk = json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "model": model,
+            "choices": [{"index": 0, "delta": {"content": word}, "finish_reason": null}]});
+        frames.push(Ok(format!("data: {chunk}\n\n")));
+    }
+    if cut.is_none_or(|c| c >= total) {
+        let last = json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "model": model,
+            "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]});
+        frames.push(Ok(format!("data: {last}\n\n")));
+        frames.push(Ok("data: [DONE]\n\n".to_owned()));
+    }
+    futures::stream::iter(frames)
+}
+
+async fn models() -> Json<Value> {
+    Json(json!({"object": "list", "data": [
+        {"id": "gpt-test", "object": "model", "owned_by": "mock"},
+        {"id": "gpt-test-mini", "object": "model", "owned_by": "mock"}
+    ]}))
+}
