@@ -1,1 +1,85 @@
+//! AuthService: resolves credentials (static service keys, issued API keys, JWTs) to
+//! principals, and issues and revokes API keys.
 
+mod error;
+mod grpc;
+pub mod jwt;
+pub mod keys;
+mod settings;
+pub mod store;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use switchboard_kit::db::Db;
+use switchboard_proto::auth::v1::auth_service_server::{AuthServiceServer, SERVICE_NAME};
+use tokio::net::TcpListener;
+
+pub use error::AuthError;
+pub use settings::Settings;
+
+/// Migrations for SQLite.
+pub static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/auth/sqlite");
+/// Migrations for PostgreSQL.
+pub static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/auth/postgres");
+
+/// Why the service could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Cannot bind the listen address.
+    #[error("SWITCHBOARD_AUTH_ADDR: cannot listen on {addr}: {source}")]
+    Bind {
+        /// Address.
+        addr: SocketAddr,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// Database problem.
+    #[error(transparent)]
+    Db(#[from] switchboard_kit::db::DbError),
+    /// Serving failed.
+    #[error(transparent)]
+    Serve(#[from] switchboard_kit::grpc::ServeError),
+}
+
+/// A built auth service, bound to its port and ready to serve.
+pub struct Application {
+    listener: TcpListener,
+    db: Db,
+    service: grpc::AuthGrpc,
+}
+
+impl Application {
+    /// Opens the store (running migrations) and binds the listener.
+    pub async fn build(settings: Settings) -> Result<Self, StartError> {
+        let db = Db::connect(&settings.database_url, settings.database_var).await?;
+        db.migrate(&SQLITE_MIGRATIONS, &POSTGRES_MIGRATIONS).await?;
+        let service = grpc::AuthGrpc::new(&settings, Arc::new(store::SqlKeyStore::new(db.clone())));
+        let listener = TcpListener::bind(settings.addr)
+            .await
+            .map_err(|source| StartError::Bind { addr: settings.addr, source })?;
+        tracing::info!(
+            addr = %listener.local_addr().map_err(|source| StartError::Bind { addr: settings.addr, source })?,
+            backend = db.backend(),
+            static_keys = settings.static_keys.len(),
+            jwt = settings.jwt_secret.is_some(),
+            "auth listening"
+        );
+        Ok(Self { listener, db, service })
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or_default()
+    }
+
+    /// Serves until `shutdown` resolves.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), StartError> {
+        let routes = tonic::service::Routes::new(AuthServiceServer::new(self.service));
+        let result = switchboard_kit::grpc::serve(self.listener, routes, &[SERVICE_NAME], shutdown).await;
+        self.db.close().await;
+        tracing::info!("auth stopped");
+        Ok(result?)
+    }
+}

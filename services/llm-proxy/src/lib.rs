@@ -48,8 +48,10 @@ pub enum StartError {
     Serve(#[from] switchboard_kit::grpc::ServeError),
 }
 
-static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/llm-proxy/sqlite");
-static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/llm-proxy/postgres");
+/// Migrations for SQLite.
+pub static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/llm-proxy/sqlite");
+/// Migrations for PostgreSQL.
+pub static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/llm-proxy/postgres");
 
 impl Application {
     /// Opens the store (running migrations), sets up the providers and binds the listener.
