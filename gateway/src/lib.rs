@@ -1,1 +1,100 @@
+//! The Switchboard edge gateway: the REST API over the three gRPC services, with credential
+//! checks, metrics and health endpoints.
 
+pub mod auth;
+pub mod error;
+pub mod extract;
+pub mod metrics;
+mod routes;
+mod settings;
+pub mod state;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::serve::ListenerExt;
+use switchboard_proto::auth::v1::auth_service_client::AuthServiceClient;
+use switchboard_proto::conversation::v1::conversation_service_client::ConversationServiceClient;
+use switchboard_proto::llm::v1::llm_service_client::LlmServiceClient;
+use tokio::net::TcpListener;
+
+pub use settings::Settings;
+use state::AppState;
+
+/// Why the gateway could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Cannot bind the listen address.
+    #[error("SWITCHBOARD_HTTP_ADDR: cannot listen on {addr}: {source}")]
+    Bind {
+        /// Address.
+        addr: SocketAddr,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// A service address is unusable.
+    #[error("{var}: {source}")]
+    ServiceAddr {
+        /// Variable.
+        var: &'static str,
+        /// Cause.
+        source: tonic::transport::Error,
+    },
+    /// Serving failed.
+    #[error("serving HTTP: {0}")]
+    Serve(#[from] std::io::Error),
+}
+
+/// A built gateway, bound to its port and ready to serve.
+pub struct Application {
+    listener: TcpListener,
+    router: axum::Router,
+}
+
+impl Application {
+    /// Creates the service clients (connecting lazily) and binds the listener.
+    pub async fn build(settings: Settings) -> Result<Self, StartError> {
+        let channel = |addr: &str, var| {
+            switchboard_kit::grpc::channel(addr).map_err(|source| StartError::ServiceAddr { var, source })
+        };
+        let auth = channel(&settings.auth_addr, "SWITCHBOARD_AUTH_ADDR")?;
+        let conversations = channel(&settings.conversations_addr, "SWITCHBOARD_CONVERSATIONS_ADDR")?;
+        let llm = channel(&settings.llm_addr, "SWITCHBOARD_LLM_ADDR")?;
+        let state = AppState {
+            auth: AuthServiceClient::new(auth.clone()),
+            conversations: ConversationServiceClient::new(conversations.clone()),
+            llm: LlmServiceClient::new(llm.clone()),
+            channels: Arc::new([("auth", auth), ("conversations", conversations), ("llm-proxy", llm)]),
+            metrics: Arc::new(metrics::Metrics::default()),
+        };
+        let listener = TcpListener::bind(settings.addr)
+            .await
+            .map_err(|source| StartError::Bind { addr: settings.addr, source })?;
+        tracing::info!(
+            addr = %listener.local_addr().map_err(|source| StartError::Bind { addr: settings.addr, source })?,
+            auth = %settings.auth_addr,
+            conversations = %settings.conversations_addr,
+            llm = %settings.llm_addr,
+            "gateway listening"
+        );
+        Ok(Self { listener, router: routes::router(state, settings.body_limit) })
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or_default()
+    }
+
+    /// Serves until `shutdown` resolves, letting in-flight requests finish.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StartError> {
+        let listener = self.listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::warn!(error = %e, "cannot set TCP_NODELAY");
+            }
+        });
+        axum::serve(listener, self.router).with_graceful_shutdown(shutdown).await?;
+        tracing::info!("gateway stopped");
+        Ok(())
+    }
+}

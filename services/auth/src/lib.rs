@@ -83,3 +83,8 @@ impl Application {
         Ok(result?)
     }
 }
+
+/// Default listen address of this service, which is also where clients find it.
+pub fn settings_default_addr() -> &'static str {
+    settings::DEFAULT_ADDR
+}

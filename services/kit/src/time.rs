@@ -1,6 +1,7 @@
 //! Clock and timestamp conversions. Stores keep times as Unix milliseconds (`BIGINT`), which
 //! reads the same on SQLite and PostgreSQL.
 
+pub use prost_types::Timestamp;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 

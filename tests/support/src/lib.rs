@@ -1,8 +1,10 @@
 //! Test support shared by the services' and the end-to-end tests.
 //!
 //! [`MockUpstream`] is a real HTTP server on loopback speaking the OpenAI chat-completions
-//! wire format (JSON and SSE), with knobs for delay, failures and cut streams.
+//! wire format (JSON and SSE), with knobs for delay, failures and cut streams; [`db`] makes
+//! fresh SQLite and PostgreSQL databases.
 
+pub mod db;
 mod openai;
 
 pub use openai::MockUpstream;

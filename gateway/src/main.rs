@@ -1,0 +1,116 @@
+//! `switchboard`: runs every component in one process (the default), or one component alone.
+
+use clap::{Parser, Subcommand};
+use switchboard_kit::db::Migrator;
+use switchboard_kit::{Env, shutdown, telemetry};
+use tokio::sync::watch;
+
+/// Switchboard: a multi-tenant LLM chat gateway.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Clone, Copy)]
+enum Command {
+    /// Gateway and the three services in one process, each on its own port (default).
+    All,
+    /// The HTTP gateway alone.
+    Gateway,
+    /// The auth service alone.
+    Auth,
+    /// The conversation service alone.
+    Conversations,
+    /// The LLM proxy alone.
+    LlmProxy,
+    /// Apply every service's database migrations, then exit.
+    Migrate,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    telemetry::init_subscriber();
+    let command = Cli::parse().command.unwrap_or(Command::All);
+    match run(command, Env::from_process()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("switchboard: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command, env: Env) -> anyhow::Result<()> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown::signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let auth = || switchboard_auth::Settings::from_env(&env);
+    let conversations = || switchboard_conversations::Settings::from_env(&env);
+    let llm = || switchboard_llm_proxy::Settings::from_env(&env);
+    let gateway = || switchboard_gateway::Settings::from_env(&env);
+    match command {
+        Command::Auth => switchboard_auth::Application::build(auth()?).await?.run_until_stopped(stopped()).await?,
+        Command::Conversations => {
+            switchboard_conversations::Application::build(conversations()?).await?.run_until_stopped(stopped()).await?
+        }
+        Command::LlmProxy => switchboard_llm_proxy::Application::build(llm()?).await?.run_until_stopped(stopped()).await?,
+        Command::Gateway => switchboard_gateway::Application::build(gateway()?).await?.run_until_stopped(stopped()).await?,
+        Command::Migrate => {
+            let (a, c, l) = (auth()?, conversations()?, llm()?);
+            migrate(&a.database_url, a.database_var, &switchboard_auth::SQLITE_MIGRATIONS, &switchboard_auth::POSTGRES_MIGRATIONS).await?;
+            migrate(
+                &c.database_url,
+                c.database_var,
+                &switchboard_conversations::SQLITE_MIGRATIONS,
+                &switchboard_conversations::POSTGRES_MIGRATIONS,
+            )
+            .await?;
+            migrate(&l.database_url, l.database_var, &switchboard_llm_proxy::SQLITE_MIGRATIONS, &switchboard_llm_proxy::POSTGRES_MIGRATIONS)
+                .await?;
+            tracing::info!("migrations applied");
+        }
+        Command::All => {
+            // Validate every setting before starting anything, so a typo fails fast.
+            let (a, c, l, g) = (auth()?, conversations()?, llm()?, gateway()?);
+            let auth = switchboard_auth::Application::build(a).await?;
+            let llm = switchboard_llm_proxy::Application::build(l).await?;
+            let conversations = switchboard_conversations::Application::build(c).await?;
+            let gateway = switchboard_gateway::Application::build(g).await?;
+            tracing::info!(port = gateway.port(), "switchboard is up: http://127.0.0.1:{}/healthz", gateway.port());
+            let (a, l, c, g) = tokio::join!(
+                auth.run_until_stopped(stopped()),
+                llm.run_until_stopped(stopped()),
+                conversations.run_until_stopped(stopped()),
+                gateway.run_until_stopped(stopped()),
+            );
+            a?;
+            l?;
+            c?;
+            g?;
+        }
+    }
+    Ok(())
+}
+
+async fn migrate(
+    url: &str,
+    var: &'static str,
+    sqlite: &Migrator,
+    postgres: &Migrator,
+) -> anyhow::Result<()> {
+    let db = switchboard_kit::db::Db::connect(url, var).await?;
+    db.migrate(sqlite, postgres).await?;
+    db.close().await;
+    Ok(())
+}

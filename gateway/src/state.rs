@@ -1,0 +1,25 @@
+//! The gateway's shared state: gRPC clients and metrics, cheap to clone per request.
+
+use std::sync::Arc;
+
+use switchboard_proto::auth::v1::auth_service_client::AuthServiceClient;
+use switchboard_proto::conversation::v1::conversation_service_client::ConversationServiceClient;
+use switchboard_proto::llm::v1::llm_service_client::LlmServiceClient;
+use tonic::transport::Channel;
+
+use crate::metrics::Metrics;
+
+/// Everything a handler needs.
+#[derive(Clone)]
+pub struct AppState {
+    /// AuthService client.
+    pub auth: AuthServiceClient<Channel>,
+    /// ConversationService client.
+    pub conversations: ConversationServiceClient<Channel>,
+    /// LlmService client.
+    pub llm: LlmServiceClient<Channel>,
+    /// Channels by service, for readiness checks.
+    pub channels: Arc<[(&'static str, Channel)]>,
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
+}

@@ -1,0 +1,242 @@
+//! The conversation store against real databases: every test body runs on SQLite and on
+//! PostgreSQL.
+
+use std::sync::Arc;
+
+use switchboard_conversations::domain::{MessageOutcome, MessageStatus, PageRequest, Principal, Role, UsageRecord};
+use switchboard_conversations::store::{ConversationFilter, ConversationStore, NewMessage, SqlStore};
+use switchboard_conversations::{POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS};
+use switchboard_kit::db::Db;
+use switchboard_test_support::db::{self, TestDb};
+
+struct Fixture {
+    store: Arc<dyn ConversationStore>,
+    db: Db,
+    _test_db: TestDb,
+}
+
+async fn open(test_db: TestDb) -> Fixture {
+    let db = Db::connect(&test_db.url, "DATABASE_URL").await.unwrap();
+    db.migrate(&SQLITE_MIGRATIONS, &POSTGRES_MIGRATIONS).await.unwrap();
+    Fixture { store: Arc::new(SqlStore::new(db.clone())), db, _test_db: test_db }
+}
+
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test] async fn $name() { super::$name(super::open(super::db::sqlite()).await).await })*
+        }
+        mod postgres {
+            $(#[tokio::test] async fn $name() { super::$name(super::open(super::db::postgres().await).await).await })*
+        }
+    };
+}
+
+on_both_backends!(
+    messages_come_back_oldest_first_across_pages,
+    another_principals_conversation_is_invisible,
+    conversations_list_newest_first_with_paging_and_date_filters,
+    finished_messages_keep_their_outcome_and_failed_ones_leave_the_context,
+    clearing_history_removes_only_the_owners_conversations,
+    usage_records_are_written_in_one_batch,
+    migrations_can_run_twice,
+);
+
+fn alice() -> Principal {
+    Principal::parse("drillquiz", "alice").unwrap()
+}
+
+fn user_message(conversation_id: &str, content: &str) -> NewMessage {
+    NewMessage {
+        conversation_id: conversation_id.to_owned(),
+        role: Role::User,
+        content: content.to_owned(),
+        status: MessageStatus::Complete,
+        model: String::new(),
+    }
+}
+
+async fn messages_come_back_oldest_first_across_pages(f: Fixture) {
+    let conversation = f.store.create_conversation(&alice(), "t").await.unwrap();
+    for i in 0..7 {
+        f.store.append_message(user_message(&conversation.id, &format!("m{i}"))).await.unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = f.store.list_messages(&conversation.id, &PageRequest { size: 3, cursor }).await.unwrap();
+        seen.extend(page.items.into_iter().map(|m| m.content));
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(seen, (0..7).map(|i| format!("m{i}")).collect::<Vec<_>>());
+    let stored = f.store.get_conversation(&alice(), &conversation.id).await.unwrap().unwrap();
+    assert_eq!(stored.message_count, 7);
+    assert!(stored.updated_at >= stored.created_at);
+}
+
+async fn another_principals_conversation_is_invisible(f: Fixture) {
+    let conversation = f.store.create_conversation(&alice(), "secret").await.unwrap();
+    let bob = Principal::parse("drillquiz", "bob").unwrap();
+    let other_tenant = Principal::parse("cointutor", "alice").unwrap();
+    assert!(f.store.get_conversation(&bob, &conversation.id).await.unwrap().is_none());
+    assert!(f.store.get_conversation(&other_tenant, &conversation.id).await.unwrap().is_none());
+    let page = PageRequest { size: 10, cursor: None };
+    assert!(f.store.list_conversations(&bob, &ConversationFilter::default(), &page).await.unwrap().items.is_empty());
+    assert_eq!(
+        f.store.list_conversations(&alice(), &ConversationFilter::default(), &page).await.unwrap().items.len(),
+        1
+    );
+}
+
+async fn conversations_list_newest_first_with_paging_and_date_filters(f: Fixture) {
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let c = f.store.create_conversation(&alice(), &format!("c{i}")).await.unwrap();
+        f.store.append_message(user_message(&c.id, "hi")).await.unwrap();
+        ids.push(c.id);
+        tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+    }
+    let mut listed = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = f
+            .store
+            .list_conversations(&alice(), &ConversationFilter::default(), &PageRequest { size: 2, cursor })
+            .await
+            .unwrap();
+        listed.extend(page.items.into_iter().map(|c| c.id));
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    ids.reverse();
+    assert_eq!(listed, ids, "newest first, each exactly once");
+
+    let all = f
+        .store
+        .list_conversations(&alice(), &ConversationFilter::default(), &PageRequest { size: 10, cursor: None })
+        .await
+        .unwrap()
+        .items;
+    let pivot = all[2].updated_at;
+    let since = f
+        .store
+        .list_conversations(&alice(), &ConversationFilter { from: Some(pivot), to: None }, &PageRequest { size: 10, cursor: None })
+        .await
+        .unwrap()
+        .items;
+    assert!(since.iter().all(|c| c.updated_at >= pivot));
+    assert_eq!(since.len(), 3);
+    let until = f
+        .store
+        .list_conversations(&alice(), &ConversationFilter { from: None, to: Some(pivot - 1) }, &PageRequest { size: 10, cursor: None })
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(until.len(), 2);
+}
+
+async fn finished_messages_keep_their_outcome_and_failed_ones_leave_the_context(f: Fixture) {
+    let c = f.store.create_conversation(&alice(), "t").await.unwrap();
+    f.store.append_message(user_message(&c.id, "question one")).await.unwrap();
+    let failed = f
+        .store
+        .append_message(NewMessage { role: Role::Assistant, status: MessageStatus::InProgress, ..user_message(&c.id, "") })
+        .await
+        .unwrap();
+    f.store
+        .finish_message(
+            &failed.id,
+            MessageOutcome {
+                status: MessageStatus::Failed,
+                content: String::new(),
+                model: "gpt-test".into(),
+                prompt_tokens: 0,
+                completion_tokens: 0,
+                error: "upstream answered HTTP 503".into(),
+            },
+        )
+        .await
+        .unwrap();
+    f.store.append_message(user_message(&c.id, "question two")).await.unwrap();
+    let ok = f
+        .store
+        .append_message(NewMessage { role: Role::Assistant, status: MessageStatus::InProgress, ..user_message(&c.id, "") })
+        .await
+        .unwrap();
+    f.store
+        .finish_message(
+            &ok.id,
+            MessageOutcome {
+                status: MessageStatus::Complete,
+                content: "answer two".into(),
+                model: "gpt-test".into(),
+                prompt_tokens: 11,
+                completion_tokens: 3,
+                error: String::new(),
+            },
+        )
+        .await
+        .unwrap();
+
+    let all = f.store.list_messages(&c.id, &PageRequest { size: 10, cursor: None }).await.unwrap().items;
+    assert_eq!(all.len(), 4);
+    assert_eq!(all[1].status, MessageStatus::Failed);
+    assert_eq!(all[1].error, "upstream answered HTTP 503");
+    assert_eq!((all[3].prompt_tokens, all[3].completion_tokens), (11, 3));
+
+    let context: Vec<String> = f.store.recent_messages(&c.id, 10).await.unwrap().into_iter().map(|m| m.content).collect();
+    assert_eq!(context, vec!["question one", "question two", "answer two"]);
+    let last_two: Vec<String> = f.store.recent_messages(&c.id, 2).await.unwrap().into_iter().map(|m| m.content).collect();
+    assert_eq!(last_two, vec!["question two", "answer two"]);
+}
+
+async fn clearing_history_removes_only_the_owners_conversations(f: Fixture) {
+    let bob = Principal::parse("drillquiz", "bob").unwrap();
+    for owner in [alice(), alice(), bob.clone()] {
+        let c = f.store.create_conversation(&owner, "t").await.unwrap();
+        f.store.append_message(user_message(&c.id, "hi")).await.unwrap();
+    }
+    assert_eq!(f.store.clear_history(&alice()).await.unwrap(), 2);
+    let page = PageRequest { size: 10, cursor: None };
+    assert!(f.store.list_conversations(&alice(), &ConversationFilter::default(), &page).await.unwrap().items.is_empty());
+    let bobs = f.store.list_conversations(&bob, &ConversationFilter::default(), &page).await.unwrap().items;
+    assert_eq!(bobs.len(), 1);
+    assert_eq!(f.store.list_messages(&bobs[0].id, &page).await.unwrap().items.len(), 1);
+}
+
+async fn usage_records_are_written_in_one_batch(f: Fixture) {
+    let records: Vec<UsageRecord> = (0..3)
+        .map(|i| UsageRecord {
+            owner: alice(),
+            conversation_id: "c".into(),
+            message_id: format!("m{i}"),
+            key_id: "k".into(),
+            model: "mock".into(),
+            provider: "mock".into(),
+            prompt_tokens: 10,
+            completion_tokens: i,
+            latency_ms: 1,
+            cost_micros: 0,
+            created_at: 1,
+        })
+        .collect();
+    f.store.record_usage(&records).await.unwrap();
+    let (count, completion): (i64, i64) = switchboard_kit::db_run!(&f.db, |pool| {
+        sqlx::query_as("SELECT COUNT(*), CAST(COALESCE(SUM(completion_tokens), 0) AS BIGINT) FROM usage_records WHERE system_id = $1")
+            .bind("drillquiz")
+            .fetch_one(pool)
+            .await
+            .unwrap()
+    });
+    assert_eq!((count, completion), (3, 3));
+}
+
+async fn migrations_can_run_twice(f: Fixture) {
+    f.db.migrate(&SQLITE_MIGRATIONS, &POSTGRES_MIGRATIONS).await.unwrap();
+    f.db.ping().await.unwrap();
+}
