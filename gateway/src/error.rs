@@ -5,12 +5,8 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
+use switchboard_kit::grpc::{FIELD_METADATA, UPSTREAM_METADATA};
 use tonic::Code;
-
-/// Metadata key the services use to name the field of an INVALID_ARGUMENT status.
-const FIELD_METADATA: &str = "sb-field";
-/// Metadata key the LLM proxy uses to mark failures of the model upstream.
-const UPSTREAM_METADATA: &str = "sb-upstream";
 
 /// Detail of a failed request, for the trace layer to log (never sent to the client).
 #[derive(Debug, Clone)]
@@ -75,7 +71,8 @@ impl From<tonic::Status> for ApiError {
         let meta = |key| status.metadata().get(key).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let upstream = meta(UPSTREAM_METADATA);
         let detail = Some(format!("{:?}: {}", status.code(), status.message()));
-        let opaque = |code: StatusCode, kind, message: &str| Self { detail: detail.clone(), ..Self::new(code, kind, message) };
+        let opaque =
+            |code: StatusCode, kind, message: &str| Self { detail: detail.clone(), ..Self::new(code, kind, message) };
         match status.code() {
             Code::InvalidArgument => match meta(FIELD_METADATA) {
                 Some(field) => Self {
@@ -94,7 +91,9 @@ impl From<tonic::Status> for ApiError {
             Code::DeadlineExceeded if upstream.is_some() => {
                 opaque(StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", "the model upstream did not answer in time")
             }
-            Code::DeadlineExceeded => opaque(StatusCode::GATEWAY_TIMEOUT, "timeout", "a dependency did not answer in time"),
+            Code::DeadlineExceeded => {
+                opaque(StatusCode::GATEWAY_TIMEOUT, "timeout", "a dependency did not answer in time")
+            }
             Code::Unavailable | Code::FailedPrecondition if upstream.is_some() => {
                 opaque(StatusCode::BAD_GATEWAY, "upstream_error", "the model upstream failed; your message was saved")
             }

@@ -64,11 +64,21 @@ async fn run(command: Command, env: Env) -> anyhow::Result<()> {
         Command::Conversations => {
             switchboard_conversations::Application::build(conversations()?).await?.run_until_stopped(stopped()).await?
         }
-        Command::LlmProxy => switchboard_llm_proxy::Application::build(llm()?).await?.run_until_stopped(stopped()).await?,
-        Command::Gateway => switchboard_gateway::Application::build(gateway()?).await?.run_until_stopped(stopped()).await?,
+        Command::LlmProxy => {
+            switchboard_llm_proxy::Application::build(llm()?).await?.run_until_stopped(stopped()).await?
+        }
+        Command::Gateway => {
+            switchboard_gateway::Application::build(gateway()?).await?.run_until_stopped(stopped()).await?
+        }
         Command::Migrate => {
             let (a, c, l) = (auth()?, conversations()?, llm()?);
-            migrate(&a.database_url, a.database_var, &switchboard_auth::SQLITE_MIGRATIONS, &switchboard_auth::POSTGRES_MIGRATIONS).await?;
+            migrate(
+                &a.database_url,
+                a.database_var,
+                &switchboard_auth::SQLITE_MIGRATIONS,
+                &switchboard_auth::POSTGRES_MIGRATIONS,
+            )
+            .await?;
             migrate(
                 &c.database_url,
                 c.database_var,
@@ -76,8 +86,13 @@ async fn run(command: Command, env: Env) -> anyhow::Result<()> {
                 &switchboard_conversations::POSTGRES_MIGRATIONS,
             )
             .await?;
-            migrate(&l.database_url, l.database_var, &switchboard_llm_proxy::SQLITE_MIGRATIONS, &switchboard_llm_proxy::POSTGRES_MIGRATIONS)
-                .await?;
+            migrate(
+                &l.database_url,
+                l.database_var,
+                &switchboard_llm_proxy::SQLITE_MIGRATIONS,
+                &switchboard_llm_proxy::POSTGRES_MIGRATIONS,
+            )
+            .await?;
             tracing::info!("migrations applied");
         }
         Command::All => {
@@ -103,12 +118,7 @@ async fn run(command: Command, env: Env) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn migrate(
-    url: &str,
-    var: &'static str,
-    sqlite: &Migrator,
-    postgres: &Migrator,
-) -> anyhow::Result<()> {
+async fn migrate(url: &str, var: &'static str, sqlite: &Migrator, postgres: &Migrator) -> anyhow::Result<()> {
     let db = switchboard_kit::db::Db::connect(url, var).await?;
     db.migrate(sqlite, postgres).await?;
     db.close().await;

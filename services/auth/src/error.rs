@@ -33,7 +33,7 @@ impl From<AuthError> for Status {
         match &err {
             AuthError::Unauthenticated => Status::unauthenticated(err.to_string()),
             AuthError::PermissionDenied(_) => Status::permission_denied(err.to_string()),
-            AuthError::InvalidArgument { .. } => Status::invalid_argument(err.to_string()),
+            AuthError::InvalidArgument { field, .. } => switchboard_kit::grpc::invalid_field(field, err.to_string()),
             AuthError::NotFound => Status::not_found(err.to_string()),
             AuthError::Store(e) => {
                 tracing::error!(error = %e, "auth storage failure");

@@ -38,10 +38,8 @@ impl AuthGrpc {
 
     async fn authenticate_key(&self, presented: &str) -> Result<pb::AuthenticateResponse, AuthError> {
         // Every static key is compared, in constant time, so timing reveals nothing.
-        let static_match = self
-            .static_keys
-            .iter()
-            .fold(false, |found, key| keys::same(key, presented.as_bytes()) | found);
+        let static_match =
+            self.static_keys.iter().fold(false, |found, key| keys::same(key, presented.as_bytes()) | found);
         if static_match {
             return Ok(pb::AuthenticateResponse {
                 principal: Some(pb::Principal::default()),
@@ -140,10 +138,14 @@ impl AuthService for AuthGrpc {
         let req = request.into_inner();
         let client_name = req.client_name.trim();
         if client_name.is_empty() || client_name.chars().count() > 100 {
-            return Err(AuthError::InvalidArgument { field: "client_name", reason: "must be 1-100 characters".into() }.into());
+            return Err(
+                AuthError::InvalidArgument { field: "client_name", reason: "must be 1-100 characters".into() }.into()
+            );
         }
         if req.ttl_seconds < 0 {
-            return Err(AuthError::InvalidArgument { field: "ttl_seconds", reason: "must not be negative".into() }.into());
+            return Err(
+                AuthError::InvalidArgument { field: "ttl_seconds", reason: "must not be negative".into() }.into()
+            );
         }
         let system_id = req.system_id.trim();
         if !system_id.is_empty() && !self.system_allowed(system_id) {
@@ -198,11 +200,17 @@ impl AuthService for AuthGrpc {
         Ok(Response::new(pb::RevokeApiKeyResponse { key: Some(key_pb(key)) }))
     }
 
-    async fn rotate_api_key(&self, _: Request<pb::RotateApiKeyRequest>) -> Result<Response<pb::RotateApiKeyResponse>, Status> {
+    async fn rotate_api_key(
+        &self,
+        _: Request<pb::RotateApiKeyRequest>,
+    ) -> Result<Response<pb::RotateApiKeyResponse>, Status> {
         Err(unimplemented("RotateApiKey"))
     }
 
-    async fn register_user(&self, _: Request<pb::RegisterUserRequest>) -> Result<Response<pb::RegisterUserResponse>, Status> {
+    async fn register_user(
+        &self,
+        _: Request<pb::RegisterUserRequest>,
+    ) -> Result<Response<pb::RegisterUserResponse>, Status> {
         Err(unimplemented("RegisterUser"))
     }
 
@@ -214,7 +222,10 @@ impl AuthService for AuthGrpc {
         Err(unimplemented("Logout"))
     }
 
-    async fn upsert_profile(&self, _: Request<pb::UpsertProfileRequest>) -> Result<Response<pb::UpsertProfileResponse>, Status> {
+    async fn upsert_profile(
+        &self,
+        _: Request<pb::UpsertProfileRequest>,
+    ) -> Result<Response<pb::UpsertProfileResponse>, Status> {
         Err(unimplemented("UpsertProfile"))
     }
 

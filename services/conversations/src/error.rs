@@ -1,10 +1,7 @@
 //! Errors of the conversation service and their gRPC status codes.
 
-use tonic::metadata::MetadataValue;
+use switchboard_kit::grpc::invalid_field;
 use tonic::{Code, Status};
-
-/// Metadata key naming the request field an INVALID_ARGUMENT status is about.
-pub const FIELD_METADATA: &str = "sb-field";
 
 /// What can go wrong in the conversation service.
 #[derive(Debug, thiserror::Error)]
@@ -38,11 +35,7 @@ impl ConversationError {
 impl From<ConversationError> for Status {
     fn from(err: ConversationError) -> Self {
         match err {
-            ConversationError::InvalidArgument { field, .. } => {
-                let mut status = Status::invalid_argument(err.to_string());
-                status.metadata_mut().insert(FIELD_METADATA, MetadataValue::from_static(field));
-                status
-            }
+            ConversationError::InvalidArgument { field, .. } => invalid_field(field, err.to_string()),
             ConversationError::NotFound => Status::not_found("conversation not found"),
             ConversationError::Llm(status) => {
                 // The LLM proxy being unreachable is a dependency outage, not an upstream error.

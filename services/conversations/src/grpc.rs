@@ -192,7 +192,9 @@ impl ConversationService for ConversationGrpc {
     ) -> Result<Response<pb::ClearHistoryResponse>, Status> {
         let owner = owner(request.get_ref().principal.as_ref())?;
         let deleted = self.store.clear_history(&owner).await.map_err(ConversationError::from)?;
-        Ok(Response::new(pb::ClearHistoryResponse { deleted_conversations: u32::try_from(deleted).unwrap_or(u32::MAX) }))
+        Ok(Response::new(pb::ClearHistoryResponse {
+            deleted_conversations: u32::try_from(deleted).unwrap_or(u32::MAX),
+        }))
     }
 
     async fn sync(&self, _: Request<pb::SyncRequest>) -> Result<Response<pb::SyncResponse>, Status> {

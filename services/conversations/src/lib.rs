@@ -18,7 +18,7 @@ use switchboard_proto::conversation::v1::conversation_service_server::{Conversat
 use switchboard_proto::llm::v1::llm_service_client::LlmServiceClient;
 use tokio::net::TcpListener;
 
-pub use error::{ConversationError, FIELD_METADATA};
+pub use error::ConversationError;
 pub use settings::Settings;
 
 /// Migrations for SQLite.

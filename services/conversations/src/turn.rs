@@ -59,7 +59,12 @@ pub struct Turns {
 
 impl Turns {
     /// A turn runner over `store`, calling the LLM proxy through `llm`.
-    pub fn new(store: Arc<dyn ConversationStore>, llm: LlmServiceClient<Channel>, usage: UsageWriter, history: u32) -> Self {
+    pub fn new(
+        store: Arc<dyn ConversationStore>,
+        llm: LlmServiceClient<Channel>,
+        usage: UsageWriter,
+        history: u32,
+    ) -> Self {
         Self { store, llm, usage, history }
     }
 
@@ -70,7 +75,10 @@ impl Turns {
             return Err(ConversationError::invalid("message", "must not be empty"));
         }
         if message.chars().count() > MAX_MESSAGE_CHARS {
-            return Err(ConversationError::invalid("message", format!("is longer than {MAX_MESSAGE_CHARS} characters")));
+            return Err(ConversationError::invalid(
+                "message",
+                format!("is longer than {MAX_MESSAGE_CHARS} characters"),
+            ));
         }
         let conversation = match request.conversation_id.as_deref() {
             Some(id) => self.store.get_conversation(&request.owner, id).await?.ok_or(ConversationError::NotFound)?,

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! The conversation store against real databases: every test body runs on SQLite and on
 //! PostgreSQL.
 
@@ -125,7 +126,11 @@ async fn conversations_list_newest_first_with_paging_and_date_filters(f: Fixture
     let pivot = all[2].updated_at;
     let since = f
         .store
-        .list_conversations(&alice(), &ConversationFilter { from: Some(pivot), to: None }, &PageRequest { size: 10, cursor: None })
+        .list_conversations(
+            &alice(),
+            &ConversationFilter { from: Some(pivot), to: None },
+            &PageRequest { size: 10, cursor: None },
+        )
         .await
         .unwrap()
         .items;
@@ -133,7 +138,11 @@ async fn conversations_list_newest_first_with_paging_and_date_filters(f: Fixture
     assert_eq!(since.len(), 3);
     let until = f
         .store
-        .list_conversations(&alice(), &ConversationFilter { from: None, to: Some(pivot - 1) }, &PageRequest { size: 10, cursor: None })
+        .list_conversations(
+            &alice(),
+            &ConversationFilter { from: None, to: Some(pivot - 1) },
+            &PageRequest { size: 10, cursor: None },
+        )
         .await
         .unwrap()
         .items;
@@ -145,7 +154,11 @@ async fn finished_messages_keep_their_outcome_and_failed_ones_leave_the_context(
     f.store.append_message(user_message(&c.id, "question one")).await.unwrap();
     let failed = f
         .store
-        .append_message(NewMessage { role: Role::Assistant, status: MessageStatus::InProgress, ..user_message(&c.id, "") })
+        .append_message(NewMessage {
+            role: Role::Assistant,
+            status: MessageStatus::InProgress,
+            ..user_message(&c.id, "")
+        })
         .await
         .unwrap();
     f.store
@@ -165,7 +178,11 @@ async fn finished_messages_keep_their_outcome_and_failed_ones_leave_the_context(
     f.store.append_message(user_message(&c.id, "question two")).await.unwrap();
     let ok = f
         .store
-        .append_message(NewMessage { role: Role::Assistant, status: MessageStatus::InProgress, ..user_message(&c.id, "") })
+        .append_message(NewMessage {
+            role: Role::Assistant,
+            status: MessageStatus::InProgress,
+            ..user_message(&c.id, "")
+        })
         .await
         .unwrap();
     f.store
@@ -189,9 +206,11 @@ async fn finished_messages_keep_their_outcome_and_failed_ones_leave_the_context(
     assert_eq!(all[1].error, "upstream answered HTTP 503");
     assert_eq!((all[3].prompt_tokens, all[3].completion_tokens), (11, 3));
 
-    let context: Vec<String> = f.store.recent_messages(&c.id, 10).await.unwrap().into_iter().map(|m| m.content).collect();
+    let context: Vec<String> =
+        f.store.recent_messages(&c.id, 10).await.unwrap().into_iter().map(|m| m.content).collect();
     assert_eq!(context, vec!["question one", "question two", "answer two"]);
-    let last_two: Vec<String> = f.store.recent_messages(&c.id, 2).await.unwrap().into_iter().map(|m| m.content).collect();
+    let last_two: Vec<String> =
+        f.store.recent_messages(&c.id, 2).await.unwrap().into_iter().map(|m| m.content).collect();
     assert_eq!(last_two, vec!["question two", "answer two"]);
 }
 
@@ -203,7 +222,9 @@ async fn clearing_history_removes_only_the_owners_conversations(f: Fixture) {
     }
     assert_eq!(f.store.clear_history(&alice()).await.unwrap(), 2);
     let page = PageRequest { size: 10, cursor: None };
-    assert!(f.store.list_conversations(&alice(), &ConversationFilter::default(), &page).await.unwrap().items.is_empty());
+    assert!(
+        f.store.list_conversations(&alice(), &ConversationFilter::default(), &page).await.unwrap().items.is_empty()
+    );
     let bobs = f.store.list_conversations(&bob, &ConversationFilter::default(), &page).await.unwrap().items;
     assert_eq!(bobs.len(), 1);
     assert_eq!(f.store.list_messages(&bobs[0].id, &page).await.unwrap().items.len(), 1);

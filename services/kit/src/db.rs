@@ -85,11 +85,7 @@ impl Db {
             if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
                 create_dir(dir, var)?;
             }
-            let pool = SqlitePoolOptions::new()
-                .max_connections(8)
-                .connect_with(options)
-                .await
-                .map_err(connect_err)?;
+            let pool = SqlitePoolOptions::new().max_connections(8).connect_with(options).await.map_err(connect_err)?;
             Ok(Self::Sqlite(pool))
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let options = PgConnectOptions::from_str(url).map_err(connect_err)?;

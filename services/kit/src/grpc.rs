@@ -52,11 +52,7 @@ pub async fn serve(
         }
     };
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    Server::builder()
-        .tcp_nodelay(true)
-        .add_routes(routes)
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await?;
+    Server::builder().tcp_nodelay(true).add_routes(routes).serve_with_incoming_shutdown(incoming, shutdown).await?;
     Ok(())
 }
 
@@ -71,4 +67,18 @@ pub fn channel(addr: &str) -> Result<Channel, tonic::transport::Error> {
         .http2_keep_alive_interval(Duration::from_secs(30))
         .keep_alive_while_idle(true)
         .connect_lazy())
+}
+
+/// Metadata key naming the request field an `INVALID_ARGUMENT` status is about, so the
+/// gateway can name it in a 422.
+pub const FIELD_METADATA: &str = "sb-field";
+/// Metadata key marking a status caused by the model upstream rather than by Switchboard:
+/// `error` (the gateway answers 502) or `timeout` (504).
+pub const UPSTREAM_METADATA: &str = "sb-upstream";
+
+/// `INVALID_ARGUMENT` about one request field.
+pub fn invalid_field(field: &'static str, message: String) -> tonic::Status {
+    let mut status = tonic::Status::invalid_argument(message);
+    status.metadata_mut().insert(FIELD_METADATA, tonic::metadata::MetadataValue::from_static(field));
+    status
 }

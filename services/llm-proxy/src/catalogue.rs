@@ -34,13 +34,18 @@ impl Catalogue {
     /// Builds the catalogue from settings: `mock` always, plus the default model on the
     /// OpenAI-compatible upstream when one is configured.
     pub fn from_settings(settings: &Settings) -> Result<Self, ProviderError> {
-        let mut models =
-            vec![ModelEntry { id: MOCK_MODEL.into(), aliases: vec![], context_window: 8192, provider: Provider::Mock(Mock) }];
+        let mut models = vec![ModelEntry {
+            id: MOCK_MODEL.into(),
+            aliases: vec![],
+            context_window: 8192,
+            provider: Provider::Mock(Mock),
+        }];
         let default_model = match (&settings.openai, &settings.default_model) {
             (Some(openai), requested) => {
                 let name = requested.clone().unwrap_or_else(|| DEFAULT_OPENAI_MODEL.to_owned());
                 if name != MOCK_MODEL {
-                    let client = OpenAi::new(openai.base_url.clone(), openai.api_key.clone(), settings.upstream_timeout)?;
+                    let client =
+                        OpenAi::new(openai.base_url.clone(), openai.api_key.clone(), settings.upstream_timeout)?;
                     models.push(ModelEntry {
                         id: name.clone(),
                         aliases: vec![],
@@ -73,12 +78,11 @@ impl Catalogue {
     /// Resolves a name or alias; an empty name is the default.
     pub fn resolve(&self, name: &str) -> Result<&ModelEntry, LlmError> {
         let wanted = if name.trim().is_empty() { self.default_model.as_str() } else { name.trim() };
-        self.models
-            .iter()
-            .find(|m| m.id == wanted || m.aliases.iter().any(|a| a == wanted))
-            .ok_or_else(|| LlmError::UnknownModel {
+        self.models.iter().find(|m| m.id == wanted || m.aliases.iter().any(|a| a == wanted)).ok_or_else(|| {
+            LlmError::UnknownModel {
                 name: wanted.to_owned(),
                 available: self.models.iter().map(|m| m.id.clone()).collect(),
-            })
+            }
+        })
     }
 }

@@ -1,12 +1,9 @@
 //! Errors of the LLM proxy and their gRPC status codes.
 
+use switchboard_kit::grpc::{UPSTREAM_METADATA, invalid_field};
 use tonic::{Code, Status};
 
 use crate::providers::ProviderError;
-
-/// Metadata key marking a status that comes from the model upstream rather than from
-/// Switchboard itself: `error` (the gateway answers 502) or `timeout` (504).
-pub const UPSTREAM_METADATA: &str = "sb-upstream";
 
 /// What can go wrong in the LLM proxy.
 #[derive(Debug, thiserror::Error)]
@@ -38,7 +35,8 @@ pub enum LlmError {
 impl From<LlmError> for Status {
     fn from(err: LlmError) -> Self {
         match &err {
-            LlmError::UnknownModel { .. } | LlmError::InvalidArgument { .. } => Status::invalid_argument(err.to_string()),
+            LlmError::UnknownModel { .. } => invalid_field("model", err.to_string()),
+            LlmError::InvalidArgument { field, .. } => invalid_field(field, err.to_string()),
             LlmError::Provider(p) => {
                 let (code, kind) = match p {
                     ProviderError::Timeout => (Code::DeadlineExceeded, "timeout"),

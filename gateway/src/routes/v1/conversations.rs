@@ -61,8 +61,9 @@ pub struct MessageBody {
 
 fn date(raw: Option<&str>, field: &'static str, end_of_day: bool) -> Result<Option<Timestamp>, ApiError> {
     let Some(raw) = raw.map(str::trim).filter(|s| !s.is_empty()) else { return Ok(None) };
-    let ms = parse_date_ms(raw)
-        .ok_or_else(|| ApiError::invalid(&["query", field], "date_parsing", "expected YYYY-MM-DD or an RFC 3339 date-time"))?;
+    let ms = parse_date_ms(raw).ok_or_else(|| {
+        ApiError::invalid(&["query", field], "date_parsing", "expected YYYY-MM-DD or an RFC 3339 date-time")
+    })?;
     // A plain date as an upper bound includes that whole day.
     let ms = if end_of_day && raw.len() == 10 { ms + 86_400_000 - 1 } else { ms };
     Ok(Some(to_timestamp(ms)))

@@ -37,7 +37,12 @@ pub trait KeyStore: Send + Sync + 'static {
     /// A key by public id.
     async fn find(&self, id: &str) -> Result<Option<StoredKey>, sqlx::Error>;
     /// Keys, newest first; only active ones unless `include_inactive`.
-    async fn list(&self, system_id: Option<&str>, include_inactive: bool, now: i64) -> Result<Vec<StoredKey>, sqlx::Error>;
+    async fn list(
+        &self,
+        system_id: Option<&str>,
+        include_inactive: bool,
+        now: i64,
+    ) -> Result<Vec<StoredKey>, sqlx::Error>;
     /// Marks a key revoked; false when there is no such key.
     async fn revoke(&self, id: &str, now: i64) -> Result<bool, sqlx::Error>;
 }
@@ -85,14 +90,24 @@ impl KeyStore for SqlKeyStore {
         db_run!(&self.db, |pool| sqlx::query_as(&sql).bind(id).fetch_optional(pool).await)
     }
 
-    async fn list(&self, system_id: Option<&str>, include_inactive: bool, now: i64) -> Result<Vec<StoredKey>, sqlx::Error> {
+    async fn list(
+        &self,
+        system_id: Option<&str>,
+        include_inactive: bool,
+        now: i64,
+    ) -> Result<Vec<StoredKey>, sqlx::Error> {
         let sql = format!(
             "SELECT {COLUMNS} FROM api_keys WHERE ($1 = '' OR system_id = $1) \
              AND ($2 OR (revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $3))) \
              ORDER BY created_at DESC, id DESC"
         );
         db_run!(&self.db, |pool| {
-            sqlx::query_as(&sql).bind(system_id.unwrap_or_default()).bind(include_inactive).bind(now).fetch_all(pool).await
+            sqlx::query_as(&sql)
+                .bind(system_id.unwrap_or_default())
+                .bind(include_inactive)
+                .bind(now)
+                .fetch_all(pool)
+                .await
         })
     }
 

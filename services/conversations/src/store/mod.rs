@@ -7,7 +7,9 @@ use async_trait::async_trait;
 
 pub use sql::SqlStore;
 
-use crate::domain::{Conversation, Message, MessageOutcome, MessageStatus, Page, PageRequest, Principal, Role, UsageRecord};
+use crate::domain::{
+    Conversation, Message, MessageOutcome, MessageStatus, Page, PageRequest, Principal, Role, UsageRecord,
+};
 
 /// Filters of a conversation listing.
 #[derive(Debug, Clone, Default)]

@@ -8,7 +8,8 @@ use switchboard_kit::time::now_ms;
 
 use super::{ConversationFilter, ConversationStore, NewMessage};
 use crate::domain::{
-    Conversation, Cursor, Message, MessageOutcome, MessageStatus, Page, PageRequest, Principal, Role, UsageRecord, new_id,
+    Conversation, Cursor, Message, MessageOutcome, MessageStatus, Page, PageRequest, Principal, Role, UsageRecord,
+    new_id,
 };
 
 /// The SQL store.
@@ -126,7 +127,9 @@ impl ConversationStore for SqlStore {
     }
 
     async fn get_conversation(&self, owner: &Principal, id: &str) -> Result<Option<Conversation>, sqlx::Error> {
-        let sql = format!("SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = $1 AND system_id = $2 AND user_id = $3");
+        let sql = format!(
+            "SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = $1 AND system_id = $2 AND user_id = $3"
+        );
         let row: Option<ConversationRow> = db_run!(&self.db, |pool| {
             sqlx::query_as(&sql).bind(id).bind(&owner.system_id).bind(&owner.user_id).fetch_optional(pool).await
         })?;

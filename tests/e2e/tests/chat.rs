@@ -1,0 +1,408 @@
+//! The chat path end to end: gateway → conversations → LLM proxy → upstream, and back.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use serde_json::{Value, json};
+use switchboard_e2e::{SERVICE_KEY, base_env, spawn_app};
+use switchboard_proto::conversation::v1 as pb;
+use switchboard_test_support::{MockUpstream, db};
+
+#[tokio::test]
+async fn chat_with_the_mock_model_answers_and_stores_the_turn() {
+    let test_db = db::sqlite();
+    let app = spawn_app(base_env(&test_db.url)).await;
+
+    let response =
+        app.post("/v1/chat", json!({"system_id": "drillquiz", "user_id": "12345", "message": "안녕하세요"})).await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["answer"], "mock reply #1: 안녕하세요");
+    assert_eq!(body["model"], "mock");
+    let usage = &body["usage"];
+    assert_eq!(
+        usage["total_tokens"].as_u64().unwrap(),
+        usage["prompt_tokens"].as_u64().unwrap() + usage["completion_tokens"].as_u64().unwrap()
+    );
+    assert!(usage["completion_tokens"].as_u64().unwrap() > 0);
+    assert!(body["created_at"].as_str().unwrap().ends_with('Z'));
+    let conversation_id = body["conversation_id"].as_str().unwrap().to_owned();
+
+    // The second turn continues the conversation and sends its history upstream.
+    let response = app
+        .post(
+            "/v1/chat",
+            json!({"system_id": "drillquiz", "user_id": "12345", "message": "again", "conversation_id": conversation_id}),
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    let second: Value = response.json().await.unwrap();
+    assert_eq!(second["answer"], "mock reply #2: again");
+    assert_eq!(second["conversation_id"], conversation_id.as_str());
+
+    let list: Value = app.get("/v1/conversations?system_id=drillquiz&user_id=12345").await.json().await.unwrap();
+    assert_eq!(list["data"].as_array().unwrap().len(), 1);
+    assert_eq!(list["data"][0]["id"], conversation_id.as_str());
+    assert_eq!(list["data"][0]["title"], "안녕하세요");
+    assert_eq!(list["data"][0]["message_count"], 4);
+    assert!(list["next_cursor"].is_null());
+
+    let messages: Value = app
+        .get(&format!("/v1/conversations/{conversation_id}/messages?system_id=drillquiz&user_id=12345"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let roles_and_text: Vec<(String, String)> = messages["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["role"].as_str().unwrap().to_owned(), m["content"].as_str().unwrap().to_owned()))
+        .collect();
+    assert_eq!(
+        roles_and_text,
+        vec![
+            ("user".to_owned(), "안녕하세요".to_owned()),
+            ("assistant".to_owned(), "mock reply #1: 안녕하세요".to_owned()),
+            ("user".to_owned(), "again".to_owned()),
+            ("assistant".to_owned(), "mock reply #2: again".to_owned()),
+        ]
+    );
+    assert_eq!(messages["data"][1]["id"], body["message_id"]);
+    assert_eq!(messages["data"][1]["status"], "complete");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn chat_through_an_openai_compatible_upstream_sends_the_history_and_the_key() {
+    let upstream = MockUpstream::start().await;
+    let test_db = db::sqlite();
+    let env = base_env(&test_db.url)
+        .with("OPENAI_BASE_URL", upstream.base_url())
+        .with("OPENAI_API_KEY", "sk-upstream-secret")
+        .with("SWITCHBOARD_DEFAULT_MODEL", "gpt-test");
+    let app = spawn_app(env).await;
+
+    let first: Value = app
+        .post("/v1/chat", json!({"system_id": "cointutor", "user_id": "u1", "message": "What is a coin?"}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(first["answer"], "upstream reply to: What is a coin?");
+    assert_eq!(first["model"], "gpt-test");
+    let conversation_id = first["conversation_id"].as_str().unwrap();
+    let second = app
+        .post(
+            "/v1/chat",
+            json!({"system_id": "cointutor", "user_id": "u1", "message": "And a token?", "conversation_id": conversation_id}),
+        )
+        .await;
+    assert_eq!(second.status(), 200);
+
+    assert_eq!(upstream.calls(), 2);
+    let sent = &upstream.requests()[1];
+    assert_eq!(sent["model"], "gpt-test");
+    let contents: Vec<&str> =
+        sent["messages"].as_array().unwrap().iter().map(|m| m["content"].as_str().unwrap()).collect();
+    assert_eq!(contents, vec!["What is a coin?", "upstream reply to: What is a coin?", "And a token?"]);
+    assert_eq!(upstream.authorizations()[0].as_deref(), Some("Bearer sk-upstream-secret"));
+
+    // The built-in model stays available by name next to the upstream's.
+    let mock: Value = app
+        .post("/v1/chat", json!({"system_id": "cointutor", "user_id": "u1", "message": "hi", "model": "mock"}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(mock["model"], "mock");
+    assert_eq!(upstream.calls(), 2);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn history_survives_a_restart_of_every_component() {
+    let test_db = db::sqlite();
+    let app = spawn_app(base_env(&test_db.url)).await;
+    let body: Value = app
+        .post("/v1/chat", json!({"system_id": "drillquiz", "user_id": "7", "message": "remember me"}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let conversation_id = body["conversation_id"].as_str().unwrap().to_owned();
+    app.stop().await;
+
+    let app = spawn_app(base_env(&test_db.url)).await;
+    let messages: Value = app
+        .get(&format!("/v1/conversations/{conversation_id}/messages?system_id=drillquiz&user_id=7"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let contents: Vec<&str> =
+        messages["data"].as_array().unwrap().iter().map(|m| m["content"].as_str().unwrap()).collect();
+    assert_eq!(contents, vec!["remember me", "mock reply #1: remember me"]);
+    // The restarted services carry on the same conversation.
+    let next: Value = app
+        .post(
+            "/v1/chat",
+            json!({"system_id": "drillquiz", "user_id": "7", "message": "still there?", "conversation_id": conversation_id}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(next["answer"], "mock reply #2: still there?");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn history_survives_a_restart_on_postgres() {
+    let test_db = db::postgres().await;
+    let app = spawn_app(base_env(&test_db.url)).await;
+    let body: Value = app
+        .post("/v1/chat", json!({"system_id": "drillquiz", "user_id": "pg", "message": "durable?"}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["answer"], "mock reply #1: durable?");
+    app.stop().await;
+
+    let app = spawn_app(base_env(&test_db.url)).await;
+    let list: Value = app.get("/v1/conversations?system_id=drillquiz&user_id=pg").await.json().await.unwrap();
+    assert_eq!(list["data"][0]["id"], body["conversation_id"]);
+    assert_eq!(list["data"][0]["message_count"], 2);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn invalid_input_gets_a_4xx_that_names_the_field() {
+    let test_db = db::sqlite();
+    let app = spawn_app(base_env(&test_db.url)).await;
+    let cases = [
+        (json!({"system_id": "drillquiz", "user_id": "1"}), 422, vec!["body", "message"]),
+        (json!({"system_id": "drillquiz", "message": "hi"}), 422, vec!["body", "user_id"]),
+        (json!({"user_id": "1", "message": "hi"}), 422, vec!["body", "system_id"]),
+        (json!({"system_id": "drillquiz", "user_id": "1", "message": 42}), 422, vec!["body", "message"]),
+        (
+            json!({"system_id": "drillquiz", "user_id": "1", "message": "hi", "stream": "yes"}),
+            422,
+            vec!["body", "stream"],
+        ),
+        (json!({"system_id": "drillquiz", "user_id": "1", "message": "   "}), 422, vec!["body", "message"]),
+        (json!({"system_id": "drill quiz", "user_id": "1", "message": "hi"}), 422, vec!["body", "system_id"]),
+        (
+            json!({"system_id": "drillquiz", "user_id": "1", "message": "hi", "temperature": 7.5}),
+            422,
+            vec!["body", "temperature"],
+        ),
+        (json!(["not", "an", "object"]), 422, vec!["body"]),
+    ];
+    for (body, status, loc) in cases {
+        let response = app.post("/v1/chat", body.clone()).await;
+        assert_eq!(response.status(), status, "{body}");
+        let error: Value = response.json().await.unwrap();
+        assert_eq!(error["detail"][0]["loc"], json!(loc), "{body}: {error}");
+        assert!(error["detail"][0]["msg"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+
+    let malformed = app
+        .client
+        .post(format!("{}/v1/chat", app.http))
+        .header("X-API-Key", SERVICE_KEY)
+        .header("content-type", "application/json")
+        .body("{\"system_id\": ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(malformed.status(), 400);
+    let error: Value = malformed.json().await.unwrap();
+    assert_eq!(error["detail"][0]["type"], "json_invalid");
+
+    let bad_cursor = app.get("/v1/conversations?system_id=drillquiz&user_id=1&cursor=garbage").await;
+    assert_eq!(bad_cursor.status(), 422);
+    let error: Value = bad_cursor.json().await.unwrap();
+    assert_eq!(error["detail"][0]["loc"], json!(["query", "cursor"]));
+
+    let bad_limit = app.get("/v1/conversations?system_id=drillquiz&user_id=1&limit=many").await;
+    assert_eq!(bad_limit.status(), 422);
+    let error: Value = bad_limit.json().await.unwrap();
+    assert_eq!(error["detail"][0]["loc"], json!(["query", "limit"]));
+
+    let too_big = app
+        .post("/v1/chat", json!({"system_id": "drillquiz", "user_id": "1", "message": "x".repeat(2 * 1024 * 1024)}))
+        .await;
+    assert_eq!(too_big.status(), 413);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_missing_or_wrong_key_gets_401() {
+    let test_db = db::sqlite();
+    let app = spawn_app(base_env(&test_db.url)).await;
+    let body = json!({"system_id": "drillquiz", "user_id": "1", "message": "hi"});
+    let url = format!("{}/v1/chat", app.http);
+
+    let none = app.client.post(&url).json(&body).send().await.unwrap();
+    assert_eq!(none.status(), 401);
+    assert!(none.headers().contains_key("www-authenticate"));
+    let wrong = app.client.post(&url).header("X-API-Key", "not-the-key-at-all").json(&body).send().await.unwrap();
+    assert_eq!(wrong.status(), 401);
+    let bearer = app.client.post(&url).bearer_auth("not-a-jwt").json(&body).send().await.unwrap();
+    assert_eq!(bearer.status(), 401);
+    let list =
+        app.client.get(format!("{}/v1/conversations?system_id=drillquiz&user_id=1", app.http)).send().await.unwrap();
+    assert_eq!(list.status(), 401);
+    let error: Value = wrong.json().await.unwrap();
+    assert!(!error.to_string().contains("not-the-key-at-all"), "the presented key is not echoed");
+
+    // Nothing was stored for the refused requests.
+    let mine: Value = app.get("/v1/conversations?system_id=drillquiz&user_id=1").await.json().await.unwrap();
+    assert!(mine["data"].as_array().unwrap().is_empty());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_upstream_failure_gets_502_and_the_user_message_is_still_stored() {
+    let upstream = MockUpstream::start().await;
+    upstream.always_fail(Some(503));
+    let test_db = db::sqlite();
+    let env = base_env(&test_db.url)
+        .with("OPENAI_BASE_URL", upstream.base_url())
+        .with("OPENAI_API_KEY", "sk-upstream-secret")
+        .with("SWITCHBOARD_DEFAULT_MODEL", "gpt-test");
+    let app = spawn_app(env).await;
+
+    let response =
+        app.post("/v1/chat", json!({"system_id": "drillquiz", "user_id": "9", "message": "are you there?"})).await;
+    assert_eq!(response.status(), 502);
+    let error: Value = response.json().await.unwrap();
+    assert!(!error.to_string().contains("sk-upstream-secret"));
+
+    let list: Value = app.get("/v1/conversations?system_id=drillquiz&user_id=9").await.json().await.unwrap();
+    let conversation_id = list["data"][0]["id"].as_str().expect("the conversation was stored");
+    let messages: Value = app
+        .get(&format!("/v1/conversations/{conversation_id}/messages?system_id=drillquiz&user_id=9"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let data = messages["data"].as_array().unwrap();
+    assert_eq!(data[0]["content"], "are you there?");
+    assert_eq!(data[0]["status"], "complete");
+    assert_eq!(data[1]["status"], "failed");
+    assert!(data[1]["error"].as_str().unwrap().contains("503"));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_unreachable_upstream_gets_502_and_a_stopped_service_gets_503() {
+    let test_db = db::sqlite();
+    // Nothing listens on port 9 of loopback.
+    let env = base_env(&test_db.url)
+        .with("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
+        .with("SWITCHBOARD_DEFAULT_MODEL", "gpt-test");
+    let app = spawn_app(env).await;
+    let response = app.post("/v1/chat", json!({"system_id": "drillquiz", "user_id": "9", "message": "hello?"})).await;
+    assert_eq!(response.status(), 502);
+    app.stop().await;
+
+    // A gateway whose conversation service is gone answers 503, and /readyz says so.
+    let test_db = db::sqlite();
+    let app = spawn_app(base_env(&test_db.url)).await;
+    let gateway_only = {
+        let env = base_env(&test_db.url)
+            .with("SWITCHBOARD_AUTH_ADDR", format!("127.0.0.1:{}", app.auth_port))
+            .with("SWITCHBOARD_CONVERSATIONS_ADDR", "127.0.0.1:9")
+            .with("SWITCHBOARD_LLM_ADDR", format!("127.0.0.1:{}", app.llm_port));
+        switchboard_gateway::Application::build(switchboard_gateway::Settings::from_env(&env).unwrap()).await.unwrap()
+    };
+    let url = format!("http://127.0.0.1:{}", gateway_only.port());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(gateway_only.run_until_stopped(async move {
+        let _ = stopped.await;
+    }));
+    let response = app
+        .client
+        .post(format!("{url}/v1/chat"))
+        .header("X-API-Key", SERVICE_KEY)
+        .json(&json!({"system_id": "drillquiz", "user_id": "9", "message": "hello?"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    let ready = app.client.get(format!("{url}/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let ready: Value = ready.json().await.unwrap();
+    assert_eq!(ready["services"]["conversations"], "unreachable");
+    assert_eq!(ready["services"]["auth"], "serving");
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn another_users_conversation_is_a_404_over_rest_and_not_found_over_grpc() {
+    let test_db = db::sqlite();
+    let app = spawn_app(base_env(&test_db.url)).await;
+    let body: Value = app
+        .post("/v1/chat", json!({"system_id": "drillquiz", "user_id": "alice", "message": "mine"}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = body["conversation_id"].as_str().unwrap();
+
+    for (system, user) in [("drillquiz", "bob"), ("cointutor", "alice")] {
+        let theirs = app.get(&format!("/v1/conversations/{id}/messages?system_id={system}&user_id={user}")).await;
+        assert_eq!(theirs.status(), 404);
+        let missing =
+            app.get(&format!("/v1/conversations/does-not-exist/messages?system_id={system}&user_id={user}")).await;
+        assert_eq!(missing.status(), 404);
+        assert_eq!(theirs.text().await.unwrap(), missing.text().await.unwrap(), "indistinguishable from a missing one");
+        let continue_theirs = app
+            .post("/v1/chat", json!({"system_id": system, "user_id": user, "message": "hijack", "conversation_id": id}))
+            .await;
+        assert_eq!(continue_theirs.status(), 404);
+    }
+
+    let status = app
+        .conversations()
+        .await
+        .list_messages(pb::ListMessagesRequest {
+            principal: Some(pb::Principal { system_id: "drillquiz".into(), user_id: "bob".into() }),
+            conversation_id: id.to_owned(),
+            page_size: 0,
+            page_token: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::NotFound);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn health_readiness_and_metrics_answer() {
+    let test_db = db::sqlite();
+    let app = spawn_app(base_env(&test_db.url)).await;
+    let health: Value = app.client.get(format!("{}/healthz", app.http)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(health["status"], "ok");
+    let ready = app.client.get(format!("{}/readyz", app.http)).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    let ready: Value = ready.json().await.unwrap();
+    assert_eq!(ready["services"], json!({"auth": "serving", "conversations": "serving", "llm-proxy": "serving"}));
+
+    app.post("/v1/chat", json!({"system_id": "drillquiz", "user_id": "m", "message": "count me"})).await;
+    let metrics = app.client.get(format!("{}/metrics", app.http)).send().await.unwrap().text().await.unwrap();
+    assert!(
+        metrics.lines().any(|l| l.starts_with("switchboard_http_requests_total{")
+            && l.contains("route=\"/v1/chat\"")
+            && l.contains("status=\"200\"")),
+        "{metrics}"
+    );
+    assert!(metrics.contains("switchboard_http_request_duration_seconds_bucket"));
+    let unknown = app.client.get(format!("{}/nope", app.http)).send().await.unwrap();
+    assert_eq!(unknown.status(), 404);
+    app.stop().await;
+}
