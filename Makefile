@@ -1,0 +1,53 @@
+# Switchboard — common tasks. `make run` and `make test` are all a newcomer needs.
+
+SHELL := /usr/bin/env bash
+CACHE_DIR ?= $(HOME)/.cache/switchboard
+export CARGO_TARGET_DIR ?= $(CACHE_DIR)/target
+TOOLS_DIR ?= $(CACHE_DIR)/tools
+BUF_VERSION ?= 1.75.0
+export SWITCHBOARD_BUF ?= $(TOOLS_DIR)/node_modules/.bin/buf
+export SWITCHBOARD_TEST_POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/test
+# A fixed local demo key so the README walk-through works with no configuration.
+# Set your own (or issue keys) for anything but a laptop.
+DEMO_KEY ?= sb-demo-key-change-me
+
+.PHONY: run build test tools lint fmt clean-test-dbs help
+
+help:
+	@echo "make run    - build and start every component on embedded defaults (SQLite, mock model)"
+	@echo "make test   - run every test (needs PostgreSQL on 127.0.0.1:5432; see README)"
+	@echo "make lint   - rustfmt check and clippy with warnings as errors"
+	@echo "make tools  - install the test tools (buf, for gRPC reflection tests)"
+
+build:
+	cargo build --release --bin switchboard
+
+run: build
+	@if [ -z "$$CHAT_GATEWAY_API_KEY" ]; then \
+	  echo "CHAT_GATEWAY_API_KEY is unset: using the demo key '$(DEMO_KEY)' (local use only)"; \
+	fi
+	CHAT_GATEWAY_API_KEY="$${CHAT_GATEWAY_API_KEY:-$(DEMO_KEY)}" $(CARGO_TARGET_DIR)/release/switchboard
+
+tools: $(SWITCHBOARD_BUF)
+
+$(SWITCHBOARD_BUF):
+	mkdir -p $(TOOLS_DIR)
+	npm install --no-audit --no-fund --silent --prefix $(TOOLS_DIR) @bufbuild/buf@$(BUF_VERSION)
+	$(SWITCHBOARD_BUF) --version
+
+test: tools clean-test-dbs
+	cargo test --workspace --no-fail-fast
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	cargo fmt --all
+
+# Each PostgreSQL test makes a database of its own; drop the ones earlier runs left.
+clean-test-dbs:
+	@if command -v psql >/dev/null; then \
+	  psql "$(SWITCHBOARD_TEST_POSTGRES_URL)" -Atc "SELECT datname FROM pg_database WHERE datname LIKE 'sb_test_%'" 2>/dev/null \
+	  | while read -r db; do psql "$(SWITCHBOARD_TEST_POSTGRES_URL)" -qc "DROP DATABASE IF EXISTS $$db" >/dev/null 2>&1 || true; done; \
+	fi
