@@ -35,8 +35,12 @@ $(SWITCHBOARD_BUF):
 	npm install --no-audit --no-fund --silent --prefix $(TOOLS_DIR) @bufbuild/buf@$(BUF_VERSION)
 	$(SWITCHBOARD_BUF) --version
 
+# Doc examples are not tests here; the last line sums every test binary's result.
 test: tools clean-test-dbs
-	cargo test --workspace --no-fail-fast
+	@mkdir -p $(CACHE_DIR); set -o pipefail; cargo test --workspace --all-targets --no-fail-fast 2>&1 | tee $(CACHE_DIR)/test.log; \
+	  status=$${PIPESTATUS[0]}; \
+	  awk '/^test result:/ { p += $$4; f += $$6 } END { printf "tests: %d passed, %d failed\n", p, f }' $(CACHE_DIR)/test.log; \
+	  exit $$status
 
 lint:
 	cargo fmt --all -- --check

@@ -1,0 +1,87 @@
+//! The model choice store on both backends, and the OpenAI-compatible provider against a
+//! real mock upstream server.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use secrecy::SecretString;
+use switchboard_kit::db::Db;
+use switchboard_llm_proxy::providers::openai::OpenAi;
+use switchboard_llm_proxy::providers::{ChatMessage, CompletionRequest, ProviderError, Role};
+use switchboard_llm_proxy::store::{ModelChoiceStore, SqlModelChoiceStore};
+use switchboard_llm_proxy::{POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS};
+use switchboard_test_support::MockUpstream;
+use switchboard_test_support::db::{self, TestDb};
+
+async fn model_choice_is_per_principal_and_overwritten(test_db: TestDb) {
+    let db = Db::connect(&test_db.url, "DATABASE_URL").await.unwrap();
+    db.migrate(&SQLITE_MIGRATIONS, &POSTGRES_MIGRATIONS).await.unwrap();
+    let store = SqlModelChoiceStore::new(db);
+    assert_eq!(store.get("default", "key_a").await.unwrap(), None);
+    store.set("default", "key_a", "mock").await.unwrap();
+    store.set("default", "key_a", "gpt-test").await.unwrap();
+    store.set("default", "key_b", "mock").await.unwrap();
+    assert_eq!(store.get("default", "key_a").await.unwrap().as_deref(), Some("gpt-test"));
+    assert_eq!(store.get("default", "key_b").await.unwrap().as_deref(), Some("mock"));
+    assert_eq!(store.get("other", "key_a").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn model_choice_on_sqlite() {
+    model_choice_is_per_principal_and_overwritten(db::sqlite()).await;
+}
+
+#[tokio::test]
+async fn model_choice_on_postgres() {
+    model_choice_is_per_principal_and_overwritten(db::postgres().await).await;
+}
+
+fn request(text: &str) -> CompletionRequest {
+    CompletionRequest {
+        model: "gpt-test".into(),
+        messages: vec![
+            ChatMessage { role: Role::System, content: "be brief".into() },
+            ChatMessage { role: Role::User, content: text.into() },
+        ],
+        temperature: Some(0.5),
+        max_tokens: Some(64),
+    }
+}
+
+#[tokio::test]
+async fn openai_provider_sends_the_wire_format_and_reads_the_answer() {
+    let upstream = MockUpstream::start().await;
+    let provider =
+        OpenAi::new(upstream.base_url(), Some(SecretString::from("sk-test")), Duration::from_secs(5)).unwrap();
+    let out = provider.complete(&request("hello")).await.unwrap();
+    assert_eq!(out.content, "upstream reply to: hello");
+    assert_eq!(out.finish_reason, "stop");
+    assert_eq!(out.usage.prompt_tokens, 3);
+    assert_eq!(out.usage.completion_tokens, 4);
+    let sent = &upstream.requests()[0];
+    assert_eq!(sent["model"], "gpt-test");
+    assert_eq!(sent["stream"], false);
+    assert_eq!(sent["max_tokens"], 64);
+    assert_eq!(sent["messages"][0]["role"], "system");
+    assert_eq!(upstream.authorizations()[0].as_deref(), Some("Bearer sk-test"));
+}
+
+#[tokio::test]
+async fn openai_provider_classifies_failures() {
+    let upstream = MockUpstream::start().await;
+    let provider = OpenAi::new(upstream.base_url(), None, Duration::from_millis(300)).unwrap();
+
+    upstream.fail_next(&[429]);
+    match provider.complete(&request("x")).await {
+        Err(ProviderError::Status { status: 429, message, .. }) => assert_eq!(message, "mock failure 429"),
+        other => panic!("expected a 429, got {other:?}"),
+    }
+    assert!(upstream.authorizations()[0].is_none(), "no key configured, none sent");
+
+    upstream.set_delay(Duration::from_secs(2));
+    assert!(matches!(provider.complete(&request("x")).await, Err(ProviderError::Timeout)));
+
+    let nowhere = OpenAi::new("http://127.0.0.1:9/v1".into(), None, Duration::from_secs(2)).unwrap();
+    assert!(matches!(nowhere.complete(&request("x")).await, Err(ProviderError::Connect(_))));
+}
