@@ -10,7 +10,6 @@ mod settings;
 pub mod state;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::serve::ListenerExt;
@@ -26,13 +25,8 @@ use state::AppState;
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// Cannot bind the listen address.
-    #[error("SWITCHBOARD_HTTP_ADDR: cannot listen on {addr}: {source}")]
-    Bind {
-        /// Address.
-        addr: SocketAddr,
-        /// Cause.
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Bind(#[from] switchboard_kit::net::BindError),
     /// A service address is unusable.
     #[error("{var}: {source}")]
     ServiceAddr {
@@ -68,11 +62,9 @@ impl Application {
             channels: Arc::new([("auth", auth), ("conversations", conversations), ("llm-proxy", llm)]),
             metrics: Arc::new(metrics::Metrics::default()),
         };
-        let listener = TcpListener::bind(settings.addr)
-            .await
-            .map_err(|source| StartError::Bind { addr: settings.addr, source })?;
+        let (listener, local) = switchboard_kit::net::bind(settings.addr, "SWITCHBOARD_HTTP_ADDR").await?;
         tracing::info!(
-            addr = %listener.local_addr().map_err(|source| StartError::Bind { addr: settings.addr, source })?,
+            addr = %local,
             auth = %settings.auth_addr,
             conversations = %settings.conversations_addr,
             llm = %settings.llm_addr,

@@ -27,10 +27,7 @@ pub struct Settings {
 impl Settings {
     /// Reads the settings, naming the variable at fault on error.
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let addr = env.get_or("SWITCHBOARD_HTTP_ADDR", DEFAULT_HTTP_ADDR);
-        let addr = addr
-            .parse()
-            .map_err(|e| ConfigError::invalid("SWITCHBOARD_HTTP_ADDR", format!("{addr:?} is not host:port ({e})")))?;
+        let addr = env.socket_addr("SWITCHBOARD_HTTP_ADDR", DEFAULT_HTTP_ADDR)?;
         let body_limit = env.parse_or("SWITCHBOARD_BODY_LIMIT_BYTES", DEFAULT_BODY_LIMIT)?;
         if body_limit < 1024 {
             return Err(ConfigError::invalid("SWITCHBOARD_BODY_LIMIT_BYTES", "must be at least 1024"));

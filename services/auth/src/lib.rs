@@ -9,7 +9,6 @@ mod settings;
 pub mod store;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use switchboard_kit::db::Db;
@@ -28,13 +27,8 @@ pub static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// Cannot bind the listen address.
-    #[error("SWITCHBOARD_AUTH_ADDR: cannot listen on {addr}: {source}")]
-    Bind {
-        /// Address.
-        addr: SocketAddr,
-        /// Cause.
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Bind(#[from] switchboard_kit::net::BindError),
     /// Database problem.
     #[error(transparent)]
     Db(#[from] switchboard_kit::db::DbError),
@@ -56,11 +50,9 @@ impl Application {
         let db = Db::connect(&settings.database_url, settings.database_var).await?;
         db.migrate(&SQLITE_MIGRATIONS, &POSTGRES_MIGRATIONS).await?;
         let service = grpc::AuthGrpc::new(&settings, Arc::new(store::SqlKeyStore::new(db.clone())));
-        let listener = TcpListener::bind(settings.addr)
-            .await
-            .map_err(|source| StartError::Bind { addr: settings.addr, source })?;
+        let (listener, local) = switchboard_kit::net::bind(settings.addr, "SWITCHBOARD_AUTH_ADDR").await?;
         tracing::info!(
-            addr = %listener.local_addr().map_err(|source| StartError::Bind { addr: settings.addr, source })?,
+            addr = %local,
             backend = db.backend(),
             static_keys = settings.static_keys.len(),
             jwt = settings.jwt_secret.is_some(),

@@ -30,14 +30,8 @@ pub struct Settings {
 impl Settings {
     /// Reads the settings, naming the variable at fault on error.
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let addr = env.get_or("SWITCHBOARD_AUTH_ADDR", DEFAULT_ADDR);
-        let addr = addr
-            .parse()
-            .map_err(|e| ConfigError::invalid("SWITCHBOARD_AUTH_ADDR", format!("{addr:?} is not host:port ({e})")))?;
-        let (database_url, database_var) = match env.get("AUTH_DATABASE_URL") {
-            Some(url) => (url.to_owned(), "AUTH_DATABASE_URL"),
-            None => (env.get_or("DATABASE_URL", switchboard_kit::db::DEFAULT_DATABASE_URL).to_owned(), "DATABASE_URL"),
-        };
+        let addr = env.socket_addr("SWITCHBOARD_AUTH_ADDR", DEFAULT_ADDR)?;
+        let (database_url, database_var) = env.database_url("AUTH_DATABASE_URL");
         let jwt_secret = env.secret("CHAT_GATEWAY_JWT_SECRET");
         if let Some(secret) = &jwt_secret
             && secret.expose_secret().len() < MIN_JWT_SECRET_BYTES

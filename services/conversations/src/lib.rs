@@ -10,7 +10,6 @@ mod turn;
 mod usage;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use switchboard_kit::db::Db;
@@ -30,13 +29,8 @@ pub static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// Cannot bind the listen address.
-    #[error("SWITCHBOARD_CONVERSATIONS_ADDR: cannot listen on {addr}: {source}")]
-    Bind {
-        /// Address.
-        addr: SocketAddr,
-        /// Cause.
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Bind(#[from] switchboard_kit::net::BindError),
     /// The LLM proxy address is unusable.
     #[error("SWITCHBOARD_LLM_ADDR: {0}")]
     LlmAddr(#[from] tonic::transport::Error),
@@ -63,12 +57,10 @@ impl Application {
         let db = Db::connect(&settings.database_url, settings.database_var).await?;
         db.migrate(&SQLITE_MIGRATIONS, &POSTGRES_MIGRATIONS).await?;
         let llm = LlmServiceClient::new(switchboard_kit::grpc::channel(&settings.llm_addr)?);
-        let listener = TcpListener::bind(settings.addr)
-            .await
-            .map_err(|source| StartError::Bind { addr: settings.addr, source })?;
+        let (listener, local) = switchboard_kit::net::bind(settings.addr, "SWITCHBOARD_CONVERSATIONS_ADDR").await?;
         let store: Arc<dyn store::ConversationStore> = Arc::new(store::SqlStore::new(db.clone()));
         tracing::info!(
-            addr = %listener.local_addr().map_err(|source| StartError::Bind { addr: settings.addr, source })?,
+            addr = %local,
             backend = db.backend(),
             llm = %settings.llm_addr,
             "conversations listening"

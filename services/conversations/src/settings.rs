@@ -27,14 +27,8 @@ pub struct Settings {
 impl Settings {
     /// Reads the settings, naming the variable at fault on error.
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let addr = env.get_or("SWITCHBOARD_CONVERSATIONS_ADDR", DEFAULT_ADDR);
-        let addr = addr.parse().map_err(|e| {
-            ConfigError::invalid("SWITCHBOARD_CONVERSATIONS_ADDR", format!("{addr:?} is not host:port ({e})"))
-        })?;
-        let (database_url, database_var) = match env.get("CONVERSATIONS_DATABASE_URL") {
-            Some(url) => (url.to_owned(), "CONVERSATIONS_DATABASE_URL"),
-            None => (env.get_or("DATABASE_URL", switchboard_kit::db::DEFAULT_DATABASE_URL).to_owned(), "DATABASE_URL"),
-        };
+        let addr = env.socket_addr("SWITCHBOARD_CONVERSATIONS_ADDR", DEFAULT_ADDR)?;
+        let (database_url, database_var) = env.database_url("CONVERSATIONS_DATABASE_URL");
         let history_messages = env.parse_or("SWITCHBOARD_HISTORY_MESSAGES", 50)?;
         if history_messages == 0 || history_messages > 1000 {
             return Err(ConfigError::invalid("SWITCHBOARD_HISTORY_MESSAGES", "must be between 1 and 1000"));

@@ -104,6 +104,21 @@ impl Env {
             .unwrap_or_default()
     }
 
+    /// A listen address (`host:port`), or `default` when unset.
+    pub fn socket_addr(&self, key: &str, default: &str) -> Result<std::net::SocketAddr, ConfigError> {
+        let raw = self.get_or(key, default);
+        raw.parse().map_err(|e| ConfigError::invalid(key, format!("{raw:?} is not host:port ({e})")))
+    }
+
+    /// The database URL of a service: its own variable (`override_key`) when set, else
+    /// `DATABASE_URL`, else the embedded SQLite default; with the variable it came from.
+    pub fn database_url(&self, override_key: &'static str) -> (String, &'static str) {
+        match self.get(override_key) {
+            Some(url) => (url.to_owned(), override_key),
+            None => (self.get_or("DATABASE_URL", crate::db::DEFAULT_DATABASE_URL).to_owned(), "DATABASE_URL"),
+        }
+    }
+
     /// A secret: kept wrapped so it is never printed by accident.
     pub fn secret(&self, key: &str) -> Option<SecretString> {
         self.get(key).map(|v| SecretString::from(v.to_owned()))

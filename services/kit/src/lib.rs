@@ -4,6 +4,7 @@
 pub mod db;
 pub mod env;
 pub mod grpc;
+pub mod net;
 pub mod shutdown;
 pub mod telemetry;
 pub mod time;

@@ -9,7 +9,6 @@ mod settings;
 pub mod store;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use switchboard_kit::db::Db;
@@ -30,13 +29,8 @@ pub struct Application {
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// Cannot bind the listen address.
-    #[error("SWITCHBOARD_LLM_ADDR: cannot listen on {addr}: {source}")]
-    Bind {
-        /// Address.
-        addr: SocketAddr,
-        /// Cause.
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Bind(#[from] switchboard_kit::net::BindError),
     /// Database problem.
     #[error(transparent)]
     Db(#[from] switchboard_kit::db::DbError),
@@ -60,11 +54,9 @@ impl Application {
         db.migrate(&SQLITE_MIGRATIONS, &POSTGRES_MIGRATIONS).await?;
         let catalogue = Arc::new(catalogue::Catalogue::from_settings(&settings)?);
         let store = store::SqlModelChoiceStore::new(db.clone());
-        let listener = TcpListener::bind(settings.addr)
-            .await
-            .map_err(|source| StartError::Bind { addr: settings.addr, source })?;
+        let (listener, local) = switchboard_kit::net::bind(settings.addr, "SWITCHBOARD_LLM_ADDR").await?;
         tracing::info!(
-            addr = %listener.local_addr().map_err(|source| StartError::Bind { addr: settings.addr, source })?,
+            addr = %local,
             backend = db.backend(),
             default_model = %catalogue.default_model(),
             "llm-proxy listening"

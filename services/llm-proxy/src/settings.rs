@@ -40,14 +40,8 @@ pub struct OpenAiSettings {
 impl Settings {
     /// Reads the settings, naming the variable at fault on error.
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let addr = env.get_or("SWITCHBOARD_LLM_ADDR", DEFAULT_ADDR);
-        let addr = addr
-            .parse()
-            .map_err(|e| ConfigError::invalid("SWITCHBOARD_LLM_ADDR", format!("{addr:?} is not host:port ({e})")))?;
-        let (database_url, database_var) = match env.get("LLM_DATABASE_URL") {
-            Some(url) => (url.to_owned(), "LLM_DATABASE_URL"),
-            None => (env.get_or("DATABASE_URL", switchboard_kit::db::DEFAULT_DATABASE_URL).to_owned(), "DATABASE_URL"),
-        };
+        let addr = env.socket_addr("SWITCHBOARD_LLM_ADDR", DEFAULT_ADDR)?;
+        let (database_url, database_var) = env.database_url("LLM_DATABASE_URL");
         let api_key = env.secret("OPENAI_API_KEY");
         let base_url = env.get("OPENAI_BASE_URL");
         let openai = if api_key.is_some() || base_url.is_some() {

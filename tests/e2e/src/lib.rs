@@ -44,6 +44,14 @@ pub fn base_env(database_url: &str) -> Env {
     ])
 }
 
+/// [`base_env`] with an OpenAI-compatible upstream serving `gpt-test`, the default model.
+pub fn openai_env(database_url: &str, upstream_base_url: &str) -> Env {
+    base_env(database_url)
+        .with("OPENAI_BASE_URL", upstream_base_url)
+        .with("OPENAI_API_KEY", "sk-upstream-secret")
+        .with("SWITCHBOARD_DEFAULT_MODEL", "gpt-test")
+}
+
 fn spawn<F>(
     stop: &watch::Receiver<bool>,
     name: &'static str,

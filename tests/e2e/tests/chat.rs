@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use serde_json::{Value, json};
-use switchboard_e2e::{SERVICE_KEY, base_env, spawn_app};
+use switchboard_e2e::{SERVICE_KEY, base_env, openai_env, spawn_app};
 use switchboard_proto::conversation::v1 as pb;
 use switchboard_test_support::{MockUpstream, db};
 
@@ -76,10 +76,7 @@ async fn chat_with_the_mock_model_answers_and_stores_the_turn() {
 async fn chat_through_an_openai_compatible_upstream_sends_the_history_and_the_key() {
     let upstream = MockUpstream::start().await;
     let test_db = db::sqlite();
-    let env = base_env(&test_db.url)
-        .with("OPENAI_BASE_URL", upstream.base_url())
-        .with("OPENAI_API_KEY", "sk-upstream-secret")
-        .with("SWITCHBOARD_DEFAULT_MODEL", "gpt-test");
+    let env = openai_env(&test_db.url, &upstream.base_url());
     let app = spawn_app(env).await;
 
     let first: Value = app
@@ -268,10 +265,7 @@ async fn an_upstream_failure_gets_502_and_the_user_message_is_still_stored() {
     let upstream = MockUpstream::start().await;
     upstream.always_fail(Some(503));
     let test_db = db::sqlite();
-    let env = base_env(&test_db.url)
-        .with("OPENAI_BASE_URL", upstream.base_url())
-        .with("OPENAI_API_KEY", "sk-upstream-secret")
-        .with("SWITCHBOARD_DEFAULT_MODEL", "gpt-test");
+    let env = openai_env(&test_db.url, &upstream.base_url());
     let app = spawn_app(env).await;
 
     let response =

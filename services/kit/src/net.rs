@@ -1,0 +1,26 @@
+//! Listening sockets.
+
+use std::net::SocketAddr;
+
+use tokio::net::TcpListener;
+
+/// A listen address that cannot be bound, naming the variable it came from.
+#[derive(Debug, thiserror::Error)]
+#[error("{var}: cannot listen on {addr}: {source}")]
+pub struct BindError {
+    /// Variable the address came from.
+    pub var: &'static str,
+    /// Address.
+    pub addr: SocketAddr,
+    /// Cause.
+    pub source: std::io::Error,
+}
+
+/// Binds `addr` (from variable `var`) and returns the listener with its actual address,
+/// which differs from `addr` when the port is 0.
+pub async fn bind(addr: SocketAddr, var: &'static str) -> Result<(TcpListener, SocketAddr), BindError> {
+    let err = |source| BindError { var, addr, source };
+    let listener = TcpListener::bind(addr).await.map_err(err)?;
+    let local = listener.local_addr().map_err(err)?;
+    Ok((listener, local))
+}
