@@ -9,6 +9,9 @@ pub enum AuthError {
     /// vague: the caller learns nothing about which.
     #[error("invalid or missing credential")]
     Unauthenticated,
+    /// Wrong username or password (the same answer for both).
+    #[error("incorrect username or password")]
+    BadLogin,
     /// The credential is valid but may not do this.
     #[error("{0}")]
     PermissionDenied(String),
@@ -20,24 +23,46 @@ pub enum AuthError {
         /// What is wrong.
         reason: String,
     },
-    /// No such key.
-    #[error("API key not found")]
-    NotFound,
+    /// Something that must be unique already exists.
+    #[error("{0}")]
+    Conflict(String),
+    /// Not found.
+    #[error("{0}")]
+    NotFound(String),
+    /// A feature needs configuration it does not have.
+    #[error("{0}")]
+    NotConfigured(String),
     /// Storage failed.
     #[error("storage: {0}")]
     Store(#[from] sqlx::Error),
+    /// Anything else.
+    #[error("{0}")]
+    Unexpected(String),
+}
+
+impl AuthError {
+    /// An invalid field.
+    pub fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
+        Self::InvalidArgument { field, reason: reason.into() }
+    }
 }
 
 impl From<AuthError> for Status {
     fn from(err: AuthError) -> Self {
         match &err {
-            AuthError::Unauthenticated => Status::unauthenticated(err.to_string()),
+            AuthError::Unauthenticated | AuthError::BadLogin => Status::unauthenticated(err.to_string()),
             AuthError::PermissionDenied(_) => Status::permission_denied(err.to_string()),
             AuthError::InvalidArgument { field, .. } => switchboard_kit::grpc::invalid_field(field, err.to_string()),
-            AuthError::NotFound => Status::not_found(err.to_string()),
+            AuthError::Conflict(_) => Status::already_exists(err.to_string()),
+            AuthError::NotFound(_) => Status::not_found(err.to_string()),
+            AuthError::NotConfigured(_) => Status::failed_precondition(err.to_string()),
             AuthError::Store(e) => {
                 tracing::error!(error = %e, "auth storage failure");
                 Status::unavailable("auth storage unavailable")
+            }
+            AuthError::Unexpected(e) => {
+                tracing::error!(error = %e, "auth failure");
+                Status::internal("internal error")
             }
         }
     }

@@ -1,10 +1,14 @@
 //! AuthService: resolves credentials (static service keys, issued API keys, JWTs) to
-//! principals, and issues and revokes API keys.
+//! principals; issues, rotates and revokes API keys; registers users and logs them in and
+//! out; keeps profiles; issues chat tokens. Revocations are announced on the revocation bus.
 
+mod chat_ui;
 mod error;
 mod grpc;
 pub mod jwt;
 pub mod keys;
+mod last_used;
+pub mod passwords;
 mod settings;
 pub mod store;
 
@@ -32,6 +36,9 @@ pub enum StartError {
     /// Database problem.
     #[error(transparent)]
     Db(#[from] switchboard_kit::db::DbError),
+    /// Redis problem.
+    #[error("REDIS_URL: {0}")]
+    Redis(#[from] redis::RedisError),
     /// Serving failed.
     #[error(transparent)]
     Serve(#[from] switchboard_kit::grpc::ServeError),
@@ -42,6 +49,8 @@ pub struct Application {
     listener: TcpListener,
     db: Db,
     service: grpc::AuthGrpc,
+    store: Arc<store::SqlStore>,
+    last_used: last_used::LastUsed,
 }
 
 impl Application {
@@ -49,16 +58,27 @@ impl Application {
     pub async fn build(settings: Settings) -> Result<Self, StartError> {
         let db = Db::connect(&settings.database_url, settings.database_var).await?;
         db.migrate(&SQLITE_MIGRATIONS, &POSTGRES_MIGRATIONS).await?;
-        let service = grpc::AuthGrpc::new(&settings, Arc::new(store::SqlKeyStore::new(db.clone())));
+        let redis = settings.redis.as_ref().map(switchboard_kit::redis::Redis::new).transpose()?;
+        let store = Arc::new(store::SqlStore::new(db.clone()));
+        let last_used = last_used::LastUsed::default();
+        let deps = grpc::Deps {
+            keys: store.clone(),
+            users: store.clone(),
+            last_used: last_used.clone(),
+            bus: switchboard_kit::revocation::RevocationBus::new(redis),
+        };
+        let service = grpc::AuthGrpc::new(&settings, deps);
         let (listener, local) = switchboard_kit::net::bind(settings.addr, "SWITCHBOARD_AUTH_ADDR").await?;
         tracing::info!(
             addr = %local,
             backend = db.backend(),
             static_keys = settings.static_keys.len(),
             jwt = settings.jwt_secret.is_some(),
+            admin = settings.admin_token.is_some(),
+            redis = settings.redis.is_some(),
             "auth listening"
         );
-        Ok(Self { listener, db, service })
+        Ok(Self { listener, db, service, store, last_used })
     }
 
     /// The bound port.
@@ -66,10 +86,18 @@ impl Application {
         self.listener.local_addr().map(|a| a.port()).unwrap_or_default()
     }
 
-    /// Serves until `shutdown` resolves.
+    /// Serves until `shutdown` resolves, then writes pending last-used times.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), StartError> {
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let flusher = tokio::spawn(self.last_used.clone().run(self.store.clone(), async move {
+            let _ = stop_rx.await;
+        }));
         let routes = tonic::service::Routes::new(AuthServiceServer::new(self.service));
-        let result = switchboard_kit::grpc::serve(self.listener, routes, &[SERVICE_NAME], shutdown).await;
+        let result = switchboard_kit::grpc::serve(self.listener, routes, &[SERVICE_NAME], None, shutdown).await;
+        let _ = stop_tx.send(());
+        if let Err(e) = flusher.await {
+            tracing::error!(error = %e, "last-used writer failed");
+        }
         self.db.close().await;
         tracing::info!("auth stopped");
         Ok(result?)

@@ -79,7 +79,7 @@ impl Application {
         let turns = turn::Turns::new(self.store.clone(), self.llm, usage, self.history);
         let service = grpc::ConversationGrpc::new(self.store, turns);
         let routes = tonic::service::Routes::new(ConversationServiceServer::new(service));
-        let result = switchboard_kit::grpc::serve(self.listener, routes, &[SERVICE_NAME], shutdown).await;
+        let result = switchboard_kit::grpc::serve(self.listener, routes, &[SERVICE_NAME], None, shutdown).await;
         // The server (and with it every UsageWriter clone) is gone: the writer drains and ends.
         if let Err(e) = usage_task.await {
             tracing::error!(error = %e, "usage writer task failed");

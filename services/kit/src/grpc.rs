@@ -23,11 +23,13 @@ pub enum ServeError {
 }
 
 /// Serves `routes` on `listener` until `shutdown` resolves, with health reporting each of
-/// `service_names` as SERVING (and NOT_SERVING once shutdown begins).
+/// `service_names` as SERVING (and NOT_SERVING once shutdown begins). With a `verifier`,
+/// every call but health and reflection must carry a valid credential.
 pub async fn serve(
     listener: TcpListener,
     routes: Routes,
     service_names: &[&str],
+    verifier: Option<crate::auth::Verifier>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
     let (reporter, health) = tonic_health::server::health_reporter();
@@ -60,7 +62,12 @@ pub async fn serve(
         }
     };
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    Server::builder().tcp_nodelay(true).add_routes(routes).serve_with_incoming_shutdown(incoming, shutdown).await?;
+    Server::builder()
+        .tcp_nodelay(true)
+        .layer(crate::auth::GrpcAuthLayer::new(verifier))
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await?;
     Ok(())
 }
 

@@ -1,10 +1,13 @@
 //! What every Switchboard component shares: settings sources, telemetry, gRPC serving with
 //! health and reflection, database pools for SQLite and PostgreSQL, clocks and shutdown.
 
+pub mod auth;
 pub mod db;
 pub mod env;
 pub mod grpc;
 pub mod net;
+pub mod redis;
+pub mod revocation;
 pub mod shutdown;
 pub mod telemetry;
 pub mod time;

@@ -72,7 +72,7 @@ impl Application {
     /// Serves until `shutdown` resolves, then closes the store.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), StartError> {
         let routes = tonic::service::Routes::new(LlmServiceServer::new(self.service));
-        let result = switchboard_kit::grpc::serve(self.listener, routes, &[SERVICE_NAME], shutdown).await;
+        let result = switchboard_kit::grpc::serve(self.listener, routes, &[SERVICE_NAME], None, shutdown).await;
         self.db.close().await;
         tracing::info!("llm-proxy stopped");
         Ok(result?)

@@ -1,8 +1,24 @@
-//! Storage of the auth service: issued API keys.
+//! Storage of the auth service: issued API keys, users, profiles and revoked tokens.
+//! One trait per capability; [`SqlStore`] implements them on SQLite and PostgreSQL.
+
+mod keys;
+mod users;
 
 use async_trait::async_trait;
 use switchboard_kit::db::Db;
-use switchboard_kit::db_run;
+
+/// The SQL store.
+#[derive(Debug, Clone)]
+pub struct SqlStore {
+    db: Db,
+}
+
+impl SqlStore {
+    /// A store over `db` (already migrated).
+    pub fn new(db: Db) -> Self {
+        Self { db }
+    }
+}
 
 /// A stored key (digest only).
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -45,80 +61,57 @@ pub trait KeyStore: Send + Sync + 'static {
     ) -> Result<Vec<StoredKey>, sqlx::Error>;
     /// Marks a key revoked; false when there is no such key.
     async fn revoke(&self, id: &str, now: i64) -> Result<bool, sqlx::Error>;
+    /// Stores `successor` and makes `id` expire at `old_expires_at` (if sooner), atomically.
+    async fn rotate(&self, id: &str, successor: &StoredKey, old_expires_at: i64) -> Result<(), sqlx::Error>;
+    /// Records last-used times, `(id, unix ms)`, in one transaction.
+    async fn touch(&self, used: &[(String, i64)]) -> Result<(), sqlx::Error>;
 }
 
-/// [`KeyStore`] on SQLite or PostgreSQL.
-#[derive(Debug, Clone)]
-pub struct SqlKeyStore {
-    db: Db,
+/// A registered user.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct StoredUser {
+    /// Stable id.
+    pub id: String,
+    /// Tenant.
+    pub system_id: String,
+    /// Login name as registered.
+    pub username: String,
+    /// argon2id PHC string.
+    pub password_hash: String,
+    /// Unix ms.
+    pub created_at: i64,
 }
 
-impl SqlKeyStore {
-    /// A store over `db` (already migrated).
-    pub fn new(db: Db) -> Self {
-        Self { db }
-    }
+/// A profile (seed 001).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct StoredProfile {
+    /// Tenant.
+    pub system_id: String,
+    /// User id.
+    pub user_id: String,
+    /// Display name.
+    pub name: String,
+    /// E-mail.
+    pub email: String,
+    /// Unix ms.
+    pub created_at: i64,
+    /// Unix ms.
+    pub updated_at: i64,
 }
 
-const COLUMNS: &str =
-    "id, digest, prefix, client_name, system_id, scope, created_at, expires_at, revoked_at, last_used_at";
-
+/// Users, profiles and revoked tokens.
 #[async_trait]
-impl KeyStore for SqlKeyStore {
-    async fn insert(&self, key: &StoredKey) -> Result<(), sqlx::Error> {
-        db_run!(&self.db, |pool| {
-            sqlx::query(
-                "INSERT INTO api_keys (id, digest, prefix, client_name, system_id, scope, created_at, expires_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            )
-            .bind(&key.id)
-            .bind(&key.digest)
-            .bind(&key.prefix)
-            .bind(&key.client_name)
-            .bind(&key.system_id)
-            .bind(&key.scope)
-            .bind(key.created_at)
-            .bind(key.expires_at)
-            .execute(pool)
-            .await
-            .map(|_| ())
-        })
-    }
-
-    async fn find(&self, id: &str) -> Result<Option<StoredKey>, sqlx::Error> {
-        let sql = format!("SELECT {COLUMNS} FROM api_keys WHERE id = $1");
-        db_run!(&self.db, |pool| sqlx::query_as(&sql).bind(id).fetch_optional(pool).await)
-    }
-
-    async fn list(
-        &self,
-        system_id: Option<&str>,
-        include_inactive: bool,
-        now: i64,
-    ) -> Result<Vec<StoredKey>, sqlx::Error> {
-        let sql = format!(
-            "SELECT {COLUMNS} FROM api_keys WHERE ($1 = '' OR system_id = $1) \
-             AND ($2 OR (revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $3))) \
-             ORDER BY created_at DESC, id DESC"
-        );
-        db_run!(&self.db, |pool| {
-            sqlx::query_as(&sql)
-                .bind(system_id.unwrap_or_default())
-                .bind(include_inactive)
-                .bind(now)
-                .fetch_all(pool)
-                .await
-        })
-    }
-
-    async fn revoke(&self, id: &str, now: i64) -> Result<bool, sqlx::Error> {
-        db_run!(&self.db, |pool| {
-            sqlx::query("UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2")
-                .bind(now)
-                .bind(id)
-                .execute(pool)
-                .await
-                .map(|r| r.rows_affected() > 0)
-        })
-    }
+pub trait UserStore: Send + Sync + 'static {
+    /// Stores a new user; a unique violation on `users_username_key` when the name is taken.
+    async fn create_user(&self, user: &StoredUser) -> Result<(), sqlx::Error>;
+    /// A user by tenant and username (case-insensitive).
+    async fn find_user(&self, system_id: &str, username: &str) -> Result<Option<StoredUser>, sqlx::Error>;
+    /// Creates or updates a profile; true when it was created.
+    async fn upsert_profile(&self, profile: &StoredProfile) -> Result<(StoredProfile, bool), sqlx::Error>;
+    /// A profile.
+    async fn get_profile(&self, system_id: &str, user_id: &str) -> Result<Option<StoredProfile>, sqlx::Error>;
+    /// Revokes a token id until it expires (Unix ms); forgets revocations already expired.
+    async fn revoke_token(&self, jti: &str, expires_at: i64, now: i64) -> Result<(), sqlx::Error>;
+    /// Whether a token id is revoked.
+    async fn is_token_revoked(&self, jti: &str) -> Result<bool, sqlx::Error>;
 }

@@ -1,0 +1,386 @@
+//! Credential verification shared by the gateway and the gRPC services: who a credential
+//! is ([`Caller`]), a cache of the auth service's answers that forgets revoked credentials
+//! within a second ([`Verifier`]), and a tower layer that does this for gRPC servers
+//! ([`GrpcAuthLayer`]).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use switchboard_proto::auth::v1 as pb;
+use switchboard_proto::auth::v1::auth_service_client::AuthServiceClient;
+use tonic::Status;
+use tonic::metadata::{MetadataMap, MetadataValue};
+use tonic::transport::Channel;
+
+use crate::revocation::{self, Revocation};
+
+/// Largest number of cached verdicts; the cache is emptied when it would grow beyond.
+const CACHE_CAPACITY: usize = 50_000;
+
+/// A credential as presented.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Credential {
+    /// `X-API-Key`.
+    ApiKey(String),
+    /// `Authorization: Bearer` — an API key or a JWT.
+    Bearer(String),
+    /// `?token=` on pages: a JWT.
+    Jwt(String),
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::ApiKey(_) => "ApiKey(…)",
+            Self::Bearer(_) => "Bearer(…)",
+            Self::Jwt(_) => "Jwt(…)",
+        })
+    }
+}
+
+/// Why no credential could be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CredentialError {
+    /// Nothing was presented.
+    Missing,
+    /// `Authorization` is not `Bearer <token>`.
+    MalformedAuthorization,
+}
+
+impl Credential {
+    /// Reads `x-api-key`, then `authorization: Bearer`, from HTTP headers or gRPC metadata
+    /// (the same thing on the wire).
+    pub fn from_headers(headers: &http::HeaderMap) -> Result<Self, CredentialError> {
+        let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty());
+        if let Some(key) = get("x-api-key") {
+            return Ok(Self::ApiKey(key.to_owned()));
+        }
+        if let Some(auth) = get("authorization") {
+            let (scheme, token) = auth.split_once(' ').ok_or(CredentialError::MalformedAuthorization)?;
+            let token = token.trim();
+            if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
+                return Err(CredentialError::MalformedAuthorization);
+            }
+            return Ok(Self::Bearer(token.to_owned()));
+        }
+        Err(CredentialError::Missing)
+    }
+
+    /// The secret text.
+    pub fn secret(&self) -> &str {
+        match self {
+            Self::ApiKey(s) | Self::Bearer(s) | Self::Jwt(s) => s,
+        }
+    }
+
+    fn kind(&self) -> pb::CredentialKind {
+        match self {
+            Self::ApiKey(_) => pb::CredentialKind::ApiKey,
+            Self::Bearer(_) => pb::CredentialKind::Unspecified,
+            Self::Jwt(_) => pb::CredentialKind::Jwt,
+        }
+    }
+
+    /// Adds the credential to outgoing gRPC metadata, so the next service can verify it too.
+    pub fn write_to(&self, metadata: &mut MetadataMap) {
+        let (key, value) = match self {
+            Self::ApiKey(k) => ("x-api-key", k.clone()),
+            Self::Bearer(t) | Self::Jwt(t) => ("authorization", format!("Bearer {t}")),
+        };
+        if let Ok(value) = MetadataValue::try_from(value) {
+            metadata.insert(key, value);
+        }
+    }
+
+    fn digest(&self) -> [u8; 32] {
+        let mut hasher = Sha256::new();
+        hasher.update([self.kind() as u8]);
+        hasher.update(self.secret().as_bytes());
+        hasher.finalize().into()
+    }
+}
+
+/// Who a verified credential is, and whom it may act for.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// Tenant of the credential; empty for static service keys of every tenant.
+    pub system_id: String,
+    /// User of a client credential; empty for service keys.
+    pub user_id: String,
+    /// Service keys act for any user of their tenants.
+    pub service: bool,
+    /// Tenants the credential may act for; empty for every tenant.
+    pub allowed_system_ids: Vec<String>,
+    /// Public id of the API key (for usage records), empty otherwise.
+    pub key_id: String,
+    /// The credential, to forward on internal calls.
+    pub credential: Credential,
+    revocation_id: String,
+    valid_until: Option<Instant>,
+}
+
+/// Why a caller may not act for a principal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ActAsError {
+    /// A service key named no user (or no tenant): the field is missing.
+    Missing(&'static str),
+    /// The credential may not act for this principal.
+    Forbidden(String),
+}
+
+impl Caller {
+    /// The principal `(system_id, user_id)` this caller acts for. Service keys must name a
+    /// user (and a tenant, unless bound to one) within their tenants; client credentials act
+    /// as themselves and may not name anyone else.
+    pub fn act_as(&self, system_id: Option<&str>, user_id: Option<&str>) -> Result<(String, String), ActAsError> {
+        let given = |v: Option<&str>| v.map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned);
+        let (system_id, user_id) = (given(system_id), given(user_id));
+        if !self.service {
+            let other_system = system_id.as_ref().is_some_and(|s| *s != self.system_id);
+            let other_user = user_id.as_ref().is_some_and(|u| *u != self.user_id);
+            if other_system || other_user {
+                return Err(ActAsError::Forbidden(
+                    "this credential can only act for its own system_id and user_id".into(),
+                ));
+            }
+            return Ok((self.system_id.clone(), self.user_id.clone()));
+        }
+        let system_id = system_id
+            .or_else(|| Some(self.system_id.clone()).filter(|s| !s.is_empty()))
+            .ok_or(ActAsError::Missing("system_id"))?;
+        let user_id = user_id.ok_or(ActAsError::Missing("user_id"))?;
+        if !self.allowed_system_ids.is_empty() && !self.allowed_system_ids.contains(&system_id) {
+            return Err(ActAsError::Forbidden(format!("system_id {system_id:?} is not allowed for this credential")));
+        }
+        Ok((system_id, user_id))
+    }
+
+    /// Whether this caller may act for exactly this principal (gRPC services).
+    pub fn check(&self, system_id: &str, user_id: &str) -> Result<(), Status> {
+        match self.act_as(Some(system_id), Some(user_id)) {
+            Ok(_) => Ok(()),
+            Err(ActAsError::Missing(field)) => Err(crate::grpc::invalid_field(field, format!("{field}: is required"))),
+            Err(ActAsError::Forbidden(reason)) => Err(Status::permission_denied(reason)),
+        }
+    }
+
+    fn from_answer(answer: pb::AuthenticateResponse, credential: Credential) -> Self {
+        let principal = answer.principal.unwrap_or_default();
+        let valid_until = answer.expires_at.map(|t| {
+            let ms = crate::time::from_timestamp(&t) - crate::time::now_ms();
+            Instant::now() + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+        });
+        Self {
+            system_id: principal.system_id,
+            user_id: principal.user_id,
+            service: answer.scope == pb::KeyScope::Service as i32,
+            allowed_system_ids: answer.allowed_system_ids,
+            key_id: answer.key_id,
+            credential,
+            revocation_id: answer.revocation_id,
+            valid_until,
+        }
+    }
+}
+
+/// The caller a gRPC request was verified as (set by [`GrpcAuthLayer`]).
+pub fn caller<T>(request: &tonic::Request<T>) -> Result<&Caller, Status> {
+    request.extensions().get::<Caller>().ok_or_else(|| Status::unauthenticated("invalid or missing credential"))
+}
+
+struct Entry {
+    caller: Caller,
+    until: Instant,
+}
+
+type Cache = Mutex<HashMap<[u8; 32], Entry>>;
+
+/// Verifies credentials with the auth service, caching positive answers for `ttl` (never
+/// past the credential's own expiry) and dropping them as soon as a revocation is announced.
+#[derive(Clone)]
+pub struct Verifier {
+    auth: AuthServiceClient<Channel>,
+    cache: Arc<Cache>,
+    ttl: Duration,
+}
+
+impl Verifier {
+    /// A verifier asking the auth service behind `channel`.
+    pub fn new(channel: Channel, ttl: Duration) -> Self {
+        let cache: Arc<Cache> = Arc::new(Mutex::new(HashMap::new()));
+        tokio::spawn(evict_on_revocation(Arc::downgrade(&cache), revocation::subscribe()));
+        Self { auth: AuthServiceClient::new(channel), cache, ttl }
+    }
+
+    /// Who `credential` is. `UNAUTHENTICATED` when unknown, expired or revoked.
+    pub async fn verify(&self, credential: &Credential) -> Result<Caller, Status> {
+        let digest = credential.digest();
+        let now = Instant::now();
+        if let Some(entry) = self.cache.lock().unwrap_or_else(PoisonError::into_inner).get(&digest)
+            && entry.until > now
+        {
+            return Ok(entry.caller.clone());
+        }
+        let answer = self
+            .auth
+            .clone()
+            .authenticate(pb::AuthenticateRequest {
+                kind: credential.kind() as i32,
+                credential: credential.secret().to_owned(),
+            })
+            .await?
+            .into_inner();
+        let caller = Caller::from_answer(answer, credential.clone());
+        let until = caller.valid_until.map_or(now + self.ttl, |v| v.min(now + self.ttl));
+        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        if cache.len() >= CACHE_CAPACITY {
+            cache.retain(|_, e| e.until > now);
+            if cache.len() >= CACHE_CAPACITY {
+                cache.clear();
+            }
+        }
+        cache.insert(digest, Entry { caller: caller.clone(), until });
+        Ok(caller)
+    }
+}
+
+async fn evict_on_revocation(cache: Weak<Cache>, mut revocations: tokio::sync::broadcast::Receiver<Revocation>) {
+    loop {
+        let event = match revocations.recv().await {
+            Ok(event) => event,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => Revocation::All,
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        };
+        let Some(cache) = cache.upgrade() else { return };
+        let mut cache = cache.lock().unwrap_or_else(PoisonError::into_inner);
+        match event {
+            Revocation::All => cache.clear(),
+            Revocation::One(id) => cache.retain(|_, e| e.caller.revocation_id != id),
+        }
+    }
+}
+
+/// Verifies the credential of every gRPC call except health checks and reflection, and
+/// puts the [`Caller`] in the request's extensions. Without a verifier it lets calls pass.
+#[derive(Clone)]
+pub struct GrpcAuthLayer {
+    verifier: Option<Verifier>,
+}
+
+impl GrpcAuthLayer {
+    /// A layer using `verifier`; `None` disables verification (the auth service itself).
+    pub fn new(verifier: Option<Verifier>) -> Self {
+        Self { verifier }
+    }
+}
+
+impl<S> tower::Layer<S> for GrpcAuthLayer {
+    type Service = GrpcAuth<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        GrpcAuth { inner, verifier: self.verifier.clone() }
+    }
+}
+
+/// The service [`GrpcAuthLayer`] makes.
+#[derive(Clone)]
+pub struct GrpcAuth<S> {
+    inner: S,
+    verifier: Option<Verifier>,
+}
+
+fn is_public(path: &str) -> bool {
+    path.starts_with("/grpc.health.") || path.starts_with("/grpc.reflection.")
+}
+
+impl<S, B> tower::Service<http::Request<B>> for GrpcAuth<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let verifier = match &self.verifier {
+            Some(v) if !is_public(request.uri().path()) => v.clone(),
+            _ => return Box::pin(inner.call(request)),
+        };
+        Box::pin(async move {
+            let credential = match Credential::from_headers(request.headers()) {
+                Ok(c) => c,
+                Err(_) => return Ok(Status::unauthenticated("invalid or missing credential").into_http()),
+            };
+            match verifier.verify(&credential).await {
+                Ok(caller) => {
+                    request.extensions_mut().insert(caller);
+                    inner.call(request).await
+                }
+                Err(status) => Ok(status.into_http()),
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn caller(service: bool, system: &str, user: &str, allowed: &[&str]) -> Caller {
+        Caller {
+            system_id: system.into(),
+            user_id: user.into(),
+            service,
+            allowed_system_ids: allowed.iter().map(|s| (*s).to_owned()).collect(),
+            key_id: String::new(),
+            credential: Credential::ApiKey("k".into()),
+            revocation_id: String::new(),
+            valid_until: None,
+        }
+    }
+
+    #[test]
+    fn client_credentials_act_only_as_themselves() {
+        let c = caller(false, "drillquiz", "alice", &["drillquiz"]);
+        assert_eq!(c.act_as(None, None).unwrap(), ("drillquiz".into(), "alice".into()));
+        assert_eq!(c.act_as(Some("drillquiz"), Some("alice")).unwrap(), ("drillquiz".into(), "alice".into()));
+        assert!(matches!(c.act_as(Some("drillquiz"), Some("bob")), Err(ActAsError::Forbidden(_))));
+        assert!(matches!(c.act_as(Some("cointutor"), None), Err(ActAsError::Forbidden(_))));
+    }
+
+    #[test]
+    fn service_keys_act_for_users_of_their_tenants() {
+        let any = caller(true, "", "", &[]);
+        assert_eq!(any.act_as(Some("x"), Some("u")).unwrap(), ("x".into(), "u".into()));
+        assert_eq!(any.act_as(Some("x"), None), Err(ActAsError::Missing("user_id")));
+        assert_eq!(any.act_as(None, Some("u")), Err(ActAsError::Missing("system_id")));
+        let bound = caller(true, "drillquiz", "", &["drillquiz"]);
+        assert_eq!(bound.act_as(None, Some("u")).unwrap(), ("drillquiz".into(), "u".into()));
+        assert!(matches!(bound.act_as(Some("cointutor"), Some("u")), Err(ActAsError::Forbidden(_))));
+    }
+
+    #[test]
+    fn credentials_are_read_from_headers_and_never_printed() {
+        let mut headers = http::HeaderMap::new();
+        assert_eq!(Credential::from_headers(&headers), Err(CredentialError::Missing));
+        headers.insert("authorization", http::HeaderValue::from_static("Basic abc"));
+        assert_eq!(Credential::from_headers(&headers), Err(CredentialError::MalformedAuthorization));
+        headers.insert("authorization", http::HeaderValue::from_static("bearer tok"));
+        assert_eq!(Credential::from_headers(&headers), Ok(Credential::Bearer("tok".into())));
+        headers.insert("x-api-key", http::HeaderValue::from_static("secret-key"));
+        let c = Credential::from_headers(&headers).unwrap();
+        assert_eq!(c, Credential::ApiKey("secret-key".into()));
+        assert!(!format!("{c:?}").contains("secret-key"));
+    }
+}
