@@ -35,6 +35,9 @@ pub enum StartError {
         /// Cause.
         source: tonic::transport::Error,
     },
+    /// Credential verification cannot be set up.
+    #[error(transparent)]
+    Verifier(#[from] switchboard_kit::auth::VerifierError),
     /// Serving failed.
     #[error("serving HTTP: {0}")]
     Serve(#[from] std::io::Error),
@@ -52,7 +55,7 @@ impl Application {
         let channel = |addr: &str, var| {
             switchboard_kit::grpc::channel(addr).map_err(|source| StartError::ServiceAddr { var, source })
         };
-        let auth = channel(&settings.auth_addr, "SWITCHBOARD_AUTH_ADDR")?;
+        let auth = channel(&settings.verifier.auth_addr, "SWITCHBOARD_AUTH_ADDR")?;
         let conversations = channel(&settings.conversations_addr, "SWITCHBOARD_CONVERSATIONS_ADDR")?;
         let llm = channel(&settings.llm_addr, "SWITCHBOARD_LLM_ADDR")?;
         let state = AppState {
@@ -61,11 +64,12 @@ impl Application {
             llm: LlmServiceClient::new(llm.clone()),
             channels: Arc::new([("auth", auth), ("conversations", conversations), ("llm-proxy", llm)]),
             metrics: Arc::new(metrics::Metrics::default()),
+            verifier: switchboard_kit::auth::Verifier::from_settings(&settings.verifier)?,
         };
         let (listener, local) = switchboard_kit::net::bind(settings.addr, "SWITCHBOARD_HTTP_ADDR").await?;
         tracing::info!(
             addr = %local,
-            auth = %settings.auth_addr,
+            auth = %settings.verifier.auth_addr,
             conversations = %settings.conversations_addr,
             llm = %settings.llm_addr,
             "gateway listening"

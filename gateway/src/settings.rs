@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 
+use switchboard_kit::auth::VerifierSettings;
 use switchboard_kit::{ConfigError, Env};
 
 /// Default HTTP listen address.
@@ -14,8 +15,8 @@ pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
 pub struct Settings {
     /// `SWITCHBOARD_HTTP_ADDR`.
     pub addr: SocketAddr,
-    /// `SWITCHBOARD_AUTH_ADDR`: where the auth service listens.
-    pub auth_addr: String,
+    /// `SWITCHBOARD_AUTH_ADDR` (where the auth service listens), Redis and the cache TTL.
+    pub verifier: VerifierSettings,
     /// `SWITCHBOARD_CONVERSATIONS_ADDR`: where the conversation service listens.
     pub conversations_addr: String,
     /// `SWITCHBOARD_LLM_ADDR`: where the LLM proxy listens.
@@ -34,7 +35,7 @@ impl Settings {
         }
         Ok(Self {
             addr,
-            auth_addr: env.get_or("SWITCHBOARD_AUTH_ADDR", switchboard_auth::settings_default_addr()).to_owned(),
+            verifier: VerifierSettings::from_env(env, switchboard_auth::settings_default_addr())?,
             conversations_addr: env
                 .get_or("SWITCHBOARD_CONVERSATIONS_ADDR", switchboard_conversations::settings_default_addr())
                 .to_owned(),

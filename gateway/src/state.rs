@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use switchboard_kit::auth::Verifier;
 use switchboard_proto::auth::v1::auth_service_client::AuthServiceClient;
 use switchboard_proto::conversation::v1::conversation_service_client::ConversationServiceClient;
 use switchboard_proto::llm::v1::llm_service_client::LlmServiceClient;
@@ -22,4 +23,6 @@ pub struct AppState {
     pub channels: Arc<[(&'static str, Channel)]>,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
+    /// Credential verification (cached, revocation-aware).
+    pub verifier: Verifier,
 }

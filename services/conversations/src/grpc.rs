@@ -32,9 +32,13 @@ impl ConversationGrpc {
     }
 }
 
-fn owner(p: Option<&pb::Principal>) -> Result<Principal, ConversationError> {
+/// The request's principal, validated, once the caller is known to be allowed to act for it.
+fn owner<T>(request: &Request<T>, p: Option<&pb::Principal>) -> Result<Principal, Status> {
+    let caller = switchboard_kit::auth::caller(request)?;
     let p = p.ok_or_else(|| ConversationError::invalid("principal", "is required"))?;
-    Principal::parse(&p.system_id, &p.user_id)
+    let owner = Principal::parse(&p.system_id, &p.user_id)?;
+    caller.check(&owner.system_id, &owner.user_id)?;
+    Ok(owner)
 }
 
 fn principal_pb(p: &Principal) -> pb::Principal {
@@ -95,8 +99,9 @@ impl ConversationService for ConversationGrpc {
         &self,
         request: Request<pb::SendMessageRequest>,
     ) -> Result<Response<pb::SendMessageResponse>, Status> {
+        let owner = owner(&request, request.get_ref().principal.as_ref())?;
+        let credential = switchboard_kit::auth::caller(&request)?.credential.clone();
         let req = request.into_inner();
-        let owner = owner(req.principal.as_ref())?;
         let result = self
             .turns
             .run(TurnRequest {
@@ -108,6 +113,7 @@ impl ConversationService for ConversationGrpc {
                 key_id: req.key_id,
                 temperature: req.temperature,
                 max_tokens: req.max_tokens,
+                credential,
             })
             .await?;
         Ok(Response::new(pb::SendMessageResponse {
@@ -130,8 +136,8 @@ impl ConversationService for ConversationGrpc {
         &self,
         request: Request<pb::ListConversationsRequest>,
     ) -> Result<Response<pb::ListConversationsResponse>, Status> {
+        let owner = owner(&request, request.get_ref().principal.as_ref())?;
         let req = request.into_inner();
-        let owner = owner(req.principal.as_ref())?;
         let page = PageRequest {
             size: page_size(req.page_size, 20, 100),
             cursor: Cursor::decode(&req.page_token, "page_token")?,
@@ -151,8 +157,8 @@ impl ConversationService for ConversationGrpc {
         &self,
         request: Request<pb::GetConversationRequest>,
     ) -> Result<Response<pb::GetConversationResponse>, Status> {
+        let owner = owner(&request, request.get_ref().principal.as_ref())?;
         let req = request.into_inner();
-        let owner = owner(req.principal.as_ref())?;
         let conversation = self.owned(&owner, &req.conversation_id).await?;
         Ok(Response::new(pb::GetConversationResponse { conversation: Some(conversation_pb(conversation)) }))
     }
@@ -161,8 +167,8 @@ impl ConversationService for ConversationGrpc {
         &self,
         request: Request<pb::CreateConversationRequest>,
     ) -> Result<Response<pb::CreateConversationResponse>, Status> {
+        let owner = owner(&request, request.get_ref().principal.as_ref())?;
         let req = request.into_inner();
-        let owner = owner(req.principal.as_ref())?;
         let title = domain::title_from(&req.title);
         let conversation = self.store.create_conversation(&owner, &title).await.map_err(ConversationError::from)?;
         Ok(Response::new(pb::CreateConversationResponse { conversation: Some(conversation_pb(conversation)) }))
@@ -172,8 +178,8 @@ impl ConversationService for ConversationGrpc {
         &self,
         request: Request<pb::ListMessagesRequest>,
     ) -> Result<Response<pb::ListMessagesResponse>, Status> {
+        let owner = owner(&request, request.get_ref().principal.as_ref())?;
         let req = request.into_inner();
-        let owner = owner(req.principal.as_ref())?;
         let conversation = self.owned(&owner, &req.conversation_id).await?;
         let page = PageRequest {
             size: page_size(req.page_size, 100, 500),
@@ -190,7 +196,7 @@ impl ConversationService for ConversationGrpc {
         &self,
         request: Request<pb::ClearHistoryRequest>,
     ) -> Result<Response<pb::ClearHistoryResponse>, Status> {
-        let owner = owner(request.get_ref().principal.as_ref())?;
+        let owner = owner(&request, request.get_ref().principal.as_ref())?;
         let deleted = self.store.clear_history(&owner).await.map_err(ConversationError::from)?;
         Ok(Response::new(pb::ClearHistoryResponse {
             deleted_conversations: u32::try_from(deleted).unwrap_or(u32::MAX),

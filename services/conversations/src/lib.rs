@@ -34,6 +34,9 @@ pub enum StartError {
     /// The LLM proxy address is unusable.
     #[error("SWITCHBOARD_LLM_ADDR: {0}")]
     LlmAddr(#[from] tonic::transport::Error),
+    /// Credential verification cannot be set up.
+    #[error(transparent)]
+    Verifier(#[from] switchboard_kit::auth::VerifierError),
     /// Database problem.
     #[error(transparent)]
     Db(#[from] switchboard_kit::db::DbError),
@@ -49,6 +52,7 @@ pub struct Application {
     store: Arc<dyn store::ConversationStore>,
     llm: LlmServiceClient<tonic::transport::Channel>,
     history: u32,
+    verifier: switchboard_kit::auth::Verifier,
 }
 
 impl Application {
@@ -59,13 +63,14 @@ impl Application {
         let llm = LlmServiceClient::new(switchboard_kit::grpc::channel(&settings.llm_addr)?);
         let (listener, local) = switchboard_kit::net::bind(settings.addr, "SWITCHBOARD_CONVERSATIONS_ADDR").await?;
         let store: Arc<dyn store::ConversationStore> = Arc::new(store::SqlStore::new(db.clone()));
+        let verifier = switchboard_kit::auth::Verifier::from_settings(&settings.verifier)?;
         tracing::info!(
             addr = %local,
             backend = db.backend(),
             llm = %settings.llm_addr,
             "conversations listening"
         );
-        Ok(Self { listener, db, store, llm, history: settings.history_messages })
+        Ok(Self { listener, db, store, llm, history: settings.history_messages, verifier })
     }
 
     /// The bound port.
@@ -79,7 +84,8 @@ impl Application {
         let turns = turn::Turns::new(self.store.clone(), self.llm, usage, self.history);
         let service = grpc::ConversationGrpc::new(self.store, turns);
         let routes = tonic::service::Routes::new(ConversationServiceServer::new(service));
-        let result = switchboard_kit::grpc::serve(self.listener, routes, &[SERVICE_NAME], None, shutdown).await;
+        let result =
+            switchboard_kit::grpc::serve(self.listener, routes, &[SERVICE_NAME], Some(self.verifier), shutdown).await;
         // The server (and with it every UsageWriter clone) is gone: the writer drains and ends.
         if let Err(e) = usage_task.await {
             tracing::error!(error = %e, "usage writer task failed");

@@ -2,12 +2,15 @@
 
 use std::net::SocketAddr;
 
+use switchboard_kit::auth::VerifierSettings;
 use switchboard_kit::{ConfigError, Env};
 
 /// Default listen address.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:50052";
 /// Default address of the LLM proxy.
 pub const DEFAULT_LLM_ADDR: &str = "127.0.0.1:50053";
+/// Default address of the auth service.
+pub const DEFAULT_AUTH_ADDR: &str = "127.0.0.1:50051";
 
 /// Settings of the conversation service.
 #[derive(Debug, Clone)]
@@ -22,6 +25,8 @@ pub struct Settings {
     pub llm_addr: String,
     /// `SWITCHBOARD_HISTORY_MESSAGES`: prior messages sent upstream with a turn.
     pub history_messages: u32,
+    /// How callers' credentials are verified.
+    pub verifier: VerifierSettings,
 }
 
 impl Settings {
@@ -39,6 +44,7 @@ impl Settings {
             database_var,
             llm_addr: env.get_or("SWITCHBOARD_LLM_ADDR", DEFAULT_LLM_ADDR).to_owned(),
             history_messages,
+            verifier: VerifierSettings::from_env(env, DEFAULT_AUTH_ADDR)?,
         })
     }
 }

@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use switchboard_kit::auth::Credential;
 use switchboard_proto::llm::v1 as llm;
 use switchboard_proto::llm::v1::llm_service_client::LlmServiceClient;
 use tonic::transport::Channel;
@@ -35,6 +36,8 @@ pub struct TurnRequest {
     pub temperature: Option<f32>,
     /// Completion token cap.
     pub max_tokens: Option<u32>,
+    /// The caller's credential, forwarded to the LLM proxy.
+    pub credential: Credential,
 }
 
 /// What a turn produced.
@@ -121,6 +124,8 @@ impl Turns {
             lang: request.lang.clone(),
             upstream_conversation_id: conversation.upstream_id.clone().unwrap_or_default(),
         };
+        let mut call = tonic::Request::new(call);
+        request.credential.write_to(call.metadata_mut());
         let answer = match self.llm.clone().complete(call).await {
             Ok(answer) => answer.into_inner(),
             Err(status) => {

@@ -198,6 +198,47 @@ struct Entry {
 
 type Cache = Mutex<HashMap<[u8; 32], Entry>>;
 
+/// Where and how a component verifies credentials.
+#[derive(Debug, Clone)]
+pub struct VerifierSettings {
+    /// `SWITCHBOARD_AUTH_ADDR`: the auth service.
+    pub auth_addr: String,
+    /// `SWITCHBOARD_AUTH_CACHE_SECS`: how long a verified credential is trusted without asking
+    /// again. Default 60 s with Redis (revocations are pushed), 1 s without (a replica in
+    /// another process learns of a revocation when its entry expires).
+    pub cache_ttl: Duration,
+    /// `REDIS_URL`: revocations arrive through Redis.
+    pub redis: Option<crate::redis::RedisSettings>,
+}
+
+impl VerifierSettings {
+    /// Reads the settings, naming the variable at fault on error.
+    pub fn from_env(env: &crate::Env, default_auth_addr: &str) -> Result<Self, crate::ConfigError> {
+        let redis = crate::redis::RedisSettings::from_env(env)?;
+        let default_ttl = if redis.is_some() { 60 } else { 1 };
+        let ttl: u64 = env.parse_or("SWITCHBOARD_AUTH_CACHE_SECS", default_ttl)?;
+        if ttl > 3600 {
+            return Err(crate::ConfigError::invalid("SWITCHBOARD_AUTH_CACHE_SECS", "must be at most 3600"));
+        }
+        Ok(Self {
+            auth_addr: env.get_or("SWITCHBOARD_AUTH_ADDR", default_auth_addr).to_owned(),
+            cache_ttl: Duration::from_secs(ttl),
+            redis,
+        })
+    }
+}
+
+/// Why a verifier could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifierError {
+    /// The auth address is unusable.
+    #[error("SWITCHBOARD_AUTH_ADDR: {0}")]
+    AuthAddr(#[from] tonic::transport::Error),
+    /// The Redis URL is unusable.
+    #[error("REDIS_URL: {0}")]
+    Redis(#[from] redis::RedisError),
+}
+
 /// Verifies credentials with the auth service, caching positive answers for `ttl` (never
 /// past the credential's own expiry) and dropping them as soon as a revocation is announced.
 #[derive(Clone)]
@@ -213,6 +254,16 @@ impl Verifier {
         let cache: Arc<Cache> = Arc::new(Mutex::new(HashMap::new()));
         tokio::spawn(evict_on_revocation(Arc::downgrade(&cache), revocation::subscribe()));
         Self { auth: AuthServiceClient::new(channel), cache, ttl }
+    }
+
+    /// A verifier for `settings`; with Redis, also relays revocations announced there.
+    pub fn from_settings(settings: &VerifierSettings) -> Result<Self, VerifierError> {
+        let channel = crate::grpc::channel(&settings.auth_addr)?;
+        if let Some(redis) = &settings.redis {
+            // The bus relays revocations published by the auth service on any replica.
+            let _ = crate::revocation::RevocationBus::new(Some(crate::redis::Redis::new(redis)?));
+        }
+        Ok(Self::new(channel, settings.cache_ttl))
     }
 
     /// Who `credential` is. `UNAUTHENTICATED` when unknown, expired or revoked.

@@ -37,10 +37,20 @@ impl LlmGrpc {
     }
 }
 
-fn principal(p: Option<&pb::Principal>) -> (String, String) {
-    let system = p.map(|p| p.system_id.trim()).filter(|s| !s.is_empty()).unwrap_or("default");
-    let user = p.map(|p| p.user_id.trim()).unwrap_or_default();
-    (system.to_owned(), user.to_owned())
+/// The principal a request is for: the one named, once the caller may act for it, or else
+/// the caller itself.
+fn principal<T>(request: &Request<T>, p: Option<&pb::Principal>) -> Result<(String, String), Status> {
+    let caller = switchboard_kit::auth::caller(request)?;
+    let named = p.filter(|p| !p.system_id.trim().is_empty() || !p.user_id.trim().is_empty());
+    let (system, user) = match named {
+        Some(p) => {
+            caller.check(p.system_id.trim(), p.user_id.trim())?;
+            (p.system_id.trim().to_owned(), p.user_id.trim().to_owned())
+        }
+        None => (caller.system_id.clone(), caller.user_id.clone()),
+    };
+    let system = if system.is_empty() { "default".to_owned() } else { system };
+    Ok((system, user))
 }
 
 fn to_message(m: pb::ChatMessage) -> ChatMessage {
@@ -69,7 +79,11 @@ fn validate(req: &pb::CompleteRequest) -> Result<(), LlmError> {
 
 #[tonic::async_trait]
 impl LlmService for LlmGrpc {
-    async fn list_models(&self, _: Request<pb::ListModelsRequest>) -> Result<Response<pb::ListModelsResponse>, Status> {
+    async fn list_models(
+        &self,
+        request: Request<pb::ListModelsRequest>,
+    ) -> Result<Response<pb::ListModelsResponse>, Status> {
+        principal(&request, request.get_ref().principal.as_ref())?;
         let default = self.catalogue.default_model();
         let models = self
             .catalogue
@@ -90,7 +104,7 @@ impl LlmService for LlmGrpc {
         &self,
         request: Request<pb::GetModelChoiceRequest>,
     ) -> Result<Response<pb::GetModelChoiceResponse>, Status> {
-        let who = principal(request.get_ref().principal.as_ref());
+        let who = principal(&request, request.get_ref().principal.as_ref())?;
         let chosen = self.choices.get(&who.0, &who.1).await.map_err(LlmError::from)?;
         let answer = match chosen.and_then(|c| self.catalogue.resolve(&c).ok().map(|m| m.id.clone())) {
             Some(model) => pb::GetModelChoiceResponse { model, chosen: true },
@@ -103,20 +117,20 @@ impl LlmService for LlmGrpc {
         &self,
         request: Request<pb::SetModelChoiceRequest>,
     ) -> Result<Response<pb::SetModelChoiceResponse>, Status> {
+        let who = principal(&request, request.get_ref().principal.as_ref())?;
         let req = request.into_inner();
         if req.model.trim().is_empty() {
             return Err(LlmError::InvalidArgument { field: "model", reason: "must not be empty".into() }.into());
         }
-        let who = principal(req.principal.as_ref());
         let model = self.catalogue.resolve(&req.model)?.id.clone();
         self.choices.set(&who.0, &who.1, &model).await.map_err(LlmError::from)?;
         Ok(Response::new(pb::SetModelChoiceResponse { model }))
     }
 
     async fn complete(&self, request: Request<pb::CompleteRequest>) -> Result<Response<pb::CompleteResponse>, Status> {
+        let who = principal(&request, request.get_ref().principal.as_ref())?;
         let req = request.into_inner();
         validate(&req)?;
-        let who = principal(req.principal.as_ref());
         let entry = self.pick(&who, &req.model).await?;
         let call = CompletionRequest {
             model: entry.id.clone(),

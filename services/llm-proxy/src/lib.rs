@@ -23,6 +23,7 @@ pub struct Application {
     listener: TcpListener,
     service: grpc::LlmGrpc,
     db: Db,
+    verifier: switchboard_kit::auth::Verifier,
 }
 
 /// Why the service could not start or stopped.
@@ -34,6 +35,9 @@ pub enum StartError {
     /// Database problem.
     #[error(transparent)]
     Db(#[from] switchboard_kit::db::DbError),
+    /// Credential verification cannot be set up.
+    #[error(transparent)]
+    Verifier(#[from] switchboard_kit::auth::VerifierError),
     /// Provider set-up problem.
     #[error(transparent)]
     Provider(#[from] providers::ProviderError),
@@ -54,6 +58,7 @@ impl Application {
         db.migrate(&SQLITE_MIGRATIONS, &POSTGRES_MIGRATIONS).await?;
         let catalogue = Arc::new(catalogue::Catalogue::from_settings(&settings)?);
         let store = store::SqlModelChoiceStore::new(db.clone());
+        let verifier = switchboard_kit::auth::Verifier::from_settings(&settings.verifier)?;
         let (listener, local) = switchboard_kit::net::bind(settings.addr, "SWITCHBOARD_LLM_ADDR").await?;
         tracing::info!(
             addr = %local,
@@ -61,7 +66,7 @@ impl Application {
             default_model = %catalogue.default_model(),
             "llm-proxy listening"
         );
-        Ok(Self { listener, service: grpc::LlmGrpc::new(catalogue, Arc::new(store)), db })
+        Ok(Self { listener, service: grpc::LlmGrpc::new(catalogue, Arc::new(store)), db, verifier })
     }
 
     /// The bound port (useful when built on port 0).
@@ -72,7 +77,8 @@ impl Application {
     /// Serves until `shutdown` resolves, then closes the store.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), StartError> {
         let routes = tonic::service::Routes::new(LlmServiceServer::new(self.service));
-        let result = switchboard_kit::grpc::serve(self.listener, routes, &[SERVICE_NAME], None, shutdown).await;
+        let result =
+            switchboard_kit::grpc::serve(self.listener, routes, &[SERVICE_NAME], Some(self.verifier), shutdown).await;
         self.db.close().await;
         tracing::info!("llm-proxy stopped");
         Ok(result?)

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use secrecy::SecretString;
+use switchboard_kit::auth::VerifierSettings;
 use switchboard_kit::{ConfigError, Env};
 
 /// Default listen (and connect) address.
@@ -26,6 +27,8 @@ pub struct Settings {
     pub default_model: Option<String>,
     /// `SWITCHBOARD_UPSTREAM_TIMEOUT_SECS`: whole-request timeout for upstream calls.
     pub upstream_timeout: Duration,
+    /// How callers' credentials are verified.
+    pub verifier: VerifierSettings,
 }
 
 /// An OpenAI-compatible upstream (OpenAI, Ollama, vLLM, llama.cpp).
@@ -64,6 +67,7 @@ impl Settings {
             openai,
             default_model: env.get("SWITCHBOARD_DEFAULT_MODEL").map(str::to_owned),
             upstream_timeout: Duration::from_secs(timeout),
+            verifier: VerifierSettings::from_env(env, "127.0.0.1:50051")?,
         })
     }
 }

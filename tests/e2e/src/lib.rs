@@ -76,6 +76,7 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
 pub async fn spawn_app(env: Env) -> TestApp {
     let (stop, rx) = watch::channel(false);
     let auth = switchboard_auth::Application::build(switchboard_auth::Settings::from_env(&env).unwrap()).await.unwrap();
+    let env = env.with("SWITCHBOARD_AUTH_ADDR", format!("127.0.0.1:{}", auth.port()));
     let llm = switchboard_llm_proxy::Application::build(switchboard_llm_proxy::Settings::from_env(&env).unwrap())
         .await
         .unwrap();
@@ -86,9 +87,7 @@ pub async fn spawn_app(env: Env) -> TestApp {
             .await
             .unwrap();
     let conversations_port = conversations.port();
-    let env = env
-        .with("SWITCHBOARD_AUTH_ADDR", format!("127.0.0.1:{auth_port}"))
-        .with("SWITCHBOARD_CONVERSATIONS_ADDR", format!("127.0.0.1:{conversations_port}"));
+    let env = env.with("SWITCHBOARD_CONVERSATIONS_ADDR", format!("127.0.0.1:{conversations_port}"));
     let gateway =
         switchboard_gateway::Application::build(switchboard_gateway::Settings::from_env(&env).unwrap()).await.unwrap();
     let http = format!("http://127.0.0.1:{}", gateway.port());

@@ -361,18 +361,25 @@ async fn another_users_conversation_is_a_404_over_rest_and_not_found_over_grpc()
         assert_eq!(continue_theirs.status(), 404);
     }
 
-    let status = app
-        .conversations()
-        .await
-        .list_messages(pb::ListMessagesRequest {
+    let request = |key: Option<&str>| {
+        let mut request = tonic::Request::new(pb::ListMessagesRequest {
             principal: Some(pb::Principal { system_id: "drillquiz".into(), user_id: "bob".into() }),
             conversation_id: id.to_owned(),
             page_size: 0,
             page_token: String::new(),
-        })
-        .await
-        .unwrap_err();
+        });
+        if let Some(key) = key {
+            request.metadata_mut().insert("x-api-key", key.parse().unwrap());
+        }
+        request
+    };
+    let mut grpc = app.conversations().await;
+    let status = grpc.list_messages(request(Some(SERVICE_KEY))).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::NotFound);
+    let status = grpc.list_messages(request(None)).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated, "internal callers present credentials too");
+    let status = grpc.list_messages(request(Some("wrong-key-0123456789"))).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
     app.stop().await;
 }
 

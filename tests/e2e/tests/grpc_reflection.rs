@@ -89,12 +89,20 @@ async fn buf_curl_lists_services_checks_health_and_calls_each_service_by_reflect
             "http://127.0.0.1:{}/switchboard.conversation.v1.ConversationService/ListConversations",
             services[1].0
         );
-        let answer = buf_curl(&["-d", r#"{"principal": {"system_id": "drillquiz", "user_id": "ops"}}"#, &list]);
+        let key_header = format!("x-api-key: {SERVICE_KEY}");
+        let principal = r#"{"principal": {"system_id": "drillquiz", "user_id": "ops"}}"#;
+        let refused = Command::new(buf())
+            .args(["curl", "--protocol", "grpc", "--http2-prior-knowledge", "-d", principal, &list])
+            .output()
+            .unwrap();
+        assert!(!refused.status.success());
+        assert!(String::from_utf8_lossy(&refused.stderr).contains("unauthenticated"), "no key, no data");
+        let answer = buf_curl(&["-H", &key_header, "-d", principal, &list]);
         let answer: Value = serde_json::from_str(&answer).unwrap();
         assert!(answer.get("conversations").is_none(), "a new user has no conversations: {answer}");
 
         let models = format!("http://127.0.0.1:{}/switchboard.llm.v1.LlmService/ListModels", services[2].0);
-        let answer: Value = serde_json::from_str(&buf_curl(&["-d", "{}", &models])).unwrap();
+        let answer: Value = serde_json::from_str(&buf_curl(&["-H", &key_header, "-d", "{}", &models])).unwrap();
         assert_eq!(answer["defaultModel"], "mock");
         assert_eq!(answer["models"][0]["id"], "mock");
     })

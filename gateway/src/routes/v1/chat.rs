@@ -62,7 +62,7 @@ pub async fn send(
         model: body.model.unwrap_or_default(),
         lang: body.lang.unwrap_or_default(),
         idempotency_key: String::new(),
-        key_id: caller.key_id.clone(),
+        key_id: caller.key_id().to_owned(),
         temperature: body.temperature,
         max_tokens: body.max_tokens,
     });
