@@ -25,11 +25,13 @@ pub struct ApiError {
     pub kind: &'static str,
     /// Detail for the log.
     pub detail: Option<String>,
+    /// Extra response headers (`Retry-After`, rate-limit state).
+    pub headers: Vec<(header::HeaderName, HeaderValue)>,
 }
 
 impl ApiError {
     fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
-        Self { status, message: message.into(), loc: None, kind, detail: None }
+        Self { status, message: message.into(), loc: None, kind, detail: None, headers: Vec::new() }
     }
 
     /// 401: no credential or a bad one.
@@ -106,21 +108,112 @@ impl From<tonic::Status> for ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    /// FastAPI's dialect (seed 003): `{"detail": [{loc, msg, type}]}` for validation errors,
-    /// `{"detail": "..."}` otherwise.
-    fn into_response(self) -> Response {
-        let body = match &self.loc {
-            Some(loc) => json!({"detail": [{"loc": loc, "msg": self.message, "type": self.kind}]}),
-            None => json!({"detail": self.message}),
-        };
-        let mut response = (self.status, axum::Json(body)).into_response();
+/// How an API family writes its errors. Each seed's API keeps the error shape its clients
+/// already parse; all are rendered from the same [`ApiError`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// FastAPI (seeds 002, 003 and the canonical `/v1` API): `{"detail": "..."}`, and
+    /// `{"detail": [{loc, msg, type}]}` for validation errors.
+    FastApi,
+    /// Seed 000: `{"error": "..."}`.
+    Classic,
+    /// Seed 001: `{"success": false, "message", "data": null, "error"}`.
+    Envelope,
+    /// Seed 004: `{"success": false, "message", "data": null, "errors": {field: [msg]}}`.
+    EnvelopeWithErrors,
+    /// OpenAI: `{"error": {"message", "type", "param", "code"}}`.
+    OpenAi,
+}
+
+impl ApiError {
+    fn message_with_field(&self) -> String {
+        match self.field() {
+            Some(field) if field != "body" && field != "query" => format!("{field}: {}", self.message),
+            _ => self.message.clone(),
+        }
+    }
+
+    /// The body in `dialect`.
+    pub fn body(&self, dialect: Dialect) -> serde_json::Value {
+        match dialect {
+            Dialect::FastApi => match &self.loc {
+                Some(loc) => json!({"detail": [{"loc": loc, "msg": self.message, "type": self.kind}]}),
+                None => json!({"detail": self.message}),
+            },
+            Dialect::Classic => json!({"error": self.message_with_field()}),
+            Dialect::Envelope => {
+                let message = self.message_with_field();
+                json!({"success": false, "message": message, "data": null, "error": message})
+            }
+            Dialect::EnvelopeWithErrors => {
+                let errors = self.field().map(|f| json!({ f: [self.message] }));
+                json!({"success": false, "message": self.message_with_field(), "data": null, "errors": errors})
+            }
+            Dialect::OpenAi => {
+                let kind = match self.status.as_u16() {
+                    401 => "authentication_error",
+                    403 => "permission_error",
+                    404 => "not_found_error",
+                    429 => "rate_limit_error",
+                    400..=499 => "invalid_request_error",
+                    _ => "api_error",
+                };
+                json!({"error": {"message": self.message_with_field(), "type": kind, "param": self.field(), "code": self.kind}})
+            }
+        }
+    }
+
+    fn into_response_in(self, dialect: Dialect) -> Response {
+        let mut response = (self.status, axum::Json(self.body(dialect))).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer, ApiKey"));
         }
-        if let Some(detail) = self.detail {
-            response.extensions_mut().insert(ErrorDetail(detail));
+        if let Some(detail) = &self.detail {
+            response.extensions_mut().insert(ErrorDetail(detail.clone()));
         }
+        for (name, value) in &self.headers {
+            response.headers_mut().insert(name.clone(), value.clone());
+        }
+        response.extensions_mut().insert(self);
         response
+    }
+}
+
+impl IntoResponse for ApiError {
+    /// FastAPI's dialect; [`in_dialect`] re-renders it for routes of other dialects.
+    fn into_response(self) -> Response {
+        self.into_response_in(Dialect::FastApi)
+    }
+}
+
+/// The error dialect of a path (see the table in `routes`).
+pub fn dialect_of(path: &str) -> Dialect {
+    if path.starts_with("/api-keys") {
+        Dialect::Classic
+    } else if path.starts_with("/api/v1/") {
+        Dialect::EnvelopeWithErrors
+    } else if path.starts_with("/api/") {
+        Dialect::Envelope
+    } else {
+        Dialect::FastApi
+    }
+}
+
+/// Middleware: re-renders error responses in the dialect of the request's path.
+pub async fn render_in_dialect(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let dialect = dialect_of(request.uri().path());
+    let response = next.run(request).await;
+    match response.extensions().get::<ApiError>() {
+        Some(error) if dialect != Dialect::FastApi => {
+            let mut fresh = error.clone().into_response_in(dialect);
+            // Keep headers set on the way out (rate-limit state).
+            for (name, value) in response.headers() {
+                if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+                    fresh.headers_mut().insert(name.clone(), value.clone());
+                }
+            }
+            fresh
+        }
+        _ => response,
     }
 }

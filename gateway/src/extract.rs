@@ -22,12 +22,33 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ValidJson<T> {
                 ApiError::malformed_json(format!("cannot read the request body: {e}"))
             }
         })?;
-        let value: serde_json::Value = serde_json::from_slice(&bytes)
-            .map_err(|e| ApiError::malformed_json(format!("request body is not valid JSON: {e}")))?;
-        if !value.is_object() {
-            return Err(ApiError::invalid(&["body"], "model_attributes_type", "request body must be a JSON object"));
-        }
-        deserialize(value, "body").map(ValidJson)
+        parse_json(&bytes).map(ValidJson)
+    }
+}
+
+/// Parses a JSON object body with field-naming errors.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let value: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::malformed_json(format!("request body is not valid JSON: {e}")))?;
+    if !value.is_object() {
+        return Err(ApiError::invalid(&["body"], "model_attributes_type", "request body must be a JSON object"));
+    }
+    deserialize(value, "body")
+}
+
+/// A form-encoded body (`application/x-www-form-urlencoded`), with field-naming errors.
+#[derive(Debug)]
+pub struct ValidForm<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ValidForm<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| ApiError { status: e.status(), ..ApiError::malformed_json("cannot read the request body") })?;
+        let deserializer = serde_urlencoded::Deserializer::new(form_urlencoded::parse(&bytes));
+        serde_path_to_error::deserialize(deserializer).map(ValidForm).map_err(|e| to_api_error(e, "body"))
     }
 }
 

@@ -1,15 +1,18 @@
 //! The Switchboard edge gateway: the REST API over the three gRPC services, with credential
 //! checks, metrics and health endpoints.
 
+pub mod admin;
 pub mod auth;
 pub mod error;
 pub mod extract;
 pub mod metrics;
+pub mod ratelimit;
 mod routes;
 mod settings;
 pub mod state;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::serve::ListenerExt;
@@ -38,6 +41,9 @@ pub enum StartError {
     /// Credential verification cannot be set up.
     #[error(transparent)]
     Verifier(#[from] switchboard_kit::auth::VerifierError),
+    /// The Redis URL is unusable.
+    #[error("REDIS_URL: {0}")]
+    Redis(#[from] redis::RedisError),
     /// Serving failed.
     #[error("serving HTTP: {0}")]
     Serve(#[from] std::io::Error),
@@ -58,12 +64,23 @@ impl Application {
         let auth = channel(&settings.verifier.auth_addr, "SWITCHBOARD_AUTH_ADDR")?;
         let conversations = channel(&settings.conversations_addr, "SWITCHBOARD_CONVERSATIONS_ADDR")?;
         let llm = channel(&settings.llm_addr, "SWITCHBOARD_LLM_ADDR")?;
+        let metrics = Arc::new(metrics::Metrics::default());
+        let redis = settings.verifier.redis.as_ref().map(switchboard_kit::redis::Redis::new).transpose()?;
+        let fallbacks = metrics.rate_limit_fallbacks.clone();
+        let limiter = ratelimit::Limiter::new(
+            settings.rate_limits.clone(),
+            redis,
+            Box::new(move || {
+                fallbacks.inc();
+            }),
+        );
         let state = AppState {
             auth: AuthServiceClient::new(auth.clone()),
             conversations: ConversationServiceClient::new(conversations.clone()),
             llm: LlmServiceClient::new(llm.clone()),
             channels: Arc::new([("auth", auth), ("conversations", conversations), ("llm-proxy", llm)]),
-            metrics: Arc::new(metrics::Metrics::default()),
+            metrics,
+            limiter: Arc::new(limiter),
             verifier: switchboard_kit::auth::Verifier::from_settings(&settings.verifier)?,
         };
         let (listener, local) = switchboard_kit::net::bind(settings.addr, "SWITCHBOARD_HTTP_ADDR").await?;
@@ -92,7 +109,8 @@ impl Application {
                 tracing::warn!(error = %e, "cannot set TCP_NODELAY");
             }
         });
-        axum::serve(listener, self.router).with_graceful_shutdown(shutdown).await?;
+        let app = self.router.into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
         tracing::info!("gateway stopped");
         Ok(())
     }

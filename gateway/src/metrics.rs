@@ -27,6 +27,15 @@ pub struct Metrics {
     registry: Registry,
     requests: Family<HttpLabels, Counter>,
     latency: Family<HttpLabels, Histogram>,
+    rate_limited: Family<GroupLabels, Counter>,
+    /// Rate-limit decisions taken in-process because Redis could not be reached.
+    pub rate_limit_fallbacks: Counter,
+}
+
+/// Labels of the rate-limit metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GroupLabels {
+    group: &'static str,
 }
 
 impl Default for Metrics {
@@ -38,11 +47,24 @@ impl Default for Metrics {
         });
         registry.register("http_requests", "HTTP requests handled", requests.clone());
         registry.register("http_request_duration_seconds", "HTTP request latency", latency.clone());
-        Self { registry, requests, latency }
+        let rate_limited = Family::<GroupLabels, Counter>::default();
+        registry.register("rate_limited_requests", "Requests refused with 429, by route group", rate_limited.clone());
+        let rate_limit_fallbacks = Counter::default();
+        registry.register(
+            "rate_limit_fallbacks",
+            "Rate-limit decisions taken in-process because Redis could not be reached",
+            rate_limit_fallbacks.clone(),
+        );
+        Self { registry, requests, latency, rate_limited, rate_limit_fallbacks }
     }
 }
 
 impl Metrics {
+    /// Counts a 429 of `group`.
+    pub fn rate_limited(&self, group: &'static str) {
+        self.rate_limited.get_or_create(&GroupLabels { group }).inc();
+    }
+
     /// The registry in Prometheus text format.
     pub fn render(&self) -> String {
         let mut out = String::new();

@@ -3,6 +3,8 @@
 use std::net::SocketAddr;
 
 use switchboard_kit::auth::VerifierSettings;
+
+use crate::ratelimit::RateLimitSettings;
 use switchboard_kit::{ConfigError, Env};
 
 /// Default HTTP listen address.
@@ -23,6 +25,8 @@ pub struct Settings {
     pub llm_addr: String,
     /// `SWITCHBOARD_BODY_LIMIT_BYTES`: largest accepted request body.
     pub body_limit: usize,
+    /// Rate-limit quotas.
+    pub rate_limits: RateLimitSettings,
 }
 
 impl Settings {
@@ -41,6 +45,7 @@ impl Settings {
                 .to_owned(),
             llm_addr: env.get_or("SWITCHBOARD_LLM_ADDR", switchboard_llm_proxy::settings_default_addr()).to_owned(),
             body_limit,
+            rate_limits: RateLimitSettings::from_env(env)?,
         })
     }
 }

@@ -9,6 +9,7 @@ use switchboard_proto::llm::v1::llm_service_client::LlmServiceClient;
 use tonic::transport::Channel;
 
 use crate::metrics::Metrics;
+use crate::ratelimit::Limiter;
 
 /// Everything a handler needs.
 #[derive(Clone)]
@@ -25,4 +26,6 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Credential verification (cached, revocation-aware).
     pub verifier: Verifier,
+    /// Rate limits.
+    pub limiter: Arc<Limiter>,
 }

@@ -1,10 +1,24 @@
-//! The HTTP surface. A route's path tells its file: `/v1/chat` is `routes/v1/chat.rs`.
+//! The HTTP surface. A route's path tells its file: `/v1/chat` is `routes/v1/chat.rs`,
+//! `/api/v1/users/join` is `routes/api/v1/users.rs`, `/api-keys` is `routes/api_keys.rs`,
+//! `/register` is `routes/users.rs`.
+//!
+//! Each API family answers errors in the dialect its clients know (`error::dialect_of`):
+//!
+//! | paths | from | errors |
+//! |---|---|---|
+//! | `/v1/*`, `/register`, `/token`, `/users/*` | seeds 003, 002 | FastAPI `{"detail": ...}` |
+//! | `/api-keys*` | seed 000 | `{"error": "..."}` |
+//! | `/api/*` | seed 001 | `{success, message, data}` |
+//! | `/api/v1/*` | seed 004 | `{success, message, data, errors}` |
 
+mod api;
+mod api_keys;
 mod health;
+mod users;
 mod v1;
 
 use axum::Router;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::trace::TraceLayer;
 
@@ -17,9 +31,22 @@ pub fn router(state: AppState, body_limit: usize) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .route("/v1/chat", post(v1::chat::send))
+        .route("/v1/chat-token", get(v1::chat_token::issue))
         .route("/v1/conversations", get(v1::conversations::list))
         .route("/v1/conversations/{id}/messages", get(v1::conversations::messages))
+        .route("/register", post(users::register))
+        .route("/token", post(users::token))
+        .route("/users/me", get(users::me))
+        .route("/api-keys", post(api_keys::create).get(api_keys::list))
+        .route("/api-keys/{api_key}", delete(api_keys::revoke))
+        .route("/api-keys/{id}/rotate", post(api_keys::rotate))
+        .route("/api/users", post(api::users::create).get(api::users::get))
+        .route("/api/v1/users/join", post(api::v1::users::join))
+        .route("/api/v1/users/login", post(api::v1::users::login))
+        .route("/api/v1/users/logout", post(api::v1::users::logout))
         .fallback(health::not_found)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::ratelimit::enforce))
+        .layer(axum::middleware::from_fn(crate::error::render_in_dialect))
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::metrics::track))
         .layer(RequestBodyLimitLayer::new(body_limit))
         .layer(TraceLayer::new_for_http())

@@ -6,7 +6,10 @@ mod users;
 
 use std::sync::Arc;
 
+use std::borrow::Borrow;
+
 use secrecy::{ExposeSecret, SecretString};
+use switchboard_kit::auth::{Caller, Credential};
 use switchboard_kit::revocation::RevocationBus;
 use switchboard_proto::auth::v1 as pb;
 use switchboard_proto::auth::v1::auth_service_server::AuthService;
@@ -87,6 +90,26 @@ impl AuthGrpc {
         }
     }
 
+    /// The caller presenting the request's credential (`x-api-key` or `authorization`).
+    async fn caller<T>(&self, request: &Request<T>) -> Result<Caller, AuthError> {
+        let credential = Credential::from_headers(request.metadata().clone().into_headers().borrow())
+            .map_err(|_| AuthError::Unauthenticated)?;
+        let kind = match &credential {
+            Credential::ApiKey(_) => pb::CredentialKind::ApiKey,
+            Credential::Bearer(_) => pb::CredentialKind::Unspecified,
+            Credential::Jwt(_) => pb::CredentialKind::Jwt,
+        };
+        let answer = self
+            .do_authenticate(pb::AuthenticateRequest { kind: kind as i32, credential: credential.secret().to_owned() })
+            .await?;
+        Ok(Caller::from_answer(answer, credential))
+    }
+
+    /// Refuses unless the request's credential may act for `(system_id, user_id)`.
+    async fn require_principal<T>(&self, request: &Request<T>, system_id: &str, user_id: &str) -> Result<(), Status> {
+        self.caller(request).await?.check(system_id, user_id)
+    }
+
     fn require_admin<T>(&self, request: &Request<T>) -> Result<(), AuthError> {
         if self.admin_token.is_none() {
             return Err(AuthError::PermissionDenied(
@@ -160,6 +183,8 @@ impl AuthService for AuthGrpc {
         &self,
         request: Request<pb::UpsertProfileRequest>,
     ) -> Result<Response<pb::UpsertProfileResponse>, Status> {
+        let p = request.get_ref().profile.clone().unwrap_or_default();
+        self.require_principal(&request, &self.tenant(&p.system_id)?, p.user_id.trim()).await?;
         Ok(Response::new(self.do_upsert_profile(request.into_inner()).await?))
     }
 
@@ -167,6 +192,8 @@ impl AuthService for AuthGrpc {
         &self,
         request: Request<pb::GetProfileRequest>,
     ) -> Result<Response<pb::GetProfileResponse>, Status> {
+        let (system_id, user_id) = (request.get_ref().system_id.clone(), request.get_ref().user_id.clone());
+        self.require_principal(&request, &self.tenant(&system_id)?, user_id.trim()).await?;
         Ok(Response::new(self.do_get_profile(request.into_inner()).await?))
     }
 
@@ -174,6 +201,8 @@ impl AuthService for AuthGrpc {
         &self,
         request: Request<pb::IssueChatTokenRequest>,
     ) -> Result<Response<pb::IssueChatTokenResponse>, Status> {
+        let (system_id, user_id) = (request.get_ref().system_id.clone(), request.get_ref().user_id.clone());
+        self.require_principal(&request, system_id.trim(), user_id.trim()).await?;
         Ok(Response::new(self.do_chat_token(request.into_inner())?))
     }
 }

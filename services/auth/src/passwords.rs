@@ -11,14 +11,14 @@ pub fn check_username(username: &str) -> Result<(), AuthError> {
     if ok { Ok(()) } else { Err(AuthError::invalid("username", "must be 3-20 characters of letters, digits and '_'")) }
 }
 
-/// Password: at least 8 characters with a digit and an upper-case letter (at most 128).
+/// Password: 8-100 characters with a digit and an upper-case letter (seed 002's review).
 pub fn check_password(password: &str) -> Result<(), AuthError> {
     let len = password.chars().count();
     if len < 8 {
         return Err(AuthError::invalid("password", "must be at least 8 characters"));
     }
-    if len > 128 {
-        return Err(AuthError::invalid("password", "must be at most 128 characters"));
+    if len > 100 {
+        return Err(AuthError::invalid("password", "must be at most 100 characters"));
     }
     if !password.chars().any(|c| c.is_ascii_digit()) {
         return Err(AuthError::invalid("password", "must contain a digit"));
@@ -67,7 +67,7 @@ mod tests {
             assert!(check_username(bad).is_err(), "{bad}");
         }
         assert!(check_password("Passw0rdX").is_ok());
-        for bad in ["Short1", "alllowercase1", "NoDigitsHere", &"A1".repeat(65)] {
+        for bad in ["Short1", "alllowercase1", "NoDigitsHere", &"A1".repeat(51)] {
             let err = check_password(bad).unwrap_err();
             assert!(err.to_string().starts_with("password"), "{bad}: {err}");
         }

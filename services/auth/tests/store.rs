@@ -146,6 +146,9 @@ async fn profiles_are_created_then_updated(store: SqlStore, _db: Db) {
     assert!(!created);
     assert_eq!((stored.name.as_str(), stored.created_at, stored.updated_at), ("Kim Minsu", 100, 200));
     assert_eq!(store.get_profile("default", "u1").await.unwrap().unwrap().name, "Kim Minsu");
+    assert!(store.create_profile(&profile).await.unwrap().is_none(), "create_profile never overwrites");
+    let fresh = StoredProfile { user_id: "u2".into(), ..profile.clone() };
+    assert_eq!(store.create_profile(&fresh).await.unwrap(), Some(fresh));
     assert!(store.get_profile("other", "u1").await.unwrap().is_none());
 }
 

@@ -167,7 +167,8 @@ impl Caller {
         }
     }
 
-    fn from_answer(answer: pb::AuthenticateResponse, credential: Credential) -> Self {
+    /// The caller an auth service answer describes.
+    pub fn from_answer(answer: pb::AuthenticateResponse, credential: Credential) -> Self {
         let principal = answer.principal.unwrap_or_default();
         let valid_until = answer.expires_at.map(|t| {
             let ms = crate::time::from_timestamp(&t) - crate::time::now_ms();

@@ -10,6 +10,7 @@ use super::{TURN_DEADLINE, UsageBody};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::ValidJson;
+use crate::ratelimit::Group;
 use crate::state::AppState;
 
 /// Request body.
@@ -45,6 +46,7 @@ pub async fn send(
     ValidJson(body): ValidJson<ChatRequest>,
 ) -> Result<Json<ChatResponse>, ApiError> {
     let principal = caller.act_as(body.system_id.as_deref(), body.user_id.as_deref(), "body")?;
+    state.limiter.principal(Group::Chat, &principal.system_id, &principal.user_id).await?;
     tracing::Span::current().record("system_id", principal.system_id.as_str());
     if body.message.trim().is_empty() {
         return Err(ApiError::invalid(&["body", "message"], "string_too_short", "must not be empty"));

@@ -10,6 +10,7 @@ use super::{ListBody, READ_DEADLINE, UsageBody};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::ValidQuery;
+use crate::ratelimit::Group;
 use crate::state::AppState;
 
 /// Query of the conversation list.
@@ -76,6 +77,7 @@ pub async fn list(
     ValidQuery(query): ValidQuery<ListQuery>,
 ) -> Result<Json<ListBody<ConversationBody>>, ApiError> {
     let principal = caller.act_as(query.system_id.as_deref(), query.user_id.as_deref(), "query")?;
+    state.limiter.principal(Group::Api, &principal.system_id, &principal.user_id).await?;
     let mut request = caller.request(pb::ListConversationsRequest {
         principal: Some(pb::Principal { system_id: principal.system_id, user_id: principal.user_id }),
         page_size: query.limit.unwrap_or(0),
@@ -107,6 +109,7 @@ pub async fn messages(
     ValidQuery(query): ValidQuery<MessagesQuery>,
 ) -> Result<Json<ListBody<MessageBody>>, ApiError> {
     let principal = caller.act_as(query.system_id.as_deref(), query.user_id.as_deref(), "query")?;
+    state.limiter.principal(Group::Api, &principal.system_id, &principal.user_id).await?;
     let mut request = caller.request(pb::ListMessagesRequest {
         principal: Some(pb::Principal { system_id: principal.system_id, user_id: principal.user_id }),
         conversation_id: id,

@@ -1,6 +1,7 @@
 //! The canonical API (seed 003's shape): `/v1/chat`, `/v1/conversations`.
 
 pub mod chat;
+pub mod chat_token;
 pub mod conversations;
 
 use std::time::Duration;

@@ -134,6 +134,14 @@ impl AuthGrpc {
             created_at: now,
             updated_at: now,
         };
+        if req.create_only {
+            let stored = self
+                .users
+                .create_profile(&profile)
+                .await?
+                .ok_or_else(|| AuthError::Conflict(format!("user {:?} already exists", profile.user_id)))?;
+            return Ok(pb::UpsertProfileResponse { profile: Some(profile_pb(stored)), created: true });
+        }
         let (stored, created) = self.users.upsert_profile(&profile).await?;
         Ok(pb::UpsertProfileResponse { profile: Some(profile_pb(stored)), created })
     }

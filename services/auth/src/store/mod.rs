@@ -108,6 +108,8 @@ pub trait UserStore: Send + Sync + 'static {
     async fn find_user(&self, system_id: &str, username: &str) -> Result<Option<StoredUser>, sqlx::Error>;
     /// Creates or updates a profile; true when it was created.
     async fn upsert_profile(&self, profile: &StoredProfile) -> Result<(StoredProfile, bool), sqlx::Error>;
+    /// Creates a profile; `None` when one exists already.
+    async fn create_profile(&self, profile: &StoredProfile) -> Result<Option<StoredProfile>, sqlx::Error>;
     /// A profile.
     async fn get_profile(&self, system_id: &str, user_id: &str) -> Result<Option<StoredProfile>, sqlx::Error>;
     /// Revokes a token id until it expires (Unix ms); forgets revocations already expired.

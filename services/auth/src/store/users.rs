@@ -59,6 +59,23 @@ impl UserStore for SqlStore {
         Ok((stored, created))
     }
 
+    async fn create_profile(&self, p: &StoredProfile) -> Result<Option<StoredProfile>, sqlx::Error> {
+        db_run!(&self.db, |pool| {
+            sqlx::query_as(
+                "INSERT INTO profiles (system_id, user_id, name, email, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT (system_id, user_id) DO NOTHING \
+                 RETURNING system_id, user_id, name, email, created_at, updated_at",
+            )
+            .bind(&p.system_id)
+            .bind(&p.user_id)
+            .bind(&p.name)
+            .bind(&p.email)
+            .bind(p.created_at)
+            .fetch_optional(pool)
+            .await
+        })
+    }
+
     async fn get_profile(&self, system_id: &str, user_id: &str) -> Result<Option<StoredProfile>, sqlx::Error> {
         db_run!(&self.db, |pool| {
             sqlx::query_as(
