@@ -267,35 +267,6 @@ pub fn too_many(group: Group, quota: Quota, decision: Decision) -> ApiError {
     err
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn quotas_parse_and_reject_nonsense() {
-        assert_eq!(Quota::parse("60/m").unwrap(), Some(Quota { limit: 60, period: Duration::from_secs(60) }));
-        assert_eq!(Quota::parse("off").unwrap(), None);
-        for bad in ["60", "0/m", "x/m", "5/week"] {
-            assert!(Quota::parse(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[tokio::test]
-    async fn in_process_gcra_admits_the_burst_then_refuses_with_retry_after() {
-        let settings = RateLimitSettings::from_env(&Env::default()).unwrap();
-        let limiter = Limiter::new(settings, None, Box::new(|| {}));
-        let quota = Quota { limit: 3, period: Duration::from_secs(60) };
-        let decisions: Vec<Decision> = futures::future::join_all((0..4).map(|_| limiter.check("k", quota))).await;
-        assert_eq!(decisions.iter().filter(|d| d.allowed).count(), 3);
-        assert_eq!(decisions[0].remaining, 2);
-        assert_eq!(decisions[2].remaining, 0);
-        assert!(!decisions[3].allowed);
-        assert!((19..=20).contains(&decisions[3].retry_after_secs), "{:?}", decisions[3]);
-        // Another key has its own budget.
-        assert!(limiter.check("other", quota).await.allowed);
-    }
-}
-
 /// The group a request counts against; `None` for probes and metrics.
 pub fn group_of(method: &axum::http::Method, path: &str) -> Option<Group> {
     const CHAT: [&str; 1] = ["/v1/chat"];
@@ -351,4 +322,33 @@ pub async fn enforce(
         response.headers_mut().insert(name, value);
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quotas_parse_and_reject_nonsense() {
+        assert_eq!(Quota::parse("60/m").unwrap(), Some(Quota { limit: 60, period: Duration::from_secs(60) }));
+        assert_eq!(Quota::parse("off").unwrap(), None);
+        for bad in ["60", "0/m", "x/m", "5/week"] {
+            assert!(Quota::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn in_process_gcra_admits_the_burst_then_refuses_with_retry_after() {
+        let settings = RateLimitSettings::from_env(&Env::default()).unwrap();
+        let limiter = Limiter::new(settings, None, Box::new(|| {}));
+        let quota = Quota { limit: 3, period: Duration::from_secs(60) };
+        let decisions: Vec<Decision> = futures::future::join_all((0..4).map(|_| limiter.check("k", quota))).await;
+        assert_eq!(decisions.iter().filter(|d| d.allowed).count(), 3);
+        assert_eq!(decisions[0].remaining, 2);
+        assert_eq!(decisions[2].remaining, 0);
+        assert!(!decisions[3].allowed);
+        assert!((19..=20).contains(&decisions[3].retry_after_secs), "{:?}", decisions[3]);
+        // Another key has its own budget.
+        assert!(limiter.check("other", quota).await.allowed);
+    }
 }
