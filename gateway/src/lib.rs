@@ -56,8 +56,9 @@ pub struct Application {
 }
 
 impl Application {
-    /// Creates the service clients (connecting lazily) and binds the listener.
-    pub async fn build(settings: Settings) -> Result<Self, StartError> {
+    /// Creates the service clients (connecting lazily) and binds the listener; `hub` carries
+    /// revocations between the components of one process.
+    pub async fn build(settings: Settings, hub: &switchboard_kit::revocation::Hub) -> Result<Self, StartError> {
         let channel = |addr: &str, var| {
             switchboard_kit::grpc::channel(addr).map_err(|source| StartError::ServiceAddr { var, source })
         };
@@ -81,7 +82,7 @@ impl Application {
             channels: Arc::new([("auth", auth), ("conversations", conversations), ("llm-proxy", llm)]),
             metrics,
             limiter: Arc::new(limiter),
-            verifier: switchboard_kit::auth::Verifier::from_settings(&settings.verifier)?,
+            verifier: switchboard_kit::auth::Verifier::from_settings(&settings.verifier, hub)?,
         };
         let (listener, local) = switchboard_kit::net::bind(settings.addr, "SWITCHBOARD_HTTP_ADDR").await?;
         tracing::info!(

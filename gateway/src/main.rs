@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use switchboard_kit::db::Migrator;
+use switchboard_kit::revocation::Hub;
 use switchboard_kit::{Env, shutdown, telemetry};
 use tokio::sync::watch;
 
@@ -55,20 +56,27 @@ async fn run(command: Command, env: Env) -> anyhow::Result<()> {
             let _ = rx.wait_for(|s| *s).await;
         }
     };
+    // One hub for every component of this process: a revocation reaches them all at once.
+    let hub = Hub::default();
     let auth = || switchboard_auth::Settings::from_env(&env);
     let conversations = || switchboard_conversations::Settings::from_env(&env);
     let llm = || switchboard_llm_proxy::Settings::from_env(&env);
     let gateway = || switchboard_gateway::Settings::from_env(&env);
     match command {
-        Command::Auth => switchboard_auth::Application::build(auth()?).await?.run_until_stopped(stopped()).await?,
+        Command::Auth => {
+            switchboard_auth::Application::build(auth()?, &hub).await?.run_until_stopped(stopped()).await?
+        }
         Command::Conversations => {
-            switchboard_conversations::Application::build(conversations()?).await?.run_until_stopped(stopped()).await?
+            switchboard_conversations::Application::build(conversations()?, &hub)
+                .await?
+                .run_until_stopped(stopped())
+                .await?
         }
         Command::LlmProxy => {
-            switchboard_llm_proxy::Application::build(llm()?).await?.run_until_stopped(stopped()).await?
+            switchboard_llm_proxy::Application::build(llm()?, &hub).await?.run_until_stopped(stopped()).await?
         }
         Command::Gateway => {
-            switchboard_gateway::Application::build(gateway()?).await?.run_until_stopped(stopped()).await?
+            switchboard_gateway::Application::build(gateway()?, &hub).await?.run_until_stopped(stopped()).await?
         }
         Command::Migrate => {
             let (a, c, l) = (auth()?, conversations()?, llm()?);
@@ -98,10 +106,10 @@ async fn run(command: Command, env: Env) -> anyhow::Result<()> {
         Command::All => {
             // Validate every setting before starting anything, so a typo fails fast.
             let (a, c, l, g) = (auth()?, conversations()?, llm()?, gateway()?);
-            let auth = switchboard_auth::Application::build(a).await?;
-            let llm = switchboard_llm_proxy::Application::build(l).await?;
-            let conversations = switchboard_conversations::Application::build(c).await?;
-            let gateway = switchboard_gateway::Application::build(g).await?;
+            let auth = switchboard_auth::Application::build(a, &hub).await?;
+            let llm = switchboard_llm_proxy::Application::build(l, &hub).await?;
+            let conversations = switchboard_conversations::Application::build(c, &hub).await?;
+            let gateway = switchboard_gateway::Application::build(g, &hub).await?;
             tracing::info!(port = gateway.port(), "switchboard is up: http://127.0.0.1:{}/healthz", gateway.port());
             let (a, l, c, g) = tokio::join!(
                 auth.run_until_stopped(stopped()),

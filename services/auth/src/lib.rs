@@ -54,19 +54,16 @@ pub struct Application {
 }
 
 impl Application {
-    /// Opens the store (running migrations) and binds the listener.
-    pub async fn build(settings: Settings) -> Result<Self, StartError> {
+    /// Opens the store (running migrations) and binds the listener; `hub` carries revocations
+    /// between the components of one process.
+    pub async fn build(settings: Settings, hub: &switchboard_kit::revocation::Hub) -> Result<Self, StartError> {
         let db = Db::connect(&settings.database_url, settings.database_var).await?;
         db.migrate(&SQLITE_MIGRATIONS, &POSTGRES_MIGRATIONS).await?;
         let redis = settings.redis.as_ref().map(switchboard_kit::redis::Redis::new).transpose()?;
         let store = Arc::new(store::SqlStore::new(db.clone()));
         let last_used = last_used::LastUsed::default();
-        let deps = grpc::Deps {
-            keys: store.clone(),
-            users: store.clone(),
-            last_used: last_used.clone(),
-            bus: switchboard_kit::revocation::RevocationBus::new(redis),
-        };
+        let deps =
+            grpc::Deps { keys: store.clone(), users: store.clone(), last_used: last_used.clone(), bus: hub.bus(redis) };
         let service = grpc::AuthGrpc::new(&settings, deps);
         let (listener, local) = switchboard_kit::net::bind(settings.addr, "SWITCHBOARD_AUTH_ADDR").await?;
         tracing::info!(

@@ -56,14 +56,15 @@ pub struct Application {
 }
 
 impl Application {
-    /// Opens the store (running migrations) and binds the listener.
-    pub async fn build(settings: Settings) -> Result<Self, StartError> {
+    /// Opens the store (running migrations) and binds the listener; `hub` carries revocations
+    /// between the components of one process.
+    pub async fn build(settings: Settings, hub: &switchboard_kit::revocation::Hub) -> Result<Self, StartError> {
         let db = Db::connect(&settings.database_url, settings.database_var).await?;
         db.migrate(&SQLITE_MIGRATIONS, &POSTGRES_MIGRATIONS).await?;
         let llm = LlmServiceClient::new(switchboard_kit::grpc::channel(&settings.llm_addr)?);
         let (listener, local) = switchboard_kit::net::bind(settings.addr, "SWITCHBOARD_CONVERSATIONS_ADDR").await?;
         let store: Arc<dyn store::ConversationStore> = Arc::new(store::SqlStore::new(db.clone()));
-        let verifier = switchboard_kit::auth::Verifier::from_settings(&settings.verifier)?;
+        let verifier = switchboard_kit::auth::Verifier::from_settings(&settings.verifier, hub)?;
         tracing::info!(
             addr = %local,
             backend = db.backend(),

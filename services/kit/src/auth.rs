@@ -15,7 +15,7 @@ use tonic::Status;
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::transport::Channel;
 
-use crate::revocation::{self, Revocation};
+use crate::revocation::{Hub, Revocation};
 
 /// Largest number of cached verdicts; the cache is emptied when it would grow beyond.
 const CACHE_CAPACITY: usize = 50_000;
@@ -250,21 +250,21 @@ pub struct Verifier {
 }
 
 impl Verifier {
-    /// A verifier asking the auth service behind `channel`.
-    pub fn new(channel: Channel, ttl: Duration) -> Self {
+    /// A verifier asking the auth service behind `channel`, forgetting what `hub` revokes.
+    pub fn new(channel: Channel, ttl: Duration, hub: &Hub) -> Self {
         let cache: Arc<Cache> = Arc::new(Mutex::new(HashMap::new()));
-        tokio::spawn(evict_on_revocation(Arc::downgrade(&cache), revocation::subscribe()));
+        tokio::spawn(evict_on_revocation(Arc::downgrade(&cache), hub.subscribe()));
         Self { auth: AuthServiceClient::new(channel), cache, ttl }
     }
 
-    /// A verifier for `settings`; with Redis, also relays revocations announced there.
-    pub fn from_settings(settings: &VerifierSettings) -> Result<Self, VerifierError> {
+    /// A verifier for `settings`; with Redis, `hub` also relays revocations announced there
+    /// by the auth service of any replica.
+    pub fn from_settings(settings: &VerifierSettings, hub: &Hub) -> Result<Self, VerifierError> {
         let channel = crate::grpc::channel(&settings.auth_addr)?;
         if let Some(redis) = &settings.redis {
-            // The bus relays revocations published by the auth service on any replica.
-            let _ = crate::revocation::RevocationBus::new(Some(crate::redis::Redis::new(redis)?));
+            hub.relay_from(&crate::redis::Redis::new(redis)?);
         }
-        Ok(Self::new(channel, settings.cache_ttl))
+        Ok(Self::new(channel, settings.cache_ttl, hub))
     }
 
     /// Who `credential` is. `UNAUTHENTICATED` when unknown, expired or revoked.

@@ -1,9 +1,9 @@
 //! Revocation fan-out. When a key or token is revoked, every replica's verification cache
-//! must forget it within a second. In-process, a broadcast channel carries the news to every
-//! component of the process; with Redis, revocations are published on a channel every
-//! replica subscribes to, and forwarded to the same in-process channel.
+//! must forget it within a second. A [`Hub`] carries the news to every component it is given
+//! to (the launcher gives one hub to all four); with Redis, revocations are also published on
+//! a channel every replica subscribes to, and relayed into each replica's hub.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -20,34 +20,53 @@ pub enum Revocation {
     All,
 }
 
-fn local() -> &'static broadcast::Sender<Revocation> {
-    static LOCAL: OnceLock<broadcast::Sender<Revocation>> = OnceLock::new();
-    LOCAL.get_or_init(|| broadcast::channel(1024).0)
+/// The components of one deployment unit that share revocation news: every component the
+/// launcher starts in one process, or one component on its own.
+#[derive(Debug, Clone)]
+pub struct Hub {
+    local: broadcast::Sender<Revocation>,
+    relaying: Arc<OnceLock<()>>,
 }
 
-/// Listens for revocations in this process.
-pub fn subscribe() -> broadcast::Receiver<Revocation> {
-    local().subscribe()
+impl Default for Hub {
+    fn default() -> Self {
+        Self { local: broadcast::channel(1024).0, relaying: Arc::new(OnceLock::new()) }
+    }
 }
 
-/// Publishes and relays revocations.
+impl Hub {
+    /// Listens for revocations.
+    pub fn subscribe(&self) -> broadcast::Receiver<Revocation> {
+        self.local.subscribe()
+    }
+
+    /// Relays the Redis revocation channel into this hub (once, however often it is asked).
+    pub fn relay_from(&self, redis: &Redis) {
+        if self.relaying.set(()).is_ok() {
+            tokio::spawn(relay(redis.clone(), self.local.clone()));
+        }
+    }
+
+    /// A bus that publishes into this hub and, with Redis, to every replica.
+    pub fn bus(&self, redis: Option<Redis>) -> RevocationBus {
+        if let Some(redis) = &redis {
+            self.relay_from(redis);
+        }
+        RevocationBus { hub: self.clone(), redis }
+    }
+}
+
+/// Publishes revocations.
 #[derive(Debug, Clone)]
 pub struct RevocationBus {
+    hub: Hub,
     redis: Option<Redis>,
 }
 
 impl RevocationBus {
-    /// A bus; with Redis, also starts relaying the Redis channel into this process.
-    pub fn new(redis: Option<Redis>) -> Self {
-        if let Some(redis) = &redis {
-            tokio::spawn(relay(redis.clone()));
-        }
-        Self { redis }
-    }
-
-    /// Announces a revocation to this process and, with Redis, to every replica.
+    /// Announces a revocation to this hub and, with Redis, to every replica.
     pub async fn publish(&self, id: &str) {
-        let _ = local().send(Revocation::One(id.to_owned()));
+        let _ = self.hub.local.send(Revocation::One(id.to_owned()));
         if let Some(redis) = &self.redis {
             let sent = async {
                 let mut conn = redis.conn().await?;
@@ -60,7 +79,7 @@ impl RevocationBus {
     }
 }
 
-async fn relay(redis: Redis) {
+async fn relay(redis: Redis, local: broadcast::Sender<Revocation>) {
     let channel = redis.key("revocations");
     let mut delay = Duration::from_millis(100);
     let mut connected_before = false;
@@ -70,7 +89,7 @@ async fn relay(redis: Redis) {
                 Ok(()) => {
                     if connected_before {
                         // Revocations may have been missed while disconnected.
-                        let _ = local().send(Revocation::All);
+                        let _ = local.send(Revocation::All);
                     }
                     connected_before = true;
                     delay = Duration::from_millis(100);
@@ -78,7 +97,7 @@ async fn relay(redis: Redis) {
                     let mut messages = pubsub.on_message();
                     while let Some(msg) = messages.next().await {
                         if let Ok(id) = msg.get_payload::<String>() {
-                            let _ = local().send(Revocation::One(id));
+                            let _ = local.send(Revocation::One(id));
                         }
                     }
                     tracing::warn!("revocation subscription lost; reconnecting");
@@ -87,7 +106,7 @@ async fn relay(redis: Redis) {
             },
             Err(e) => tracing::warn!(error = %e, "cannot connect to Redis for revocations"),
         }
-        let _ = local().send(Revocation::All);
+        let _ = local.send(Revocation::All);
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(5));
     }

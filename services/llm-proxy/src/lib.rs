@@ -52,13 +52,14 @@ pub static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../mi
 pub static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/llm-proxy/postgres");
 
 impl Application {
-    /// Opens the store (running migrations), sets up the providers and binds the listener.
-    pub async fn build(settings: Settings) -> Result<Self, StartError> {
+    /// Opens the store (running migrations), sets up the providers and binds the listener;
+    /// `hub` carries revocations between the components of one process.
+    pub async fn build(settings: Settings, hub: &switchboard_kit::revocation::Hub) -> Result<Self, StartError> {
         let db = Db::connect(&settings.database_url, settings.database_var).await?;
         db.migrate(&SQLITE_MIGRATIONS, &POSTGRES_MIGRATIONS).await?;
         let catalogue = Arc::new(catalogue::Catalogue::from_settings(&settings)?);
         let store = store::SqlModelChoiceStore::new(db.clone());
-        let verifier = switchboard_kit::auth::Verifier::from_settings(&settings.verifier)?;
+        let verifier = switchboard_kit::auth::Verifier::from_settings(&settings.verifier, hub)?;
         let (listener, local) = switchboard_kit::net::bind(settings.addr, "SWITCHBOARD_LLM_ADDR").await?;
         tracing::info!(
             addr = %local,

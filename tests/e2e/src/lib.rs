@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use switchboard_kit::Env;
+use switchboard_kit::revocation::Hub;
 use switchboard_proto::conversation::v1::conversation_service_client::ConversationServiceClient;
 use switchboard_proto::llm::v1::llm_service_client::LlmServiceClient;
 use tokio::sync::watch;
@@ -27,6 +28,8 @@ pub struct TestApp {
     pub llm_port: u16,
     /// HTTP client.
     pub client: reqwest::Client,
+    /// The settings every component got, with the actual service addresses.
+    pub env: Env,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -75,21 +78,22 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
 /// Starts auth, LLM proxy, conversations and gateway with `env`, each on a free port.
 pub async fn spawn_app(env: Env) -> TestApp {
     let (stop, rx) = watch::channel(false);
-    let auth = switchboard_auth::Application::build(switchboard_auth::Settings::from_env(&env).unwrap()).await.unwrap();
+    // Each app is its own deployment unit: apps share revocations only through Redis.
+    let hub = Hub::default();
+    use switchboard_auth as auth;
+    use switchboard_conversations as conversations;
+    use switchboard_gateway as gateway;
+    use switchboard_llm_proxy as llm;
+    let auth = auth::Application::build(auth::Settings::from_env(&env).unwrap(), &hub).await.unwrap();
     let env = env.with("SWITCHBOARD_AUTH_ADDR", format!("127.0.0.1:{}", auth.port()));
-    let llm = switchboard_llm_proxy::Application::build(switchboard_llm_proxy::Settings::from_env(&env).unwrap())
-        .await
-        .unwrap();
+    let llm = llm::Application::build(llm::Settings::from_env(&env).unwrap(), &hub).await.unwrap();
     let (auth_port, llm_port) = (auth.port(), llm.port());
     let env = env.with("SWITCHBOARD_LLM_ADDR", format!("127.0.0.1:{llm_port}"));
     let conversations =
-        switchboard_conversations::Application::build(switchboard_conversations::Settings::from_env(&env).unwrap())
-            .await
-            .unwrap();
+        conversations::Application::build(conversations::Settings::from_env(&env).unwrap(), &hub).await.unwrap();
     let conversations_port = conversations.port();
     let env = env.with("SWITCHBOARD_CONVERSATIONS_ADDR", format!("127.0.0.1:{conversations_port}"));
-    let gateway =
-        switchboard_gateway::Application::build(switchboard_gateway::Settings::from_env(&env).unwrap()).await.unwrap();
+    let gateway = gateway::Application::build(gateway::Settings::from_env(&env).unwrap(), &hub).await.unwrap();
     let http = format!("http://127.0.0.1:{}", gateway.port());
     let tasks = vec![
         spawn(&rx, "auth", |rx| async move { auth.run_until_stopped(stopped(rx)).await.map_err(|e| e.to_string()) }),
@@ -108,7 +112,7 @@ pub async fn spawn_app(env: Env) -> TestApp {
         ),
     ];
     let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
-    TestApp { http, auth_port, conversations_port, llm_port, client, stop, tasks }
+    TestApp { http, auth_port, conversations_port, llm_port, client, env, stop, tasks }
 }
 
 impl TestApp {
@@ -145,6 +149,73 @@ impl TestApp {
             task.await.unwrap();
         }
     }
+}
+
+/// A second gateway in front of an app's services, as another replica would be: its own
+/// caches and revocation hub, sharing only what `env` says (e.g. `REDIS_URL`).
+pub struct ExtraGateway {
+    /// Base URL.
+    pub http: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl TestApp {
+    /// Starts another gateway replica against this app's services.
+    pub async fn extra_gateway(&self) -> ExtraGateway {
+        let settings =
+            switchboard_gateway::Settings::from_env(&self.env.clone().with("SWITCHBOARD_HTTP_ADDR", "127.0.0.1:0"))
+                .unwrap();
+        let gateway = switchboard_gateway::Application::build(settings, &Hub::default()).await.unwrap();
+        let http = format!("http://127.0.0.1:{}", gateway.port());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            gateway
+                .run_until_stopped(async move {
+                    let _ = stopped.await;
+                })
+                .await
+                .unwrap();
+        });
+        ExtraGateway { http, stop: Some(stop), task }
+    }
+}
+
+impl ExtraGateway {
+    /// Stops it.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+}
+
+/// The Redis the tests share (`SWITCHBOARD_TEST_REDIS_URL`, default local), checked to answer:
+/// a Redis test fails when there is none, it is never skipped.
+pub async fn redis_url() -> String {
+    let url = std::env::var("SWITCHBOARD_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let reachable = async {
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        redis::cmd("PING").query_async::<String>(&mut conn).await
+    };
+    match tokio::time::timeout(Duration::from_secs(3), reachable).await {
+        Ok(Ok(_)) => url,
+        other => panic!("Redis is required for this test and does not answer at {url}: {other:?}"),
+    }
+}
+
+/// [`base_env`] sharing the test Redis under a prefix of its own, so tests do not meet.
+pub async fn redis_env(database_url: &str) -> Env {
+    let prefix = format!("sbtest-{}", uuid_simple());
+    base_env(database_url).with("REDIS_URL", redis_url().await).with("SWITCHBOARD_REDIS_PREFIX", prefix)
+}
+
+fn uuid_simple() -> String {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or_default();
+    format!("{nanos:x}{:x}", std::process::id())
 }
 
 /// A channel to a gRPC port on loopback.

@@ -310,7 +310,12 @@ async fn an_unreachable_upstream_gets_502_and_a_stopped_service_gets_503() {
             .with("SWITCHBOARD_AUTH_ADDR", format!("127.0.0.1:{}", app.auth_port))
             .with("SWITCHBOARD_CONVERSATIONS_ADDR", "127.0.0.1:9")
             .with("SWITCHBOARD_LLM_ADDR", format!("127.0.0.1:{}", app.llm_port));
-        switchboard_gateway::Application::build(switchboard_gateway::Settings::from_env(&env).unwrap()).await.unwrap()
+        switchboard_gateway::Application::build(
+            switchboard_gateway::Settings::from_env(&env).unwrap(),
+            &Default::default(),
+        )
+        .await
+        .unwrap()
     };
     let url = format!("http://127.0.0.1:{}", gateway_only.port());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
