@@ -82,3 +82,120 @@ fn a_bad_setting_stops_the_start_with_the_variable_named() {
     assert!(stderr.contains("CHAT_GATEWAY_JWT_SECRET"), "{stderr}");
     assert!(!stderr.contains("too-short"), "the secret itself is not printed: {stderr}");
 }
+
+#[tokio::test]
+async fn secrets_never_reach_the_logs_or_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let (http, auth, conversations, llm) = (free_port(), free_port(), free_port(), free_port());
+    let log_path = dir.path().join("switchboard.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let static_key = "static-service-key-5f2d9a7c";
+    let admin_token = "admin-token-8c1e4b6d2a9f";
+    let jwt_secret = "jwt-secret-3b7e1f9c5d2a8e4b6f0c1d3e5a7b9c2d";
+    let password = "Passw0rd-7f3a9c";
+    let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .current_dir(dir.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("RUST_LOG", "debug")
+        .env("CHAT_GATEWAY_API_KEY", static_key)
+        .env("SWITCHBOARD_ADMIN_TOKEN", admin_token)
+        .env("CHAT_GATEWAY_JWT_SECRET", jwt_secret)
+        .env("SWITCHBOARD_HTTP_ADDR", format!("127.0.0.1:{http}"))
+        .env("SWITCHBOARD_AUTH_ADDR", format!("127.0.0.1:{auth}"))
+        .env("SWITCHBOARD_CONVERSATIONS_ADDR", format!("127.0.0.1:{conversations}"))
+        .env("SWITCHBOARD_LLM_ADDR", format!("127.0.0.1:{llm}"))
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{http}");
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    while !client.get(format!("{base}/readyz")).send().await.is_ok_and(|r| r.status() == 200) {
+        assert!(started.elapsed() < Duration::from_secs(20), "switchboard did not become ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let key: Value = client
+        .post(format!("{base}/api-keys"))
+        .header("X-Admin-Token", admin_token)
+        .json(&json!({"client_name": "log-check"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let plaintext = key["api_key"].as_str().unwrap().to_owned();
+    let secret_part = plaintext.rsplit('_').next().unwrap().to_owned();
+    let chat = client
+        .post(format!("{base}/v1/chat"))
+        .header("X-API-Key", &plaintext)
+        .json(&json!({"message": "hello"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(chat.status(), 200);
+    let wrong =
+        client.get(format!("{base}/users/me")).header("X-API-Key", format!("{plaintext}x")).send().await.unwrap();
+    assert_eq!(wrong.status(), 401);
+
+    let joined = client
+        .post(format!("{base}/register"))
+        .json(&json!({"username": "logcheck", "password": password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(joined.status(), 201);
+    let token: Value = client
+        .post(format!("{base}/token"))
+        .form(&[("username", "logcheck"), ("password", password)])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let jwt = token["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(client.get(format!("{base}/users/me")).bearer_auth(&jwt).send().await.unwrap().status(), 200);
+    let static_use = client
+        .get(format!("{base}/v1/conversations?system_id=s&user_id=u"))
+        .header("X-API-Key", static_key)
+        .send()
+        .await;
+    assert_eq!(static_use.unwrap().status(), 200);
+    let revoked = client.delete(format!("{base}/api-keys/{plaintext}")).send().await.unwrap();
+    assert_eq!(revoked.status(), 200);
+
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "switchboard did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let logs = std::fs::read_to_string(&log_path).unwrap();
+    assert!(logs.contains("API key issued") && logs.contains("API key revoked"), "debug logging was on:\n{logs}");
+    for (what, secret) in [
+        ("issued key", plaintext.as_str()),
+        ("issued key's secret part", secret_part.as_str()),
+        ("static key", static_key),
+        ("admin token", admin_token),
+        ("JWT secret", jwt_secret),
+        ("password", password),
+        ("user's JWT", jwt.as_str()),
+    ] {
+        let leak = logs.lines().find(|l| l.contains(secret));
+        assert!(leak.is_none(), "the {what} is in the logs: {leak:?}");
+    }
+    let mut database = Vec::new();
+    for entry in std::fs::read_dir(dir.path().join("data")).unwrap() {
+        database.extend(std::fs::read(entry.unwrap().path()).unwrap());
+    }
+    let database = String::from_utf8_lossy(&database);
+    assert!(database.contains("log-check"), "the database files were read");
+    for (what, secret) in [("issued key's secret part", secret_part.as_str()), ("password", password)] {
+        assert!(!database.contains(secret), "the {what} is in the database");
+    }
+}

@@ -24,6 +24,13 @@ use tower_http::trace::TraceLayer;
 
 use crate::state::AppState;
 
+/// The span of a request: method and route template, never the raw path or query, which
+/// can hold credentials (`/api-keys/{api_key}`, `?token=`).
+fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Span {
+    let route = request.extensions().get::<axum::extract::MatchedPath>().map_or("unmatched", |p| p.as_str());
+    tracing::debug_span!("request", method = %request.method(), route)
+}
+
 /// Every route, with body limit, metrics and tracing.
 pub fn router(state: AppState, body_limit: usize) -> Router {
     Router::new()
@@ -49,6 +56,6 @@ pub fn router(state: AppState, body_limit: usize) -> Router {
         .layer(axum::middleware::from_fn(crate::error::render_in_dialect))
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::metrics::track))
         .layer(RequestBodyLimitLayer::new(body_limit))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .with_state(state)
 }

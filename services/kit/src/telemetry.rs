@@ -15,6 +15,7 @@ pub fn init_subscriber() {
     let _ = if json {
         registry.with(tracing_subscriber::fmt::layer().json().with_current_span(false)).try_init()
     } else {
-        registry.with(tracing_subscriber::fmt::layer().compact()).try_init()
+        let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+        registry.with(tracing_subscriber::fmt::layer().compact().with_ansi(ansi)).try_init()
     };
 }

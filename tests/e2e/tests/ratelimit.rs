@@ -1,0 +1,134 @@
+//! Rate limits: shared by replicas through Redis, per credential and per principal, with the
+//! IETF `RateLimit` headers, and an in-process fallback when Redis is down.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use serde_json::{Value, json};
+use switchboard_e2e::{SERVICE_KEY, base_env, redis_env, spawn_app};
+use switchboard_test_support::db;
+
+#[tokio::test]
+async fn two_gateways_sharing_redis_admit_at_most_the_limit_together() {
+    let test_db = db::sqlite();
+    let env = redis_env(&test_db.url)
+        .await
+        .with("SWITCHBOARD_RATE_LIMIT_API", "5/m")
+        .with("SWITCHBOARD_RATE_LIMIT_API_PRINCIPAL", "off");
+    let app = spawn_app(env).await;
+    let replica = app.extra_gateway().await;
+    let mut admitted = 0;
+    let mut refused = Vec::new();
+    for i in 0..12 {
+        let base = if i % 2 == 0 { &app.http } else { &replica.http };
+        let response = app
+            .client
+            .get(format!("{base}/v1/conversations?system_id=drillquiz&user_id=u"))
+            .header("X-API-Key", SERVICE_KEY)
+            .send()
+            .await
+            .unwrap();
+        match response.status().as_u16() {
+            200 => {
+                admitted += 1;
+                assert_eq!(response.headers()["ratelimit-policy"], "\"api\";q=5;w=60");
+                let state = response.headers()["ratelimit"].to_str().unwrap().to_owned();
+                assert!(state.starts_with(&format!("\"api\";r={};t=", 5 - admitted)), "{state}");
+            }
+            429 => refused.push(response),
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(admitted, 5, "both replicas together admit the quota once");
+    assert_eq!(refused.len(), 7);
+    let last = refused.pop().unwrap();
+    let retry_after: u64 = last.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    assert!(last.headers()["ratelimit"].to_str().unwrap().contains("r=0"));
+    let body: Value = last.json().await.unwrap();
+    assert!(body["detail"].as_str().unwrap().contains("rate limit"));
+    replica.stop().await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_principal_is_limited_on_a_budget_of_its_own() {
+    let test_db = db::sqlite();
+    let env = base_env(&test_db.url).with("SWITCHBOARD_RATE_LIMIT_CHAT_PRINCIPAL", "2/m");
+    let app = spawn_app(env).await;
+    let chat = |user: &str| app.post("/v1/chat", json!({"system_id": "drillquiz", "user_id": user, "message": "hi"}));
+    assert_eq!(chat("busy").await.status(), 200);
+    assert_eq!(chat("busy").await.status(), 200);
+    let third = chat("busy").await;
+    assert_eq!(third.status(), 429);
+    assert!(third.headers().contains_key("retry-after"));
+    assert_eq!(chat("calm").await.status(), 200, "another user has a budget of their own");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn login_attempts_are_limited_per_client_address_in_each_routes_dialect() {
+    let test_db = db::sqlite();
+    let env = base_env(&test_db.url)
+        .with("CHAT_GATEWAY_JWT_SECRET", "0123456789abcdef0123456789abcdef-rl")
+        .with("SWITCHBOARD_RATE_LIMIT_LOGIN", "3/m");
+    let app = spawn_app(env).await;
+    for _ in 0..3 {
+        let r = app
+            .client
+            .post(format!("{}/token", app.http))
+            .form(&[("username", "x_x"), ("password", "y")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+    }
+    let fastapi = app
+        .client
+        .post(format!("{}/token", app.http))
+        .form(&[("username", "x_x"), ("password", "y")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fastapi.status(), 429);
+    assert!(fastapi.json::<Value>().await.unwrap()["detail"].is_string());
+    let envelope = app
+        .client
+        .post(format!("{}/api/v1/users/login", app.http))
+        .json(&json!({"username": "x_x", "password": "y"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(envelope.status(), 429);
+    assert!(envelope.headers().contains_key("retry-after"));
+    let body: Value = envelope.json().await.unwrap();
+    assert_eq!(body["success"], false);
+    assert!(body["message"].as_str().unwrap().contains("rate limit"));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn when_redis_is_down_limits_still_hold_in_process_and_the_fallback_is_counted() {
+    let test_db = db::sqlite();
+    // Nothing listens on port 1.
+    let env = base_env(&test_db.url)
+        .with("REDIS_URL", "redis://127.0.0.1:1")
+        .with("SWITCHBOARD_RATE_LIMIT_API", "3/m")
+        .with("SWITCHBOARD_RATE_LIMIT_API_PRINCIPAL", "off");
+    let app = spawn_app(env).await;
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(app.get("/v1/conversations?system_id=drillquiz&user_id=u").await.status().as_u16());
+    }
+    assert_eq!(statuses, vec![200, 200, 200, 429]);
+    let metrics = app.client.get(format!("{}/metrics", app.http)).send().await.unwrap().text().await.unwrap();
+    let fallbacks: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("switchboard_rate_limit_fallbacks_total"))
+        .and_then(|l| l.split_whitespace().last())
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(fallbacks >= 4.0, "{metrics}");
+    assert!(metrics.contains("switchboard_rate_limited_requests_total{group=\"api\"} 1"), "{metrics}");
+    app.stop().await;
+}
