@@ -213,6 +213,20 @@ async fn key_management_needs_the_admin_token_and_answers_in_seed_000s_shape() {
     assert!(listed["data"][0].get("api_key").is_none(), "listings never show secrets");
     assert!(!listed.to_string().contains(&plaintext[12..]));
 
+    // Last use is recorded off the request path, within about a second.
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let listed: Value = app
+        .client
+        .get(format!("{}/api-keys", app.http))
+        .header("X-Admin-Token", ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(listed["data"][0]["last_used_at"].is_string(), "{listed}");
+
     let revoke = app.client.delete(format!("{}/api-keys/{plaintext}", app.http)).send().await.unwrap();
     assert_eq!(revoke.status(), 200, "holding the key is enough to revoke it");
     assert_eq!(revoke.json::<Value>().await.unwrap(), json!({"message": "API 키가 비활성화되었습니다."}));
@@ -473,5 +487,20 @@ async fn chat_tokens_carry_the_principal_and_widget_strings() {
     let bad_lang = get("system_id=drillquiz&user_id=u1&lang=fr", "http://localhost:8080").await;
     assert_eq!(bad_lang.status(), 422);
     assert_eq!(bad_lang.json::<Value>().await.unwrap()["detail"][0]["loc"], json!(["query", "lang"]));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn tenants_outside_allowed_system_ids_are_refused() {
+    let test_db = db::sqlite();
+    let app = spawn_app(auth_env(base_env(&test_db.url)).with("ALLOWED_SYSTEM_IDS", "drillquiz,cointutor")).await;
+    let allowed = app.post("/v1/chat", json!({"system_id": "cointutor", "user_id": "u", "message": "hi"})).await;
+    assert_eq!(allowed.status(), 200);
+    let refused = app.post("/v1/chat", json!({"system_id": "elsewhere", "user_id": "u", "message": "hi"})).await;
+    assert_eq!(refused.status(), 403);
+    let token = sign(&json!({"system_id": "elsewhere", "user_id": "u", "exp": now() + 600}), JWT_SECRET.as_bytes());
+    assert_eq!(status_with_bearer(&app, "/v1/conversations", &token).await, 403);
+    let chat_token = app.get("/v1/chat-token?system_id=elsewhere&user_id=u").await;
+    assert_eq!(chat_token.status(), 403);
     app.stop().await;
 }
