@@ -7,6 +7,7 @@ TOOLS_DIR ?= $(CACHE_DIR)/tools
 BUF_VERSION ?= 1.75.0
 export SWITCHBOARD_BUF ?= $(TOOLS_DIR)/node_modules/.bin/buf
 export SWITCHBOARD_TEST_POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/test
+export SWITCHBOARD_TEST_REDIS_URL ?= redis://127.0.0.1:6379
 # A fixed local demo key so the README walk-through works with no configuration.
 # Set your own (or issue keys) for anything but a laptop.
 DEMO_KEY ?= sb-demo-key-change-me
@@ -15,7 +16,7 @@ DEMO_KEY ?= sb-demo-key-change-me
 
 help:
 	@echo "make run    - build and start every component on embedded defaults (SQLite, mock model)"
-	@echo "make test   - run every test (needs PostgreSQL on 127.0.0.1:5432; see README)"
+	@echo "make test   - run every test (needs PostgreSQL and Redis on 127.0.0.1; see README)"
 	@echo "make lint   - rustfmt check and clippy with warnings as errors"
 	@echo "make tools  - install the test tools (buf, for gRPC reflection tests)"
 
