@@ -10,18 +10,69 @@ use tonic::{Request, Response, Status};
 
 use crate::domain::{self, Conversation, Cursor, Message, MessageStatus, PageRequest, Principal, Role, page_size};
 use crate::error::ConversationError;
-use crate::store::{ConversationFilter, ConversationStore};
+use prost::Message as _;
+
+use crate::store::{Claim, ConversationFilter, ConversationStore, IdempotencyStore};
 use crate::turn::{TurnRequest, Turns};
 
 /// The gRPC face of the conversation service.
 pub(crate) struct ConversationGrpc {
     store: Arc<dyn ConversationStore>,
+    idempotency: Arc<dyn IdempotencyStore>,
     turns: Turns,
 }
 
+/// How long an idempotency key is remembered.
+const IDEMPOTENCY_TTL_MS: i64 = 24 * 3600 * 1000;
+
 impl ConversationGrpc {
-    pub(crate) fn new(store: Arc<dyn ConversationStore>, turns: Turns) -> Self {
-        Self { store, turns }
+    pub(crate) fn new(store: Arc<dyn ConversationStore>, idempotency: Arc<dyn IdempotencyStore>, turns: Turns) -> Self {
+        Self { store, idempotency, turns }
+    }
+
+    /// A turn under an idempotency key (Stripe's and the IETF draft's rules): the same key and
+    /// request answer the first result without a second upstream call; another request under
+    /// the same key is refused; so is a retry while the first is still running.
+    async fn idempotent_turn(&self, key: &str, turn: TurnRequest) -> Result<pb::SendMessageResponse, Status> {
+        if key.len() > 255 || key.chars().any(char::is_control) {
+            return Err(
+                ConversationError::invalid("idempotency_key", "must be at most 255 printable characters").into()
+            );
+        }
+        let owner = turn.owner.clone();
+        let now = switchboard_kit::time::now_ms();
+        let claim = self
+            .idempotency
+            .claim(&owner, key, &fingerprint(&turn), now, now - IDEMPOTENCY_TTL_MS)
+            .await
+            .map_err(ConversationError::from)?;
+        match claim {
+            Claim::New => match self.turns.run(turn).await {
+                Ok(result) => {
+                    let answer = turn_pb(result);
+                    self.idempotency
+                        .finish(&owner, key, &answer.encode_to_vec())
+                        .await
+                        .map_err(ConversationError::from)?;
+                    Ok(answer)
+                }
+                Err(e) => {
+                    // A failed turn is not remembered: retrying it runs again.
+                    if let Err(release) = self.idempotency.release(&owner, key).await {
+                        tracing::error!(error = %release, "cannot release an idempotency key");
+                    }
+                    Err(e.into())
+                }
+            },
+            Claim::Replay(bytes) => pb::SendMessageResponse::decode(bytes.as_slice())
+                .map_err(|e| Status::internal(format!("stored answer unreadable: {e}"))),
+            Claim::InProgress => Err(Status::aborted("a request with this Idempotency-Key is still being processed")),
+            Claim::Mismatch => Err(ConversationError::invalid(
+                "idempotency_key",
+                "was already used with a different request; use a new key for a new request",
+            )
+            .into()),
+        }
     }
 
     async fn owned(&self, owner: &Principal, id: &str) -> Result<Conversation, ConversationError> {
@@ -41,6 +92,47 @@ fn owner<T>(request: &Request<T>, p: Option<&pb::Principal>) -> Result<Principal
     Ok(owner)
 }
 
+fn turn_pb(result: crate::turn::TurnResult) -> pb::SendMessageResponse {
+    pb::SendMessageResponse {
+        conversation_id: result.conversation.id,
+        user_message: Some(message_pb(result.user_message)),
+        assistant_message: Some(message_pb(result.assistant_message)),
+    }
+}
+
+/// What makes two turn requests "the same request" for an idempotency key.
+fn fingerprint(turn: &TurnRequest) -> String {
+    use sha2::{Digest, Sha256};
+    let canonical = format!(
+        "{}\n{:?}\n{}\n{}\n{:?}\n{:?}",
+        turn.message.trim(),
+        turn.conversation_id,
+        turn.model,
+        turn.lang,
+        turn.temperature.map(f32::to_bits),
+        turn.max_tokens
+    );
+    hex::encode(Sha256::digest(canonical.as_bytes()))
+}
+
+/// The turn a `SendMessageRequest` asks for, once its caller may act for its principal.
+fn turn_request(request: Request<pb::SendMessageRequest>) -> Result<TurnRequest, Status> {
+    let owner = owner(&request, request.get_ref().principal.as_ref())?;
+    let credential = switchboard_kit::auth::caller(&request)?.credential.clone();
+    let req = request.into_inner();
+    Ok(TurnRequest {
+        owner,
+        message: req.message,
+        conversation_id: non_empty(&req.conversation_id),
+        model: req.model.trim().to_owned(),
+        lang: req.lang,
+        key_id: req.key_id,
+        temperature: req.temperature,
+        max_tokens: req.max_tokens,
+        credential,
+    })
+}
+
 fn principal_pb(p: &Principal) -> pb::Principal {
     pb::Principal { system_id: p.system_id.clone(), user_id: p.user_id.clone() }
 }
@@ -57,7 +149,7 @@ fn conversation_pb(c: Conversation) -> pb::Conversation {
     }
 }
 
-fn message_pb(m: Message) -> pb::Message {
+pub(crate) fn message_pb(m: Message) -> pb::Message {
     let role = match m.role {
         Role::System => pb::Role::System,
         Role::User => pb::Role::User,
@@ -99,37 +191,22 @@ impl ConversationService for ConversationGrpc {
         &self,
         request: Request<pb::SendMessageRequest>,
     ) -> Result<Response<pb::SendMessageResponse>, Status> {
-        let owner = owner(&request, request.get_ref().principal.as_ref())?;
-        let credential = switchboard_kit::auth::caller(&request)?.credential.clone();
-        let req = request.into_inner();
-        let result = self
-            .turns
-            .run(TurnRequest {
-                owner,
-                message: req.message,
-                conversation_id: non_empty(&req.conversation_id),
-                model: req.model.trim().to_owned(),
-                lang: req.lang,
-                key_id: req.key_id,
-                temperature: req.temperature,
-                max_tokens: req.max_tokens,
-                credential,
-            })
-            .await?;
-        Ok(Response::new(pb::SendMessageResponse {
-            conversation_id: result.conversation.id,
-            user_message: Some(message_pb(result.user_message)),
-            assistant_message: Some(message_pb(result.assistant_message)),
-        }))
+        let key = request.get_ref().idempotency_key.trim().to_owned();
+        let turn = turn_request(request)?;
+        if key.is_empty() {
+            return Ok(Response::new(turn_pb(self.turns.run(turn).await?)));
+        }
+        Ok(Response::new(self.idempotent_turn(&key, turn).await?))
     }
 
     type StreamMessageStream = tokio_stream::wrappers::ReceiverStream<Result<pb::StreamMessageResponse, Status>>;
 
     async fn stream_message(
         &self,
-        _: Request<pb::SendMessageRequest>,
+        request: Request<pb::SendMessageRequest>,
     ) -> Result<Response<Self::StreamMessageStream>, Status> {
-        Err(Status::unimplemented("StreamMessage is not available yet"))
+        let events = self.turns.stream(turn_request(request)?).await?;
+        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(events)))
     }
 
     async fn list_conversations(

@@ -40,6 +40,9 @@ pub enum StartError {
     /// Database problem.
     #[error(transparent)]
     Db(#[from] switchboard_kit::db::DbError),
+    /// The start-up sweep failed.
+    #[error("sweeping answers left in progress: {0}")]
+    Sweep(#[from] sqlx::Error),
     /// Serving failed.
     #[error(transparent)]
     Serve(#[from] switchboard_kit::grpc::ServeError),
@@ -50,8 +53,10 @@ pub struct Application {
     listener: TcpListener,
     db: Db,
     store: Arc<dyn store::ConversationStore>,
+    idempotency: Arc<dyn store::IdempotencyStore>,
     llm: LlmServiceClient<tonic::transport::Channel>,
     history: u32,
+    stale_turn: std::time::Duration,
     verifier: switchboard_kit::auth::Verifier,
 }
 
@@ -63,7 +68,9 @@ impl Application {
         db.migrate(&SQLITE_MIGRATIONS, &POSTGRES_MIGRATIONS).await?;
         let llm = LlmServiceClient::new(switchboard_kit::grpc::channel(&settings.llm_addr)?);
         let (listener, local) = switchboard_kit::net::bind(settings.addr, "SWITCHBOARD_CONVERSATIONS_ADDR").await?;
-        let store: Arc<dyn store::ConversationStore> = Arc::new(store::SqlStore::new(db.clone()));
+        let sql = Arc::new(store::SqlStore::new(db.clone()));
+        let store: Arc<dyn store::ConversationStore> = sql.clone();
+        let idempotency: Arc<dyn store::IdempotencyStore> = sql;
         let verifier = switchboard_kit::auth::Verifier::from_settings(&settings.verifier, hub)?;
         tracing::info!(
             addr = %local,
@@ -71,7 +78,20 @@ impl Application {
             llm = %settings.llm_addr,
             "conversations listening"
         );
-        Ok(Self { listener, db, store, llm, history: settings.history_messages, verifier })
+        let swept = sweep(&*store, settings.stale_turn).await?;
+        if swept > 0 {
+            tracing::warn!(answers = swept, "closed answers a previous run left in progress");
+        }
+        Ok(Self {
+            listener,
+            db,
+            store,
+            idempotency,
+            llm,
+            history: settings.history_messages,
+            stale_turn: settings.stale_turn,
+            verifier,
+        })
     }
 
     /// The bound port.
@@ -82,11 +102,13 @@ impl Application {
     /// Serves until `shutdown` resolves, then flushes pending usage records and closes the store.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), StartError> {
         let (usage, usage_task) = usage::UsageWriter::start(self.store.clone());
+        let sweeper = tokio::spawn(sweep_periodically(self.store.clone(), self.stale_turn));
         let turns = turn::Turns::new(self.store.clone(), self.llm, usage, self.history);
-        let service = grpc::ConversationGrpc::new(self.store, turns);
+        let service = grpc::ConversationGrpc::new(self.store, self.idempotency, turns);
         let routes = tonic::service::Routes::new(ConversationServiceServer::new(service));
         let result =
             switchboard_kit::grpc::serve(self.listener, routes, &[SERVICE_NAME], Some(self.verifier), shutdown).await;
+        sweeper.abort();
         // The server (and with it every UsageWriter clone) is gone: the writer drains and ends.
         if let Err(e) = usage_task.await {
             tracing::error!(error = %e, "usage writer task failed");
@@ -100,4 +122,24 @@ impl Application {
 /// Default listen address of this service, which is also where clients find it.
 pub fn settings_default_addr() -> &'static str {
     settings::DEFAULT_ADDR
+}
+
+async fn sweep(store: &dyn store::ConversationStore, stale_after: std::time::Duration) -> Result<u64, sqlx::Error> {
+    let now = switchboard_kit::time::now_ms();
+    let age = i64::try_from(stale_after.as_millis()).unwrap_or(i64::MAX);
+    store.sweep_in_progress(now.saturating_sub(age), now).await
+}
+
+/// Closes answers left in progress by a crashed replica, once a minute.
+async fn sweep_periodically(store: Arc<dyn store::ConversationStore>, stale_after: std::time::Duration) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        match sweep(&*store, stale_after).await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(answers = n, "closed answers left in progress"),
+            Err(e) => tracing::warn!(error = %e, "sweeping answers left in progress failed"),
+        }
+    }
 }

@@ -25,6 +25,9 @@ pub struct Settings {
     pub llm_addr: String,
     /// `SWITCHBOARD_HISTORY_MESSAGES`: prior messages sent upstream with a turn.
     pub history_messages: u32,
+    /// `SWITCHBOARD_TURN_TIMEOUT_SECS`: an answer still `in_progress` after this long was
+    /// left by a crash, and the sweeper closes it.
+    pub stale_turn: std::time::Duration,
     /// How callers' credentials are verified.
     pub verifier: VerifierSettings,
 }
@@ -44,6 +47,7 @@ impl Settings {
             database_var,
             llm_addr: env.get_or("SWITCHBOARD_LLM_ADDR", DEFAULT_LLM_ADDR).to_owned(),
             history_messages,
+            stale_turn: std::time::Duration::from_secs(env.parse_or("SWITCHBOARD_TURN_TIMEOUT_SECS", 600)?),
             verifier: VerifierSettings::from_env(env, DEFAULT_AUTH_ADDR)?,
         })
     }

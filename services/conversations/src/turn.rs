@@ -1,13 +1,19 @@
 //! The chat turn: store the user message, send the history upstream, store the answer.
 //!
 //! Durability: the user message is committed before the upstream call; the answer row is
-//! created `in_progress` and ends `complete` with its usage, or `failed` with the reason.
+//! created `in_progress` and ends `complete` with its usage, `failed` with the reason, or
+//! `partial` with the text delivered when a streaming client goes away. Turns of one
+//! conversation run one at a time, in arrival order, so each sees the ones before it.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use switchboard_kit::auth::Credential;
+use switchboard_proto::conversation::v1 as pb;
 use switchboard_proto::llm::v1 as llm;
 use switchboard_proto::llm::v1::llm_service_client::LlmServiceClient;
+use tokio::sync::{OwnedMutexGuard, mpsc};
+use tonic::Status;
 use tonic::transport::Channel;
 
 use crate::domain::{
@@ -51,6 +57,36 @@ pub struct TurnResult {
     pub assistant_message: Message,
 }
 
+/// A turn whose user message is stored and whose answer row waits for the upstream.
+struct Begun {
+    conversation: Conversation,
+    user_message: Message,
+    assistant: Message,
+    call: tonic::Request<llm::CompleteRequest>,
+    request: TurnRequest,
+    _turn: OwnedMutexGuard<()>,
+}
+
+/// One lock per conversation with a turn under way.
+#[derive(Default)]
+struct TurnLocks {
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl TurnLocks {
+    /// Waits for the conversation's earlier turns (tokio's mutex is fair: first come, first
+    /// served).
+    async fn acquire(&self, conversation_id: &str) -> OwnedMutexGuard<()> {
+        let lock = {
+            let mut locks = self.locks.lock().unwrap_or_else(PoisonError::into_inner);
+            // Forget conversations nobody is waiting for.
+            locks.retain(|_, l| Arc::strong_count(l) > 1);
+            locks.entry(conversation_id.to_owned()).or_default().clone()
+        };
+        lock.lock_owned().await
+    }
+}
+
 /// Runs chat turns.
 #[derive(Clone)]
 pub struct Turns {
@@ -58,6 +94,7 @@ pub struct Turns {
     llm: LlmServiceClient<Channel>,
     usage: UsageWriter,
     history: u32,
+    locks: Arc<TurnLocks>,
 }
 
 impl Turns {
@@ -68,12 +105,11 @@ impl Turns {
         usage: UsageWriter,
         history: u32,
     ) -> Self {
-        Self { store, llm, usage, history }
+        Self { store, llm, usage, history, locks: Arc::default() }
     }
 
-    /// Runs one turn to completion.
-    pub async fn run(&self, request: TurnRequest) -> Result<TurnResult, ConversationError> {
-        let message = request.message.trim();
+    async fn begin(&self, request: TurnRequest) -> Result<Begun, ConversationError> {
+        let message = request.message.trim().to_owned();
         if message.is_empty() {
             return Err(ConversationError::invalid("message", "must not be empty"));
         }
@@ -85,20 +121,21 @@ impl Turns {
         }
         let conversation = match request.conversation_id.as_deref() {
             Some(id) => self.store.get_conversation(&request.owner, id).await?.ok_or(ConversationError::NotFound)?,
-            None => self.store.create_conversation(&request.owner, &title_from(message)).await?,
+            None => self.store.create_conversation(&request.owner, &title_from(&message)).await?,
         };
+        let turn = self.locks.acquire(&conversation.id).await;
         let user_message = self
             .store
             .append_message(NewMessage {
                 conversation_id: conversation.id.clone(),
                 role: Role::User,
-                content: message.to_owned(),
+                content: message,
                 status: MessageStatus::Complete,
                 model: String::new(),
             })
             .await?;
         let context = self.store.recent_messages(&conversation.id, self.history).await?;
-        let mut assistant = self
+        let assistant = self
             .store
             .append_message(NewMessage {
                 conversation_id: conversation.id.clone(),
@@ -108,8 +145,7 @@ impl Turns {
                 model: request.model.clone(),
             })
             .await?;
-
-        let call = llm::CompleteRequest {
+        let mut call = tonic::Request::new(llm::CompleteRequest {
             principal: Some(llm::Principal {
                 system_id: request.owner.system_id.clone(),
                 user_id: request.owner.user_id.clone(),
@@ -123,29 +159,127 @@ impl Turns {
             max_tokens: request.max_tokens,
             lang: request.lang.clone(),
             upstream_conversation_id: conversation.upstream_id.clone().unwrap_or_default(),
-        };
-        let mut call = tonic::Request::new(call);
+        });
         request.credential.write_to(call.metadata_mut());
-        let answer = match self.llm.clone().complete(call).await {
-            Ok(answer) => answer.into_inner(),
+        Ok(Begun { conversation, user_message, assistant, call, request, _turn: turn })
+    }
+
+    /// Runs one turn to completion.
+    pub async fn run(&self, request: TurnRequest) -> Result<TurnResult, ConversationError> {
+        let begun = self.begin(request).await?;
+        let Begun { conversation, user_message, assistant, call, request, _turn } = begun;
+        match self.llm.clone().complete(call).await {
+            Ok(answer) => {
+                let assistant = self.complete(assistant, &request, answer.into_inner()).await?;
+                Ok(TurnResult { conversation, user_message, assistant_message: assistant })
+            }
             Err(status) => {
-                let outcome = MessageOutcome {
-                    status: MessageStatus::Failed,
-                    content: String::new(),
-                    model: request.model.clone(),
-                    prompt_tokens: 0,
-                    completion_tokens: 0,
-                    error: status.message().to_owned(),
-                };
-                self.store.finish_message(&assistant.id, outcome).await?;
+                self.fail(&assistant, &request.model, status.message(), String::new()).await?;
+                Err(ConversationError::Llm(status))
+            }
+        }
+    }
+
+    /// Runs one turn, streaming the answer. The turn is finished (and stored) by a task of
+    /// its own, so it ends properly however the client behaves.
+    pub async fn stream(
+        &self,
+        request: TurnRequest,
+    ) -> Result<mpsc::Receiver<Result<pb::StreamMessageResponse, Status>>, ConversationError> {
+        let begun = self.begin(request).await?;
+        let Begun { conversation, user_message, assistant, call, request, _turn } = begun;
+        let mut upstream = match self.llm.clone().stream_complete(call).await {
+            Ok(stream) => stream.into_inner(),
+            Err(status) => {
+                self.fail(&assistant, &request.model, status.message(), String::new()).await?;
                 return Err(ConversationError::Llm(status));
             }
         };
+        let (tx, rx) = mpsc::channel(64);
+        let started = pb::TurnStarted {
+            conversation_id: conversation.id.clone(),
+            user_message_id: user_message.id.clone(),
+            assistant_message_id: assistant.id.clone(),
+            model: request.model.clone(),
+        };
+        let this = self.clone();
+        tokio::spawn(async move {
+            let _turn = _turn;
+            let event = |e| Ok(pb::StreamMessageResponse { event: Some(e) });
+            let mut delivered = String::new();
+            let mut client_gone = tx.send(event(pb::stream_message_response::Event::Started(started))).await.is_err();
+            while !client_gone {
+                let next = upstream.message().await;
+                match next {
+                    Ok(Some(llm::StreamCompleteResponse {
+                        event: Some(llm::stream_complete_response::Event::Delta(d)),
+                    })) => {
+                        client_gone =
+                            tx.send(event(pb::stream_message_response::Event::Delta(d.clone()))).await.is_err();
+                        if !client_gone {
+                            delivered.push_str(&d);
+                        }
+                    }
+                    Ok(Some(llm::StreamCompleteResponse {
+                        event: Some(llm::stream_complete_response::Event::Done(done)),
+                    })) => {
+                        let finished = this.complete(assistant.clone(), &request, done).await;
+                        match finished {
+                            Ok(stored) => {
+                                let completed = pb::SendMessageResponse {
+                                    conversation_id: conversation.id.clone(),
+                                    user_message: Some(crate::grpc::message_pb(user_message.clone())),
+                                    assistant_message: Some(crate::grpc::message_pb(stored)),
+                                };
+                                let _ = tx.send(event(pb::stream_message_response::Event::Completed(completed))).await;
+                            }
+                            Err(e) => {
+                                let _ = tx.send(Err(e.into())).await;
+                            }
+                        }
+                        return;
+                    }
+                    Ok(Some(_)) => {}
+                    Ok(None) => {
+                        let reason = "the model stream ended without its last event";
+                        this.finish_quietly(&assistant, &request.model, reason, delivered).await;
+                        let _ = tx.send(Err(Status::unavailable(reason))).await;
+                        return;
+                    }
+                    Err(status) => {
+                        this.finish_quietly(&assistant, &request.model, status.message(), delivered).await;
+                        let _ = tx.send(Err(status)).await;
+                        return;
+                    }
+                }
+            }
+            // The client went away: keep what it was shown.
+            let outcome = MessageOutcome {
+                status: MessageStatus::Partial,
+                content: delivered,
+                model: request.model.clone(),
+                prompt_tokens: 0,
+                completion_tokens: 0,
+                error: "the client went away before the answer was complete".into(),
+            };
+            if let Err(e) = this.store.finish_message(&assistant.id, outcome).await {
+                tracing::error!(error = %e, message_id = %assistant.id, "cannot store a partial answer");
+            }
+        });
+        Ok(rx)
+    }
 
+    /// Stores a finished answer and queues its usage record.
+    async fn complete(
+        &self,
+        mut assistant: Message,
+        request: &TurnRequest,
+        answer: llm::CompleteResponse,
+    ) -> Result<Message, ConversationError> {
         let usage = answer.usage.unwrap_or_default();
         let outcome = MessageOutcome {
             status: MessageStatus::Complete,
-            content: answer.content.clone(),
+            content: answer.content,
             model: answer.model.clone(),
             prompt_tokens: i64::from(usage.prompt_tokens),
             completion_tokens: i64::from(usage.completion_tokens),
@@ -157,13 +291,12 @@ impl Turns {
         assistant.model = outcome.model;
         assistant.prompt_tokens = outcome.prompt_tokens;
         assistant.completion_tokens = outcome.completion_tokens;
-
         self.usage
             .record(UsageRecord {
-                owner: request.owner,
-                conversation_id: conversation.id.clone(),
+                owner: request.owner.clone(),
+                conversation_id: assistant.conversation_id.clone(),
                 message_id: assistant.id.clone(),
-                key_id: request.key_id,
+                key_id: request.key_id.clone(),
                 model: answer.model,
                 provider: answer.provider,
                 prompt_tokens: assistant.prompt_tokens,
@@ -173,7 +306,27 @@ impl Turns {
                 created_at: switchboard_kit::time::now_ms(),
             })
             .await;
-        Ok(TurnResult { conversation, user_message, assistant_message: assistant })
+        Ok(assistant)
+    }
+
+    /// Records an upstream failure on the answer: `partial` when some text was delivered.
+    async fn fail(&self, assistant: &Message, model: &str, reason: &str, delivered: String) -> Result<(), sqlx::Error> {
+        let status = if delivered.is_empty() { MessageStatus::Failed } else { MessageStatus::Partial };
+        let outcome = MessageOutcome {
+            status,
+            content: delivered,
+            model: model.to_owned(),
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            error: reason.to_owned(),
+        };
+        self.store.finish_message(&assistant.id, outcome).await
+    }
+
+    async fn finish_quietly(&self, assistant: &Message, model: &str, reason: &str, delivered: String) {
+        if let Err(e) = self.fail(assistant, model, reason, delivered).await {
+            tracing::error!(error = %e, message_id = %assistant.id, "cannot record a failed answer");
+        }
     }
 }
 

@@ -41,6 +41,7 @@ on_both_backends!(
     clearing_history_removes_only_the_owners_conversations,
     usage_records_are_written_in_one_batch,
     migrations_can_run_twice,
+    answers_left_in_progress_are_closed_by_the_sweeper,
 );
 
 fn alice() -> Principal {
@@ -260,4 +261,35 @@ async fn usage_records_are_written_in_one_batch(f: Fixture) {
 async fn migrations_can_run_twice(f: Fixture) {
     f.db.migrate(&SQLITE_MIGRATIONS, &POSTGRES_MIGRATIONS).await.unwrap();
     f.db.ping().await.unwrap();
+}
+
+async fn answers_left_in_progress_are_closed_by_the_sweeper(f: Fixture) {
+    let c = f.store.create_conversation(&alice(), "t").await.unwrap();
+    let empty = f
+        .store
+        .append_message(NewMessage {
+            role: Role::Assistant,
+            status: MessageStatus::InProgress,
+            ..user_message(&c.id, "")
+        })
+        .await
+        .unwrap();
+    let with_text = f
+        .store
+        .append_message(NewMessage {
+            role: Role::Assistant,
+            status: MessageStatus::InProgress,
+            ..user_message(&c.id, "half an ans")
+        })
+        .await
+        .unwrap();
+    let now = switchboard_kit::time::now_ms();
+    assert_eq!(f.store.sweep_in_progress(now - 60_000, now).await.unwrap(), 0, "recent turns are left alone");
+    assert_eq!(f.store.sweep_in_progress(now + 1, now + 1).await.unwrap(), 2);
+    let all = f.store.list_messages(&c.id, &PageRequest { size: 10, cursor: None }).await.unwrap().items;
+    let by_id = |id: &str| all.iter().find(|m| m.id == id).unwrap().clone();
+    assert_eq!(by_id(&empty.id).status, MessageStatus::Failed);
+    assert_eq!(by_id(&with_text.id).status, MessageStatus::Partial);
+    assert!(by_id(&with_text.id).error.starts_with("interrupted"));
+    assert_eq!(f.store.sweep_in_progress(now + 2, now + 2).await.unwrap(), 0);
 }

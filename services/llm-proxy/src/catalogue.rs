@@ -3,6 +3,7 @@
 
 use crate::error::LlmError;
 use crate::providers::{Provider, ProviderError, mock::Mock, openai::OpenAi};
+use crate::resilience::RetryPolicy;
 use crate::settings::Settings;
 
 /// Name of the built-in model.
@@ -44,8 +45,9 @@ impl Catalogue {
             (Some(openai), requested) => {
                 let name = requested.clone().unwrap_or_else(|| DEFAULT_OPENAI_MODEL.to_owned());
                 if name != MOCK_MODEL {
+                    let retry = RetryPolicy { max_retries: settings.upstream_retries, ..RetryPolicy::default() };
                     let client =
-                        OpenAi::new(openai.base_url.clone(), openai.api_key.clone(), settings.upstream_timeout)?;
+                        OpenAi::new(openai.base_url.clone(), openai.api_key.clone(), settings.upstream_timeout, retry)?;
                     models.push(ModelEntry {
                         id: name.clone(),
                         aliases: vec![],

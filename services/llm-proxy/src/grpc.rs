@@ -4,13 +4,15 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use futures::StreamExt;
 use switchboard_proto::llm::v1 as pb;
 use switchboard_proto::llm::v1::llm_service_server::LlmService;
 use tonic::{Request, Response, Status};
 
 use crate::catalogue::{Catalogue, ModelEntry};
 use crate::error::LlmError;
-use crate::providers::{ChatMessage, CompletionRequest, Role};
+
+use crate::providers::{ChatMessage, CompletionRequest, Role, StreamEvent, TokenUsage};
 use crate::store::ModelChoiceStore;
 
 /// The gRPC face of the LLM proxy.
@@ -60,6 +62,14 @@ fn to_message(m: pb::ChatMessage) -> ChatMessage {
         pb::Role::User | pb::Role::Unspecified => Role::User,
     };
     ChatMessage { role, content: m.content }
+}
+
+fn usage_pb(usage: TokenUsage) -> pb::Usage {
+    pb::Usage {
+        prompt_tokens: usage.prompt_tokens,
+        completion_tokens: usage.completion_tokens,
+        total_tokens: usage.prompt_tokens.saturating_add(usage.completion_tokens),
+    }
 }
 
 fn validate(req: &pb::CompleteRequest) -> Result<(), LlmError> {
@@ -146,11 +156,7 @@ impl LlmService for LlmGrpc {
             content: output.content,
             model: entry.id.clone(),
             provider: entry.provider.name().into(),
-            usage: Some(pb::Usage {
-                prompt_tokens: output.usage.prompt_tokens,
-                completion_tokens: output.usage.completion_tokens,
-                total_tokens: output.usage.prompt_tokens.saturating_add(output.usage.completion_tokens),
-            }),
+            usage: Some(usage_pb(output.usage)),
             finish_reason: output.finish_reason,
             upstream_conversation_id: String::new(),
             latency_ms,
@@ -163,9 +169,55 @@ impl LlmService for LlmGrpc {
 
     async fn stream_complete(
         &self,
-        _: Request<pb::CompleteRequest>,
+        request: Request<pb::CompleteRequest>,
     ) -> Result<Response<Self::StreamCompleteStream>, Status> {
-        Err(Status::unimplemented("StreamComplete is not available yet"))
+        let who = principal(&request, request.get_ref().principal.as_ref())?;
+        let req = request.into_inner();
+        validate(&req)?;
+        let entry = self.pick(&who, &req.model).await?.clone();
+        let call = CompletionRequest {
+            model: entry.id.clone(),
+            messages: req.messages.into_iter().map(to_message).collect(),
+            temperature: req.temperature,
+            max_tokens: req.max_tokens,
+        };
+        let started = Instant::now();
+        // Opening the stream (and its retries) happens before the answer, so an upstream that
+        // refuses outright is a status, not a broken stream.
+        let mut events = entry.provider.stream(&call).await.map_err(LlmError::from)?;
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            let mut content = String::new();
+            while let Some(event) = events.next().await {
+                let message = match event {
+                    Ok(StreamEvent::Delta(delta)) => {
+                        content.push_str(&delta);
+                        Ok(pb::StreamCompleteResponse {
+                            event: Some(pb::stream_complete_response::Event::Delta(delta)),
+                        })
+                    }
+                    Ok(StreamEvent::Done { usage, finish_reason }) => {
+                        let done = pb::CompleteResponse {
+                            content: std::mem::take(&mut content),
+                            model: entry.id.clone(),
+                            provider: entry.provider.name().into(),
+                            usage: Some(usage_pb(usage)),
+                            finish_reason,
+                            latency_ms: u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX),
+                            ..Default::default()
+                        };
+                        Ok(pb::StreamCompleteResponse { event: Some(pb::stream_complete_response::Event::Done(done)) })
+                    }
+                    Err(e) => Err(Status::from(LlmError::from(e))),
+                };
+                let failed = message.is_err();
+                // The caller went away: stop reading, which closes the upstream request.
+                if tx.send(message).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(rx)))
     }
 
     async fn add_provider_key(

@@ -5,6 +5,7 @@ pub mod catalogue;
 mod error;
 mod grpc;
 pub mod providers;
+pub mod resilience;
 mod settings;
 pub mod store;
 

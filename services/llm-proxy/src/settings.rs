@@ -27,6 +27,8 @@ pub struct Settings {
     pub default_model: Option<String>,
     /// `SWITCHBOARD_UPSTREAM_TIMEOUT_SECS`: whole-request timeout for upstream calls.
     pub upstream_timeout: Duration,
+    /// `SWITCHBOARD_UPSTREAM_RETRIES`: retries of a failed upstream call (429, 5xx, connect).
+    pub upstream_retries: u32,
     /// How callers' credentials are verified.
     pub verifier: VerifierSettings,
 }
@@ -67,6 +69,13 @@ impl Settings {
             openai,
             default_model: env.get("SWITCHBOARD_DEFAULT_MODEL").map(str::to_owned),
             upstream_timeout: Duration::from_secs(timeout),
+            upstream_retries: {
+                let retries: u32 = env.parse_or("SWITCHBOARD_UPSTREAM_RETRIES", 2)?;
+                if retries > 10 {
+                    return Err(ConfigError::invalid("SWITCHBOARD_UPSTREAM_RETRIES", "must be at most 10"));
+                }
+                retries
+            },
             verifier: VerifierSettings::from_env(env, "127.0.0.1:50051")?,
         })
     }

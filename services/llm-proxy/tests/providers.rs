@@ -9,6 +9,7 @@ use secrecy::SecretString;
 use switchboard_kit::db::Db;
 use switchboard_llm_proxy::providers::openai::OpenAi;
 use switchboard_llm_proxy::providers::{ChatMessage, CompletionRequest, ProviderError, Role};
+use switchboard_llm_proxy::resilience::RetryPolicy;
 use switchboard_llm_proxy::store::{ModelChoiceStore, SqlModelChoiceStore};
 use switchboard_llm_proxy::{POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS};
 use switchboard_test_support::MockUpstream;
@@ -52,8 +53,13 @@ fn request(text: &str) -> CompletionRequest {
 #[tokio::test]
 async fn openai_provider_sends_the_wire_format_and_reads_the_answer() {
     let upstream = MockUpstream::start().await;
-    let provider =
-        OpenAi::new(upstream.base_url(), Some(SecretString::from("sk-test")), Duration::from_secs(5)).unwrap();
+    let provider = OpenAi::new(
+        upstream.base_url(),
+        Some(SecretString::from("sk-test")),
+        Duration::from_secs(5),
+        RetryPolicy::default(),
+    )
+    .unwrap();
     let out = provider.complete(&request("hello")).await.unwrap();
     assert_eq!(out.content, "upstream reply to: hello");
     assert_eq!(out.finish_reason, "stop");
@@ -70,7 +76,8 @@ async fn openai_provider_sends_the_wire_format_and_reads_the_answer() {
 #[tokio::test]
 async fn openai_provider_classifies_failures() {
     let upstream = MockUpstream::start().await;
-    let provider = OpenAi::new(upstream.base_url(), None, Duration::from_millis(300)).unwrap();
+    let no_retries = RetryPolicy { max_retries: 0, ..RetryPolicy::default() };
+    let provider = OpenAi::new(upstream.base_url(), None, Duration::from_millis(300), no_retries).unwrap();
 
     upstream.fail_next(&[429]);
     match provider.complete(&request("x")).await {
@@ -82,6 +89,21 @@ async fn openai_provider_classifies_failures() {
     upstream.set_delay(Duration::from_secs(2));
     assert!(matches!(provider.complete(&request("x")).await, Err(ProviderError::Timeout)));
 
-    let nowhere = OpenAi::new("http://127.0.0.1:9/v1".into(), None, Duration::from_secs(2)).unwrap();
+    let nowhere = OpenAi::new("http://127.0.0.1:9/v1".into(), None, Duration::from_secs(2), no_retries).unwrap();
     assert!(matches!(nowhere.complete(&request("x")).await, Err(ProviderError::Connect(_))));
+}
+
+#[tokio::test]
+async fn openai_provider_retries_throttling_and_server_errors() {
+    let upstream = MockUpstream::start().await;
+    let fast = RetryPolicy { base_delay: Duration::from_millis(5), ..RetryPolicy::default() };
+    let provider = OpenAi::new(upstream.base_url(), None, Duration::from_secs(5), fast).unwrap();
+    upstream.fail_next(&[503, 503]);
+    let out = provider.complete(&request("again")).await.unwrap();
+    assert_eq!(out.content, "upstream reply to: again");
+    assert_eq!(upstream.calls(), 3, "two failures, one success");
+
+    upstream.fail_next(&[400]);
+    assert!(matches!(provider.complete(&request("x")).await, Err(ProviderError::Status { status: 400, .. })));
+    assert_eq!(upstream.calls(), 4, "client errors are not retried");
 }

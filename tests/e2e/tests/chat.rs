@@ -412,3 +412,130 @@ async fn health_readiness_and_metrics_answer() {
     assert_eq!(unknown.status(), 404);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn an_upstream_that_fails_twice_then_answers_costs_three_calls_and_one_answer() {
+    let upstream = MockUpstream::start().await;
+    upstream.fail_next(&[503, 503]);
+    let test_db = db::sqlite();
+    let app = spawn_app(openai_env(&test_db.url, &upstream.base_url())).await;
+    let response =
+        app.post("/v1/chat", json!({"system_id": "drillquiz", "user_id": "r", "message": "third time lucky"})).await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["answer"], "upstream reply to: third time lucky");
+    assert_eq!(upstream.calls(), 3);
+    let conversation_id = body["conversation_id"].as_str().unwrap();
+    let messages: Value = app
+        .get(&format!("/v1/conversations/{conversation_id}/messages?system_id=drillquiz&user_id=r"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(messages["data"].as_array().unwrap().len(), 2, "one user message, one answer: retries add nothing");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn ten_concurrent_sends_to_one_conversation_become_ten_complete_turns_in_order() {
+    let test_db = db::sqlite();
+    let env = base_env(&test_db.url).with("SWITCHBOARD_RATE_LIMIT_CHAT_PRINCIPAL", "off");
+    let app = spawn_app(env).await;
+    let first: Value = app
+        .post("/v1/chat", json!({"system_id": "drillquiz", "user_id": "c", "message": "start"}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = first["conversation_id"].as_str().unwrap().to_owned();
+    let sends = (0..10).map(|i| {
+        let body = json!({"system_id": "drillquiz", "user_id": "c", "message": format!("m{i}"), "conversation_id": id});
+        let app = &app;
+        async move { app.post("/v1/chat", body).await.json::<Value>().await.unwrap() }
+    });
+    let answers = futures::future::join_all(sends).await;
+    let mut turn_numbers: Vec<u64> = answers
+        .iter()
+        .map(|a| {
+            a["answer"].as_str().unwrap().trim_start_matches("mock reply #").split(':').next().unwrap().parse().unwrap()
+        })
+        .collect();
+    turn_numbers.sort_unstable();
+    assert_eq!(turn_numbers, (2..=11).collect::<Vec<u64>>(), "each turn saw every turn before it");
+
+    let messages: Value =
+        app.get(&format!("/v1/conversations/{id}/messages?system_id=drillquiz&user_id=c")).await.json().await.unwrap();
+    let data = messages["data"].as_array().unwrap();
+    assert_eq!(data.len(), 22, "none lost");
+    for (i, pair) in data.chunks(2).enumerate() {
+        assert_eq!(pair[0]["role"], "user");
+        assert_eq!(pair[1]["role"], "assistant");
+        assert_eq!(pair[1]["status"], "complete");
+        assert!(pair[1]["content"].as_str().unwrap().starts_with(&format!("mock reply #{}: ", i + 1)), "{pair:?}");
+        assert!(pair[1]["content"].as_str().unwrap().ends_with(pair[0]["content"].as_str().unwrap()));
+    }
+    app.stop().await;
+}
+
+async fn post_with_key(app: &switchboard_e2e::TestApp, key: &str, body: Value) -> reqwest::Response {
+    app.client
+        .post(format!("{}/v1/chat", app.http))
+        .header("X-API-Key", SERVICE_KEY)
+        .header("Idempotency-Key", key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_idempotency_key_replays_the_first_answer_refuses_another_body_and_a_concurrent_duplicate() {
+    let upstream = MockUpstream::start().await;
+    let test_db = db::sqlite();
+    let app = spawn_app(openai_env(&test_db.url, &upstream.base_url())).await;
+    let body = json!({"system_id": "drillquiz", "user_id": "idem", "message": "charge once"});
+
+    let first = post_with_key(&app, "key-1", body.clone()).await;
+    assert_eq!(first.status(), 200);
+    let first: Value = first.json().await.unwrap();
+    let replay = post_with_key(&app, "key-1", body.clone()).await;
+    assert_eq!(replay.status(), 200);
+    assert_eq!(replay.json::<Value>().await.unwrap(), first, "the same answer");
+    assert_eq!(upstream.calls(), 1, "no second upstream call");
+
+    let other =
+        post_with_key(&app, "key-1", json!({"system_id": "drillquiz", "user_id": "idem", "message": "something else"}))
+            .await;
+    assert_eq!(other.status(), 422);
+    assert_eq!(other.json::<Value>().await.unwrap()["detail"][0]["loc"], json!(["header", "Idempotency-Key"]));
+
+    // The key belongs to the principal: another user may use the same key freely.
+    let elsewhere =
+        post_with_key(&app, "key-1", json!({"system_id": "drillquiz", "user_id": "idem2", "message": "charge once"}))
+            .await;
+    assert_eq!(elsewhere.status(), 200);
+    assert_ne!(elsewhere.json::<Value>().await.unwrap()["conversation_id"], first["conversation_id"]);
+
+    // A duplicate arriving while the first is still running is told so.
+    upstream.set_delay(std::time::Duration::from_millis(600));
+    let slow = json!({"system_id": "drillquiz", "user_id": "idem", "message": "slow one"});
+    let (a, b) = tokio::join!(post_with_key(&app, "key-2", slow.clone()), async {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        post_with_key(&app, "key-2", slow.clone()).await
+    });
+    assert_eq!(a.status(), 200);
+    assert_eq!(b.status(), 409);
+    assert_eq!(post_with_key(&app, "key-2", slow).await.status(), 200, "and replayed once it is done");
+
+    let messages: Value = app
+        .get(&format!(
+            "/v1/conversations/{}/messages?system_id=drillquiz&user_id=idem",
+            first["conversation_id"].as_str().unwrap()
+        ))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(messages["data"].as_array().unwrap().len(), 2, "the replay stored nothing new");
+    app.stop().await;
+}

@@ -21,6 +21,7 @@ struct Knobs {
     always_fail: Option<u16>,
     delay: Duration,
     cut_stream_after: Option<usize>,
+    chunk_delay: Duration,
     requests: Vec<Value>,
     authorizations: Vec<Option<String>>,
 }
@@ -91,6 +92,11 @@ impl MockUpstream {
         self.shared.knobs().delay = delay;
     }
 
+    /// Waits this long before each streamed chunk.
+    pub fn set_chunk_delay(&self, delay: Duration) {
+        self.shared.knobs().chunk_delay = delay;
+    }
+
     /// Streams end abruptly after this many content chunks.
     pub fn cut_stream_after(&self, chunks: Option<usize>) {
         self.shared.knobs().cut_stream_after = chunks;
@@ -130,7 +136,7 @@ async fn chat_completions(State(shared): State<Arc<Shared>>, headers: HeaderMap,
         let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
         knobs.authorizations.push(auth);
         let failure = knobs.fail_next.pop_front().or(knobs.always_fail);
-        (failure, knobs.delay, knobs.cut_stream_after)
+        (failure, knobs.delay, (knobs.cut_stream_after, knobs.chunk_delay))
     };
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
@@ -148,7 +154,7 @@ async fn chat_completions(State(shared): State<Arc<Shared>>, headers: HeaderMap,
         .unwrap_or(0);
     let completion_tokens = answer.split_whitespace().count();
     if body["stream"].as_bool().unwrap_or(false) {
-        return stream(model, answer, cut);
+        return stream(model, answer, cut.0, cut.1);
     }
     Json(json!({
         "id": "chatcmpl-mock",
@@ -162,10 +168,16 @@ async fn chat_completions(State(shared): State<Arc<Shared>>, headers: HeaderMap,
     .into_response()
 }
 
-fn stream(model: String, answer: String, cut: Option<usize>) -> Response {
+fn stream(model: String, answer: String, cut: Option<usize>, chunk_delay: Duration) -> Response {
+    use futures::StreamExt;
     let words: Vec<String> = answer.split_inclusive(' ').map(str::to_owned).collect();
     let total = words.len();
-    let events = async_stream(model, words, cut, total);
+    let events = async_stream(model, words, cut, total).then(move |frame| async move {
+        if !chunk_delay.is_zero() {
+            tokio::time::sleep(chunk_delay).await;
+        }
+        frame
+    });
     Response::builder()
         .header(header::CONTENT_TYPE, "text/event-stream")
         .body(Body::from_stream(events))

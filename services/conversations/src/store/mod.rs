@@ -1,6 +1,7 @@
 //! Storage of the conversation service. [`ConversationStore`] is the seam; [`SqlStore`]
 //! implements it for SQLite and PostgreSQL with the same queries.
 
+mod idempotency;
 mod sql;
 
 use async_trait::async_trait;
@@ -59,6 +60,41 @@ pub trait ConversationStore: Send + Sync + 'static {
     async fn recent_messages(&self, conversation_id: &str, limit: u32) -> Result<Vec<Message>, sqlx::Error>;
     /// Deletes the owner's conversations and messages; returns how many conversations.
     async fn clear_history(&self, owner: &Principal) -> Result<u64, sqlx::Error>;
+    /// Closes answers left `in_progress` since before `before` (Unix ms) by a crash:
+    /// `partial` when they hold text, `failed` otherwise. Returns how many.
+    async fn sweep_in_progress(&self, before: i64, now: i64) -> Result<u64, sqlx::Error>;
     /// Writes usage records in one transaction.
     async fn record_usage(&self, records: &[UsageRecord]) -> Result<(), sqlx::Error>;
+}
+
+/// What an idempotency key says about a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// First use: go ahead, then [`IdempotencyStore::finish`] or [`IdempotencyStore::release`].
+    New,
+    /// Already answered: the stored answer (encoded).
+    Replay(Vec<u8>),
+    /// The first request with this key is still running.
+    InProgress,
+    /// The key was used with a different request.
+    Mismatch,
+}
+
+/// Idempotency keys of chat POSTs.
+#[async_trait]
+pub trait IdempotencyStore: Send + Sync + 'static {
+    /// Claims `key` for a request whose fingerprint is `hash`; keys created before
+    /// `expired_before` (Unix ms) are forgotten first.
+    async fn claim(
+        &self,
+        owner: &Principal,
+        key: &str,
+        hash: &str,
+        now: i64,
+        expired_before: i64,
+    ) -> Result<Claim, sqlx::Error>;
+    /// Stores the answer of a claimed key.
+    async fn finish(&self, owner: &Principal, key: &str, response: &[u8]) -> Result<(), sqlx::Error>;
+    /// Forgets a claimed key whose request failed, so that a retry runs again.
+    async fn release(&self, owner: &Principal, key: &str) -> Result<(), sqlx::Error>;
 }

@@ -15,7 +15,7 @@ use crate::domain::{
 /// The SQL store.
 #[derive(Debug, Clone)]
 pub struct SqlStore {
-    db: Db,
+    pub(super) db: Db,
 }
 
 impl SqlStore {
@@ -280,6 +280,21 @@ impl ConversationStore for SqlStore {
                 .rows_affected();
             tx.commit().await?;
             Ok(deleted)
+        })
+    }
+
+    async fn sweep_in_progress(&self, before: i64, now: i64) -> Result<u64, sqlx::Error> {
+        db_run!(&self.db, |pool| {
+            sqlx::query(
+                "UPDATE messages SET status = CASE WHEN content = '' THEN 'failed' ELSE 'partial' END, \
+                 error = 'interrupted: the turn did not finish (the service stopped or crashed)', updated_at = $1 \
+                 WHERE status = 'in_progress' AND updated_at < $2",
+            )
+            .bind(now)
+            .bind(before)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected())
         })
     }
 

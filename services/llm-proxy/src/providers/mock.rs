@@ -37,6 +37,17 @@ impl Mock {
     }
 }
 
+impl Mock {
+    /// The same answer, word by word.
+    pub fn stream(&self, request: &CompletionRequest) -> super::EventStream {
+        let out = self.complete(request);
+        let mut events: Vec<Result<super::StreamEvent, super::ProviderError>> =
+            out.content.split_inclusive(' ').map(|w| Ok(super::StreamEvent::Delta(w.to_owned()))).collect();
+        events.push(Ok(super::StreamEvent::Done { usage: out.usage, finish_reason: out.finish_reason }));
+        Box::pin(futures::stream::iter(events))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

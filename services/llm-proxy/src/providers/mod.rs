@@ -69,6 +69,23 @@ pub struct CompletionOutput {
     pub finish_reason: String,
 }
 
+/// A piece of a streamed completion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamEvent {
+    /// More text, in order.
+    Delta(String),
+    /// The end, with usage.
+    Done {
+        /// Token counts.
+        usage: TokenUsage,
+        /// Why generation stopped.
+        finish_reason: String,
+    },
+}
+
+/// A streamed completion.
+pub type EventStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<StreamEvent, ProviderError>> + Send>>;
+
 /// An upstream failure, classified for retries and for the client's status code.
 #[derive(Debug, thiserror::Error)]
 pub enum ProviderError {
@@ -119,6 +136,14 @@ impl Provider {
         match self {
             Self::Mock(p) => Ok(p.complete(request)),
             Self::OpenAi(p) => p.complete(request).await,
+        }
+    }
+
+    /// One completion, streamed as it is produced.
+    pub async fn stream(&self, request: &CompletionRequest) -> Result<EventStream, ProviderError> {
+        match self {
+            Self::Mock(p) => Ok(p.stream(request)),
+            Self::OpenAi(p) => p.stream(request).await,
         }
     }
 }

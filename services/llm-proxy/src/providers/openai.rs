@@ -1,12 +1,17 @@
 //! OpenAI-compatible chat completions (`POST {base}/chat/completions`): OpenAI itself,
 //! Ollama, vLLM, llama.cpp and anything else speaking that wire format.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 use super::{CompletionOutput, CompletionRequest, ProviderError, TokenUsage, estimate_tokens};
+use crate::resilience::{RetryBudget, RetryPolicy};
+
+/// Longest silence inside a stream before it is given up.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// An OpenAI-compatible upstream.
 #[derive(Debug, Clone)]
@@ -14,6 +19,10 @@ pub struct OpenAi {
     http: reqwest::Client,
     base_url: String,
     api_key: Option<SecretString>,
+    retry: RetryPolicy,
+    budget: Arc<RetryBudget>,
+    timeout: Duration,
+    idle_timeout: Duration,
 }
 
 #[derive(Serialize)]
@@ -25,6 +34,32 @@ struct WireRequest<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     max_tokens: Option<u32>,
     stream: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream_options: Option<StreamOptions>,
+}
+
+#[derive(Serialize)]
+struct StreamOptions {
+    include_usage: bool,
+}
+
+#[derive(Deserialize)]
+struct WireChunk {
+    #[serde(default)]
+    choices: Vec<WireChunkChoice>,
+    usage: Option<WireUsage>,
+}
+
+#[derive(Deserialize)]
+struct WireChunkChoice {
+    #[serde(default)]
+    delta: WireDelta,
+    finish_reason: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct WireDelta {
+    content: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -57,21 +92,37 @@ struct WireUsage {
 }
 
 impl OpenAi {
-    /// A client for `base_url` (e.g. `https://api.openai.com/v1`).
-    pub fn new(base_url: String, api_key: Option<SecretString>, timeout: Duration) -> Result<Self, ProviderError> {
+    /// A client for `base_url` (e.g. `https://api.openai.com/v1`), retrying as `retry` says.
+    pub fn new(
+        base_url: String,
+        api_key: Option<SecretString>,
+        timeout: Duration,
+        retry: RetryPolicy,
+    ) -> Result<Self, ProviderError> {
         let http = reqwest::Client::builder()
             .tcp_nodelay(true)
             .connect_timeout(Duration::from_secs(5))
-            .timeout(timeout)
             .pool_idle_timeout(Duration::from_secs(90))
             .build()
             .map_err(|e| ProviderError::Setup(e.to_string()))?;
-        Ok(Self { http, base_url, api_key })
+        Ok(Self {
+            http,
+            base_url,
+            api_key,
+            retry,
+            budget: Arc::new(RetryBudget::default()),
+            timeout,
+            idle_timeout: IDLE_TIMEOUT.min(timeout),
+        })
     }
 
-    /// One non-streaming completion.
+    /// One non-streaming completion, retried on 429, 5xx and connect errors.
     pub async fn complete(&self, request: &CompletionRequest) -> Result<CompletionOutput, ProviderError> {
-        let body = WireRequest {
+        self.retry.run(&self.budget, || self.complete_once(request)).await
+    }
+
+    fn body<'a>(request: &'a CompletionRequest, stream: bool) -> WireRequest<'a> {
+        WireRequest {
             model: &request.model,
             messages: request
                 .messages
@@ -80,13 +131,28 @@ impl OpenAi {
                 .collect(),
             temperature: request.temperature,
             max_tokens: request.max_tokens,
-            stream: false,
-        };
-        let mut call = self.http.post(format!("{}/chat/completions", self.base_url)).json(&body);
+            stream,
+            stream_options: stream.then_some(StreamOptions { include_usage: true }),
+        }
+    }
+
+    /// Sends the request; an error status becomes [`ProviderError::Status`].
+    async fn send(&self, request: &CompletionRequest, stream: bool) -> Result<reqwest::Response, ProviderError> {
+        let mut call = self.http.post(format!("{}/chat/completions", self.base_url)).json(&Self::body(request, stream));
+        if stream {
+            call = call.header(reqwest::header::ACCEPT, "text/event-stream");
+        } else {
+            call = call.timeout(self.timeout);
+        }
         if let Some(key) = &self.api_key {
             call = call.bearer_auth(key.expose_secret());
         }
-        let response = call.send().await.map_err(classify)?;
+        // A stream has until its first byte (the headers) within the timeout, then the idle
+        // timeout between events; a unary call has the timeout for everything.
+        let response = tokio::time::timeout(self.timeout, call.send())
+            .await
+            .map_err(|_| ProviderError::Timeout)?
+            .map_err(classify)?;
         let status = response.status();
         if !status.is_success() {
             let retry_after = response
@@ -98,6 +164,63 @@ impl OpenAi {
             let text = response.text().await.unwrap_or_default();
             return Err(ProviderError::Status { status: status.as_u16(), message: excerpt(&text), retry_after });
         }
+        Ok(response)
+    }
+
+    /// A streamed completion. Opening the stream is retried like a unary call; once the
+    /// first byte has arrived nothing is retried, and a silence longer than the idle timeout
+    /// ends the stream with [`ProviderError::Timeout`].
+    pub async fn stream(&self, request: &CompletionRequest) -> Result<super::EventStream, ProviderError> {
+        use eventsource_stream::Eventsource;
+        use futures::StreamExt;
+
+        let response = self.retry.run(&self.budget, || self.send(request, true)).await?;
+        let prompt_estimate: u32 = request.messages.iter().map(|m| estimate_tokens(&m.content)).sum();
+        let idle = self.idle_timeout;
+        let mut events = response.bytes_stream().eventsource();
+        Ok(Box::pin(async_stream::try_stream! {
+            let mut text_len = 0usize;
+            let mut completion_estimate = 0u32;
+            let mut usage = None;
+            let mut finish_reason = None;
+            let mut done = false;
+            loop {
+                let event = match tokio::time::timeout(idle, events.next()).await {
+                    Err(_) => Err(ProviderError::Timeout)?,
+                    Ok(None) => break,
+                    Ok(Some(Err(e))) => Err(ProviderError::InvalidResponse(format!("stream broke: {e}")))?,
+                    Ok(Some(Ok(event))) => event,
+                };
+                if event.data.trim() == "[DONE]" {
+                    done = true;
+                    break;
+                }
+                let chunk: WireChunk = serde_json::from_str(&event.data)
+                    .map_err(|e| ProviderError::InvalidResponse(format!("unreadable stream chunk: {e}")))?;
+                if let Some(u) = chunk.usage {
+                    usage = Some(TokenUsage { prompt_tokens: u.prompt_tokens, completion_tokens: u.completion_tokens });
+                }
+                for choice in chunk.choices {
+                    if let Some(reason) = choice.finish_reason {
+                        finish_reason = Some(reason);
+                    }
+                    if let Some(delta) = choice.delta.content.filter(|d| !d.is_empty()) {
+                        text_len += delta.len();
+                        completion_estimate += estimate_tokens(&delta);
+                        yield super::StreamEvent::Delta(delta);
+                    }
+                }
+            }
+            if !done && finish_reason.is_none() {
+                Err(ProviderError::InvalidResponse(format!("the stream ended early, after {text_len} bytes")))?;
+            }
+            let usage = usage.unwrap_or(TokenUsage { prompt_tokens: prompt_estimate, completion_tokens: completion_estimate });
+            yield super::StreamEvent::Done { usage, finish_reason: finish_reason.unwrap_or_else(|| "stop".into()) };
+        }))
+    }
+
+    async fn complete_once(&self, request: &CompletionRequest) -> Result<CompletionOutput, ProviderError> {
+        let response = self.send(request, false).await?;
         let parsed: WireResponse = response.json().await.map_err(|e| {
             if e.is_timeout() { ProviderError::Timeout } else { ProviderError::InvalidResponse(e.to_string()) }
         })?;
