@@ -41,6 +41,10 @@ pub fn router(state: AppState, body_limit: usize) -> Router {
         .route("/v1/chat-token", get(v1::chat_token::issue))
         .route("/v1/conversations", get(v1::conversations::list))
         .route("/v1/conversations/{id}/messages", get(v1::conversations::messages))
+        .route("/v1/sync", post(v1::sync::run))
+        // The store is the cache of seed 003: both paths read it.
+        .route("/v1/cache/conversations", get(v1::conversations::list))
+        .route("/v1/cache/conversations/{id}/messages", get(v1::conversations::messages))
         .route("/register", post(users::register))
         .route("/token", post(users::token))
         .route("/users/me", get(users::me))

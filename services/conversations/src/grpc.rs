@@ -12,7 +12,14 @@ use crate::domain::{self, Conversation, Cursor, Message, MessageStatus, PageRequ
 use crate::error::ConversationError;
 use prost::Message as _;
 
-use crate::store::{Claim, ConversationFilter, ConversationStore, IdempotencyStore};
+use switchboard_kit::auth::Caller;
+use switchboard_proto::llm::v1 as llm;
+use switchboard_proto::llm::v1::llm_service_client::LlmServiceClient;
+use tonic::transport::Channel;
+
+use crate::store::{
+    Claim, ConversationFilter, ConversationStore, IdempotencyStore, UpstreamConversation, UpstreamMessage,
+};
 use crate::turn::{TurnRequest, Turns};
 
 /// The gRPC face of the conversation service.
@@ -20,14 +27,75 @@ pub(crate) struct ConversationGrpc {
     store: Arc<dyn ConversationStore>,
     idempotency: Arc<dyn IdempotencyStore>,
     turns: Turns,
+    llm: LlmServiceClient<Channel>,
 }
 
 /// How long an idempotency key is remembered.
 const IDEMPOTENCY_TTL_MS: i64 = 24 * 3600 * 1000;
 
 impl ConversationGrpc {
-    pub(crate) fn new(store: Arc<dyn ConversationStore>, idempotency: Arc<dyn IdempotencyStore>, turns: Turns) -> Self {
-        Self { store, idempotency, turns }
+    pub(crate) fn new(
+        store: Arc<dyn ConversationStore>,
+        idempotency: Arc<dyn IdempotencyStore>,
+        turns: Turns,
+        llm: LlmServiceClient<Channel>,
+    ) -> Self {
+        Self { store, idempotency, turns, llm }
+    }
+
+    /// Pulls one principal's upstream conversations and messages into the store; `None` when
+    /// its tenant has no upstream app. Returns `(conversations touched, messages added)`.
+    async fn sync_principal(&self, caller: &Caller, owner: &Principal) -> Result<Option<(u32, u32)>, Status> {
+        let principal = llm::Principal { system_id: owner.system_id.clone(), user_id: owner.user_id.clone() };
+        let mut request = Request::new(llm::ListUpstreamConversationsRequest { principal: Some(principal.clone()) });
+        caller.credential.write_to(request.metadata_mut());
+        let conversations = match self.llm.clone().list_upstream_conversations(request).await {
+            Ok(r) => r.into_inner().conversations,
+            Err(status) if status.code() == tonic::Code::FailedPrecondition => return Ok(None),
+            Err(status) => return Err(status),
+        };
+        let (mut touched, mut added) = (0, 0);
+        for upstream in conversations {
+            let created_at = upstream.created_at.as_ref().map_or(0, from_timestamp);
+            let record = UpstreamConversation {
+                title: domain::title_from(&upstream.name),
+                id: upstream.id.clone(),
+                created_at,
+                updated_at: upstream.updated_at.as_ref().map_or(created_at, from_timestamp),
+            };
+            let (conversation_id, created) =
+                self.store.upsert_upstream_conversation(owner, &record).await.map_err(ConversationError::from)?;
+            let mut request = Request::new(llm::ListUpstreamMessagesRequest {
+                principal: Some(principal.clone()),
+                conversation_id: upstream.id,
+            });
+            caller.credential.write_to(request.metadata_mut());
+            let exchanges = self.llm.clone().list_upstream_messages(request).await?.into_inner().messages;
+            let mut new_here = 0;
+            for exchange in exchanges {
+                let at = exchange.created_at.as_ref().map_or(0, from_timestamp);
+                let sides = [
+                    (format!("{}:q", exchange.id), Role::User, exchange.query, at),
+                    (format!("{}:a", exchange.id), Role::Assistant, exchange.answer, at + 1),
+                ];
+                for (id, role, content, created_at) in sides {
+                    let message = UpstreamMessage { id, role, content, created_at };
+                    if self
+                        .store
+                        .upsert_upstream_message(&conversation_id, &message)
+                        .await
+                        .map_err(ConversationError::from)?
+                    {
+                        new_here += 1;
+                    }
+                }
+            }
+            if created || new_here > 0 {
+                touched += 1;
+            }
+            added += new_here;
+        }
+        Ok(Some((touched, added)))
     }
 
     /// A turn under an idempotency key (Stripe's and the IETF draft's rules): the same key and
@@ -280,7 +348,37 @@ impl ConversationService for ConversationGrpc {
         }))
     }
 
-    async fn sync(&self, _: Request<pb::SyncRequest>) -> Result<Response<pb::SyncResponse>, Status> {
-        Err(Status::unimplemented("Dify sync is not available yet"))
+    async fn sync(&self, request: Request<pb::SyncRequest>) -> Result<Response<pb::SyncResponse>, Status> {
+        let caller = switchboard_kit::auth::caller(&request)?.clone();
+        if !caller.service {
+            return Err(Status::permission_denied("sync needs a service key"));
+        }
+        let system_id = request.get_ref().system_id.trim().to_owned();
+        if !system_id.is_empty() {
+            caller.check(&system_id, "sync")?;
+        }
+        let principals = self
+            .store
+            .principals(Some(system_id.as_str()).filter(|s| !s.is_empty()))
+            .await
+            .map_err(ConversationError::from)?;
+        let mut answer = pb::SyncResponse::default();
+        for owner in principals {
+            if caller.check(&owner.system_id, &owner.user_id).is_err() {
+                continue;
+            }
+            if let Some((conversations, messages)) = self.sync_principal(&caller, &owner).await? {
+                answer.users += 1;
+                answer.conversations += conversations;
+                answer.messages += messages;
+            }
+        }
+        tracing::info!(
+            users = answer.users,
+            conversations = answer.conversations,
+            messages = answer.messages,
+            "sync done"
+        );
+        Ok(Response::new(answer))
     }
 }

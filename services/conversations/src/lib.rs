@@ -103,8 +103,8 @@ impl Application {
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), StartError> {
         let (usage, usage_task) = usage::UsageWriter::start(self.store.clone());
         let sweeper = tokio::spawn(sweep_periodically(self.store.clone(), self.stale_turn));
-        let turns = turn::Turns::new(self.store.clone(), self.llm, usage, self.history);
-        let service = grpc::ConversationGrpc::new(self.store, self.idempotency, turns);
+        let turns = turn::Turns::new(self.store.clone(), self.llm.clone(), usage, self.history);
+        let service = grpc::ConversationGrpc::new(self.store, self.idempotency, turns, self.llm);
         let routes = tonic::service::Routes::new(ConversationServiceServer::new(service));
         let result =
             switchboard_kit::grpc::serve(self.listener, routes, &[SERVICE_NAME], Some(self.verifier), shutdown).await;

@@ -170,7 +170,7 @@ impl Turns {
         let Begun { conversation, user_message, assistant, call, request, _turn } = begun;
         match self.llm.clone().complete(call).await {
             Ok(answer) => {
-                let assistant = self.complete(assistant, &request, answer.into_inner()).await?;
+                let assistant = self.complete(assistant, &user_message, &request, answer.into_inner()).await?;
                 Ok(TurnResult { conversation, user_message, assistant_message: assistant })
             }
             Err(status) => {
@@ -223,7 +223,7 @@ impl Turns {
                     Ok(Some(llm::StreamCompleteResponse {
                         event: Some(llm::stream_complete_response::Event::Done(done)),
                     })) => {
-                        let finished = this.complete(assistant.clone(), &request, done).await;
+                        let finished = this.complete(assistant.clone(), &user_message, &request, done).await;
                         match finished {
                             Ok(stored) => {
                                 let completed = pb::SendMessageResponse {
@@ -273,10 +273,20 @@ impl Turns {
     async fn complete(
         &self,
         mut assistant: Message,
+        user_message: &Message,
         request: &TurnRequest,
         answer: llm::CompleteResponse,
     ) -> Result<Message, ConversationError> {
         let usage = answer.usage.unwrap_or_default();
+        if !answer.upstream_conversation_id.is_empty() {
+            // A stateful upstream (Dify): remember its ids for the next turn and for sync.
+            let mut linked = Vec::new();
+            if !answer.upstream_message_id.is_empty() {
+                linked.push((user_message.id.as_str(), format!("{}:q", answer.upstream_message_id)));
+                linked.push((assistant.id.as_str(), format!("{}:a", answer.upstream_message_id)));
+            }
+            self.store.link_upstream(&assistant.conversation_id, &answer.upstream_conversation_id, &linked).await?;
+        }
         let outcome = MessageOutcome {
             status: MessageStatus::Complete,
             content: answer.content,

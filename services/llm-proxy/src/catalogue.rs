@@ -2,12 +2,14 @@
 //! serves each.
 
 use crate::error::LlmError;
-use crate::providers::{Provider, ProviderError, mock::Mock, openai::OpenAi};
+use crate::providers::{Provider, ProviderError, dify::Dify, mock::Mock, openai::OpenAi};
 use crate::resilience::RetryPolicy;
 use crate::settings::Settings;
 
 /// Name of the built-in model.
 pub const MOCK_MODEL: &str = "mock";
+/// Name of the Dify model (the tenant's Dify app).
+pub const DIFY_MODEL: &str = "dify";
 /// Default model when an OpenAI-compatible upstream is configured and none is named.
 pub const DEFAULT_OPENAI_MODEL: &str = "gpt-4o-mini";
 
@@ -35,36 +37,57 @@ impl Catalogue {
     /// Builds the catalogue from settings: `mock` always, plus the default model on the
     /// OpenAI-compatible upstream when one is configured.
     pub fn from_settings(settings: &Settings) -> Result<Self, ProviderError> {
+        let retry = RetryPolicy { max_retries: settings.upstream_retries, ..RetryPolicy::default() };
         let mut models = vec![ModelEntry {
             id: MOCK_MODEL.into(),
             aliases: vec![],
             context_window: 8192,
             provider: Provider::Mock(Mock),
         }];
-        let default_model = match (&settings.openai, &settings.default_model) {
-            (Some(openai), requested) => {
-                let name = requested.clone().unwrap_or_else(|| DEFAULT_OPENAI_MODEL.to_owned());
-                if name != MOCK_MODEL {
-                    let retry = RetryPolicy { max_retries: settings.upstream_retries, ..RetryPolicy::default() };
-                    let client =
-                        OpenAi::new(openai.base_url.clone(), openai.api_key.clone(), settings.upstream_timeout, retry)?;
-                    models.push(ModelEntry {
-                        id: name.clone(),
-                        aliases: vec![],
-                        context_window: 0,
-                        provider: Provider::OpenAi(client),
-                    });
-                }
-                name
-            }
-            (None, Some(name)) if name != MOCK_MODEL => {
+        if !settings.dify.is_empty() {
+            let dify = Dify::new(settings.dify.clone(), settings.upstream_timeout, retry)?;
+            models.push(ModelEntry {
+                id: DIFY_MODEL.into(),
+                aliases: vec![],
+                context_window: 0,
+                provider: Provider::Dify(dify),
+            });
+        }
+        let requested = settings.default_model.clone();
+        if let Some(openai) = &settings.openai {
+            let name = requested
+                .clone()
+                .filter(|n| n != MOCK_MODEL && n != DIFY_MODEL)
+                .unwrap_or_else(|| DEFAULT_OPENAI_MODEL.to_owned());
+            let client =
+                OpenAi::new(openai.base_url.clone(), openai.api_key.clone(), settings.upstream_timeout, retry)?;
+            models.push(ModelEntry {
+                id: name,
+                aliases: vec![],
+                context_window: 0,
+                provider: Provider::OpenAi(client),
+            });
+        }
+        let default_model = match requested {
+            Some(name) if models.iter().any(|m| m.id == name) => name,
+            Some(name) => {
                 return Err(ProviderError::Setup(format!(
-                    "SWITCHBOARD_DEFAULT_MODEL is {name:?} but no upstream serves it: set OPENAI_API_KEY or OPENAI_BASE_URL, or use \"mock\""
+                    "SWITCHBOARD_DEFAULT_MODEL is {name:?} but no upstream serves it: set OPENAI_API_KEY or OPENAI_BASE_URL, \
+                     configure Dify, or use \"mock\""
                 )));
             }
-            (None, _) => MOCK_MODEL.to_owned(),
+            // Dify first (seed 003's gateway), then the OpenAI upstream, then the mock.
+            None => models.iter().find(|m| m.id != MOCK_MODEL).map_or(MOCK_MODEL.to_owned(), |m| m.id.clone()),
         };
         Ok(Self { models, default_model })
+    }
+
+    /// The Dify provider, when one is configured.
+    pub fn dify(&self) -> Option<&Dify> {
+        self.models.iter().find_map(|m| match &m.provider {
+            Provider::Dify(d) => Some(d),
+            _ => None,
+        })
     }
 
     /// The default model's name.

@@ -26,6 +26,14 @@ impl LlmGrpc {
         Self { catalogue, choices }
     }
 
+    /// The Dify provider serving `system_id`, or FAILED_PRECONDITION.
+    fn upstream_app(&self, system_id: &str) -> Result<&crate::providers::dify::Dify, Status> {
+        self.catalogue
+            .dify()
+            .filter(|d| d.serves(system_id))
+            .ok_or_else(|| Status::failed_precondition(format!("no upstream chat app serves system_id {system_id:?}")))
+    }
+
     /// The model to use: the one asked for, else the principal's choice, else the default.
     async fn pick(&self, principal: &(String, String), requested: &str) -> Result<&ModelEntry, LlmError> {
         if !requested.trim().is_empty() {
@@ -62,6 +70,23 @@ fn to_message(m: pb::ChatMessage) -> ChatMessage {
         pb::Role::User | pb::Role::Unspecified => Role::User,
     };
     ChatMessage { role, content: m.content }
+}
+
+fn seconds(unix: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp { seconds: unix, nanos: 0 }
+}
+
+fn completion_request(model: &str, who: &(String, String), req: pb::CompleteRequest) -> CompletionRequest {
+    CompletionRequest {
+        model: model.to_owned(),
+        messages: req.messages.into_iter().map(to_message).collect(),
+        temperature: req.temperature,
+        max_tokens: req.max_tokens,
+        system_id: who.0.clone(),
+        user_id: who.1.clone(),
+        lang: req.lang,
+        upstream_conversation_id: req.upstream_conversation_id,
+    }
 }
 
 fn usage_pb(usage: TokenUsage) -> pb::Usage {
@@ -142,12 +167,7 @@ impl LlmService for LlmGrpc {
         let req = request.into_inner();
         validate(&req)?;
         let entry = self.pick(&who, &req.model).await?;
-        let call = CompletionRequest {
-            model: entry.id.clone(),
-            messages: req.messages.into_iter().map(to_message).collect(),
-            temperature: req.temperature,
-            max_tokens: req.max_tokens,
-        };
+        let call = completion_request(&entry.id, &who, req);
         let started = Instant::now();
         let output = entry.provider.complete(&call).await.map_err(LlmError::from)?;
         let latency_ms = u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX);
@@ -158,7 +178,8 @@ impl LlmService for LlmGrpc {
             provider: entry.provider.name().into(),
             usage: Some(usage_pb(output.usage)),
             finish_reason: output.finish_reason,
-            upstream_conversation_id: String::new(),
+            upstream_conversation_id: output.upstream_conversation_id,
+            upstream_message_id: output.upstream_message_id,
             latency_ms,
             cost_micros: 0,
             provider_key_id: String::new(),
@@ -175,12 +196,7 @@ impl LlmService for LlmGrpc {
         let req = request.into_inner();
         validate(&req)?;
         let entry = self.pick(&who, &req.model).await?.clone();
-        let call = CompletionRequest {
-            model: entry.id.clone(),
-            messages: req.messages.into_iter().map(to_message).collect(),
-            temperature: req.temperature,
-            max_tokens: req.max_tokens,
-        };
+        let call = completion_request(&entry.id, &who, req);
         let started = Instant::now();
         // Opening the stream (and its retries) happens before the answer, so an upstream that
         // refuses outright is a status, not a broken stream.
@@ -196,13 +212,15 @@ impl LlmService for LlmGrpc {
                             event: Some(pb::stream_complete_response::Event::Delta(delta)),
                         })
                     }
-                    Ok(StreamEvent::Done { usage, finish_reason }) => {
+                    Ok(StreamEvent::Done { usage, finish_reason, upstream_conversation_id, upstream_message_id }) => {
                         let done = pb::CompleteResponse {
                             content: std::mem::take(&mut content),
                             model: entry.id.clone(),
                             provider: entry.provider.name().into(),
                             usage: Some(usage_pb(usage)),
                             finish_reason,
+                            upstream_conversation_id,
+                            upstream_message_id,
                             latency_ms: u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX),
                             ..Default::default()
                         };
@@ -218,6 +236,50 @@ impl LlmService for LlmGrpc {
             }
         });
         Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(rx)))
+    }
+
+    async fn list_upstream_conversations(
+        &self,
+        request: Request<pb::ListUpstreamConversationsRequest>,
+    ) -> Result<Response<pb::ListUpstreamConversationsResponse>, Status> {
+        let who = principal(&request, request.get_ref().principal.as_ref())?;
+        let dify = self.upstream_app(&who.0)?;
+        let conversations = dify.conversations(&who.0, &who.1).await.map_err(LlmError::from)?;
+        Ok(Response::new(pb::ListUpstreamConversationsResponse {
+            conversations: conversations
+                .into_iter()
+                .map(|c| pb::UpstreamConversation {
+                    id: c.id,
+                    name: c.name,
+                    created_at: Some(seconds(c.created_at)),
+                    updated_at: Some(seconds(c.updated_at.unwrap_or(c.created_at))),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn list_upstream_messages(
+        &self,
+        request: Request<pb::ListUpstreamMessagesRequest>,
+    ) -> Result<Response<pb::ListUpstreamMessagesResponse>, Status> {
+        let who = principal(&request, request.get_ref().principal.as_ref())?;
+        let dify = self.upstream_app(&who.0)?;
+        let conversation_id = request.get_ref().conversation_id.trim().to_owned();
+        if conversation_id.is_empty() {
+            return Err(LlmError::InvalidArgument { field: "conversation_id", reason: "is required".into() }.into());
+        }
+        let messages = dify.messages(&who.0, &who.1, &conversation_id).await.map_err(LlmError::from)?;
+        Ok(Response::new(pb::ListUpstreamMessagesResponse {
+            messages: messages
+                .into_iter()
+                .map(|m| pb::UpstreamMessage {
+                    id: m.id,
+                    query: m.query,
+                    answer: m.answer,
+                    created_at: Some(seconds(m.created_at)),
+                })
+                .collect(),
+        }))
     }
 
     async fn add_provider_key(

@@ -23,6 +23,8 @@ pub struct Settings {
     pub database_var: &'static str,
     /// OpenAI-compatible upstream, when configured.
     pub openai: Option<OpenAiSettings>,
+    /// Dify apps: `DIFY_BASE_URL`/`DIFY_API_KEY` and `DIFY_<SYSTEM>_BASE_URL`/`_API_KEY`.
+    pub dify: crate::providers::dify::DifyApps,
     /// `SWITCHBOARD_DEFAULT_MODEL`.
     pub default_model: Option<String>,
     /// `SWITCHBOARD_UPSTREAM_TIMEOUT_SECS`: whole-request timeout for upstream calls.
@@ -67,6 +69,7 @@ impl Settings {
             database_url,
             database_var,
             openai,
+            dify: dify_apps(env)?,
             default_model: env.get("SWITCHBOARD_DEFAULT_MODEL").map(str::to_owned),
             upstream_timeout: Duration::from_secs(timeout),
             upstream_retries: {
@@ -78,5 +81,77 @@ impl Settings {
             },
             verifier: VerifierSettings::from_env(env, "127.0.0.1:50051")?,
         })
+    }
+}
+
+/// Dify API base from a configured address: Dify's address as it is (seed 003), with `/v1`
+/// added unless it is there already.
+fn dify_base(var: &str, raw: &str) -> Result<String, ConfigError> {
+    let raw = raw.trim_end_matches('/');
+    if !(raw.starts_with("http://") || raw.starts_with("https://")) {
+        return Err(ConfigError::invalid(var, "must start with http:// or https://"));
+    }
+    Ok(if raw.ends_with("/v1") { raw.to_owned() } else { format!("{raw}/v1") })
+}
+
+fn dify_apps(env: &Env) -> Result<crate::providers::dify::DifyApps, ConfigError> {
+    use crate::providers::dify::{DifyApp, DifyApps};
+    let common_base = env.get("DIFY_BASE_URL");
+    let common_key = env.secret("DIFY_API_KEY");
+    let mut apps = DifyApps::default();
+    match (common_base, &common_key) {
+        (Some(base), Some(key)) => {
+            apps.common = Some(DifyApp { base_url: dify_base("DIFY_BASE_URL", base)?, api_key: key.clone() })
+        }
+        (Some(_), None) => return Err(ConfigError::invalid("DIFY_API_KEY", "must be set with DIFY_BASE_URL")),
+        (None, Some(_)) => return Err(ConfigError::invalid("DIFY_BASE_URL", "must be set with DIFY_API_KEY")),
+        (None, None) => {}
+    }
+    let systems: std::collections::BTreeSet<String> = env
+        .with_prefix("DIFY_")
+        .filter_map(|(k, _)| k.strip_suffix("_BASE_URL").or_else(|| k.strip_suffix("_API_KEY")))
+        .filter_map(|k| k.strip_prefix("DIFY_"))
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    for system in systems {
+        let base_var = format!("DIFY_{system}_BASE_URL");
+        let key_var = format!("DIFY_{system}_API_KEY");
+        // An unset half falls back to the common value (seed 003).
+        let base = env.get(&base_var).or(common_base);
+        let key = env.secret(&key_var).or_else(|| common_key.clone());
+        let (Some(base), Some(api_key)) = (base, key) else {
+            let missing = if env.get(&base_var).is_none() { base_var } else { key_var };
+            return Err(ConfigError::invalid(&missing, "is needed for this system (or set the common DIFY_ value)"));
+        };
+        apps.by_system.insert(system.to_ascii_lowercase(), DifyApp { base_url: dify_base(&base_var, base)?, api_key });
+    }
+    Ok(apps)
+}
+
+#[cfg(test)]
+mod tests {
+    use secrecy::ExposeSecret;
+
+    use super::*;
+
+    #[test]
+    fn dify_apps_fall_back_to_the_common_values_and_name_what_is_missing() {
+        let env = Env::from_pairs([
+            ("DIFY_BASE_URL", "https://dify.example.com/"),
+            ("DIFY_API_KEY", "app-common"),
+            ("DIFY_COINTUTOR_BASE_URL", "https://coin.example.com/v1"),
+        ]);
+        let apps = dify_apps(&env).unwrap();
+        assert_eq!(apps.common.as_ref().unwrap().base_url, "https://dify.example.com/v1");
+        let coin = apps.for_system("CoinTutor").unwrap();
+        assert_eq!(coin.base_url, "https://coin.example.com/v1");
+        assert_eq!(coin.api_key.expose_secret(), "app-common", "the unset key falls back to DIFY_API_KEY");
+        assert_eq!(apps.for_system("drillquiz").unwrap().base_url, "https://dify.example.com/v1");
+
+        let err = dify_apps(&Env::from_pairs([("DIFY_BASE_URL", "https://d.example.com")])).unwrap_err();
+        assert!(err.to_string().starts_with("DIFY_API_KEY"), "{err}");
+        let err = dify_apps(&Env::from_pairs([("DIFY_X_API_KEY", "app-x")])).unwrap_err();
+        assert!(err.to_string().starts_with("DIFY_X_BASE_URL"), "{err}");
     }
 }

@@ -47,6 +47,10 @@ fn request(text: &str) -> CompletionRequest {
         ],
         temperature: Some(0.5),
         max_tokens: Some(64),
+        system_id: "drillquiz".into(),
+        user_id: "u1".into(),
+        lang: String::new(),
+        upstream_conversation_id: String::new(),
     }
 }
 

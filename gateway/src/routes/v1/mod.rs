@@ -3,6 +3,7 @@
 pub mod chat;
 pub mod chat_token;
 pub mod conversations;
+pub mod sync;
 
 use std::time::Duration;
 

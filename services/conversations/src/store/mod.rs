@@ -36,6 +36,32 @@ pub struct NewMessage {
     pub model: String,
 }
 
+/// A conversation held upstream (Dify).
+#[derive(Debug, Clone)]
+pub struct UpstreamConversation {
+    /// The upstream's id.
+    pub id: String,
+    /// Its name.
+    pub title: String,
+    /// Unix ms.
+    pub created_at: i64,
+    /// Unix ms.
+    pub updated_at: i64,
+}
+
+/// A message held upstream, one side of an exchange.
+#[derive(Debug, Clone)]
+pub struct UpstreamMessage {
+    /// The upstream's id of the message (`<exchange id>:q` or `:a`).
+    pub id: String,
+    /// Author.
+    pub role: Role,
+    /// Text.
+    pub content: String,
+    /// Unix ms.
+    pub created_at: i64,
+}
+
 /// Conversations, messages and usage records.
 #[async_trait]
 pub trait ConversationStore: Send + Sync + 'static {
@@ -63,6 +89,27 @@ pub trait ConversationStore: Send + Sync + 'static {
     /// Closes answers left `in_progress` since before `before` (Unix ms) by a crash:
     /// `partial` when they hold text, `failed` otherwise. Returns how many.
     async fn sweep_in_progress(&self, before: i64, now: i64) -> Result<u64, sqlx::Error>;
+    /// Remembers the upstream (Dify) ids of a conversation and of one exchange's messages.
+    async fn link_upstream(
+        &self,
+        conversation_id: &str,
+        upstream_conversation_id: &str,
+        messages: &[(&str, String)],
+    ) -> Result<(), sqlx::Error>;
+    /// Every principal with conversations, optionally of one tenant.
+    async fn principals(&self, system_id: Option<&str>) -> Result<Vec<Principal>, sqlx::Error>;
+    /// Our conversation for an upstream one, created when missing; true when created.
+    async fn upsert_upstream_conversation(
+        &self,
+        owner: &Principal,
+        upstream: &UpstreamConversation,
+    ) -> Result<(String, bool), sqlx::Error>;
+    /// Stores an upstream message unless it is already there; true when it was added.
+    async fn upsert_upstream_message(
+        &self,
+        conversation_id: &str,
+        message: &UpstreamMessage,
+    ) -> Result<bool, sqlx::Error>;
     /// Writes usage records in one transaction.
     async fn record_usage(&self, records: &[UsageRecord]) -> Result<(), sqlx::Error>;
 }

@@ -6,7 +6,7 @@ use switchboard_kit::db::Db;
 use switchboard_kit::db_run;
 use switchboard_kit::time::now_ms;
 
-use super::{ConversationFilter, ConversationStore, NewMessage};
+use super::{ConversationFilter, ConversationStore, NewMessage, UpstreamConversation, UpstreamMessage};
 use crate::domain::{
     Conversation, Cursor, Message, MessageOutcome, MessageStatus, Page, PageRequest, Principal, Role, UsageRecord,
     new_id,
@@ -295,6 +295,107 @@ impl ConversationStore for SqlStore {
             .execute(pool)
             .await
             .map(|r| r.rows_affected())
+        })
+    }
+
+    async fn link_upstream(
+        &self,
+        conversation_id: &str,
+        upstream_conversation_id: &str,
+        messages: &[(&str, String)],
+    ) -> Result<(), sqlx::Error> {
+        db_run!(&self.db, |pool| {
+            let mut tx = pool.begin().await?;
+            sqlx::query("UPDATE conversations SET upstream_id = $1 WHERE id = $2 AND upstream_id IS NULL")
+                .bind(upstream_conversation_id)
+                .bind(conversation_id)
+                .execute(&mut *tx)
+                .await?;
+            for (message_id, upstream_id) in messages {
+                sqlx::query("UPDATE messages SET upstream_id = $1 WHERE id = $2")
+                    .bind(upstream_id)
+                    .bind(*message_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await
+        })
+    }
+
+    async fn principals(&self, system_id: Option<&str>) -> Result<Vec<Principal>, sqlx::Error> {
+        let rows: Vec<(String, String)> = db_run!(&self.db, |pool| {
+            sqlx::query_as(
+                "SELECT DISTINCT system_id, user_id FROM conversations WHERE ($1 = '' OR system_id = $1) \
+                 ORDER BY system_id, user_id",
+            )
+            .bind(system_id.unwrap_or_default())
+            .fetch_all(pool)
+            .await
+        })?;
+        Ok(rows.into_iter().map(|(system_id, user_id)| Principal { system_id, user_id }).collect())
+    }
+
+    async fn upsert_upstream_conversation(
+        &self,
+        owner: &Principal,
+        upstream: &UpstreamConversation,
+    ) -> Result<(String, bool), sqlx::Error> {
+        let id = new_id();
+        db_run!(&self.db, |pool| {
+            let inserted = sqlx::query(
+                "INSERT INTO conversations (id, system_id, user_id, title, upstream_id, created_at, updated_at, message_count) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, 0) ON CONFLICT (system_id, user_id, upstream_id) DO NOTHING",
+            )
+            .bind(&id)
+            .bind(&owner.system_id)
+            .bind(&owner.user_id)
+            .bind(&upstream.title)
+            .bind(&upstream.id)
+            .bind(upstream.created_at)
+            .bind(upstream.updated_at)
+            .execute(pool)
+            .await?
+            .rows_affected();
+            let existing: String = sqlx::query_scalar(
+                "SELECT id FROM conversations WHERE system_id = $1 AND user_id = $2 AND upstream_id = $3",
+            )
+            .bind(&owner.system_id)
+            .bind(&owner.user_id)
+            .bind(&upstream.id)
+            .fetch_one(pool)
+            .await?;
+            Ok((existing, inserted == 1))
+        })
+    }
+
+    async fn upsert_upstream_message(&self, conversation_id: &str, m: &UpstreamMessage) -> Result<bool, sqlx::Error> {
+        db_run!(&self.db, |pool| {
+            let mut tx = pool.begin().await?;
+            let inserted = sqlx::query(
+                "INSERT INTO messages (id, conversation_id, role, content, status, model, created_at, updated_at, upstream_id) \
+                 VALUES ($1, $2, $3, $4, 'complete', '', $5, $5, $6) ON CONFLICT (conversation_id, upstream_id) DO NOTHING",
+            )
+            .bind(new_id())
+            .bind(conversation_id)
+            .bind(m.role.as_str())
+            .bind(&m.content)
+            .bind(m.created_at)
+            .bind(&m.id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if inserted == 1 {
+                sqlx::query(
+                    "UPDATE conversations SET message_count = message_count + 1, \
+                     updated_at = CASE WHEN updated_at < $1 THEN $1 ELSE updated_at END WHERE id = $2",
+                )
+                .bind(m.created_at)
+                .bind(conversation_id)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(inserted == 1)
         })
     }
 

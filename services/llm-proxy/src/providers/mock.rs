@@ -33,6 +33,8 @@ impl Mock {
             usage: TokenUsage { prompt_tokens, completion_tokens: estimate_tokens(&content) },
             content,
             finish_reason: finish_reason.to_owned(),
+            upstream_conversation_id: String::new(),
+            upstream_message_id: String::new(),
         }
     }
 }
@@ -43,7 +45,12 @@ impl Mock {
         let out = self.complete(request);
         let mut events: Vec<Result<super::StreamEvent, super::ProviderError>> =
             out.content.split_inclusive(' ').map(|w| Ok(super::StreamEvent::Delta(w.to_owned()))).collect();
-        events.push(Ok(super::StreamEvent::Done { usage: out.usage, finish_reason: out.finish_reason }));
+        events.push(Ok(super::StreamEvent::Done {
+            usage: out.usage,
+            finish_reason: out.finish_reason,
+            upstream_conversation_id: String::new(),
+            upstream_message_id: String::new(),
+        }));
         Box::pin(futures::stream::iter(events))
     }
 }
@@ -59,6 +66,10 @@ mod tests {
             messages: messages.iter().map(|(role, c)| ChatMessage { role: *role, content: (*c).into() }).collect(),
             temperature: None,
             max_tokens,
+            system_id: "default".into(),
+            user_id: "u".into(),
+            lang: String::new(),
+            upstream_conversation_id: String::new(),
         }
     }
 

@@ -1,5 +1,6 @@
 //! Upstream providers. Each speaks one wire format; the catalogue routes a model to one.
 
+pub mod dify;
 pub mod mock;
 pub mod openai;
 
@@ -47,6 +48,14 @@ pub struct CompletionRequest {
     pub temperature: Option<f32>,
     /// Completion token cap.
     pub max_tokens: Option<u32>,
+    /// Tenant of the principal (picks the Dify app).
+    pub system_id: String,
+    /// User of the principal.
+    pub user_id: String,
+    /// Language hint (Dify `inputs.language`).
+    pub lang: String,
+    /// The upstream's conversation id, for stateful upstreams (Dify).
+    pub upstream_conversation_id: String,
 }
 
 /// Token counts.
@@ -67,6 +76,10 @@ pub struct CompletionOutput {
     pub usage: TokenUsage,
     /// Why generation stopped.
     pub finish_reason: String,
+    /// The upstream's conversation id (Dify), to remember for the next turn.
+    pub upstream_conversation_id: String,
+    /// The upstream's message id (Dify).
+    pub upstream_message_id: String,
 }
 
 /// A piece of a streamed completion.
@@ -80,6 +93,10 @@ pub enum StreamEvent {
         usage: TokenUsage,
         /// Why generation stopped.
         finish_reason: String,
+        /// The upstream's conversation id (Dify).
+        upstream_conversation_id: String,
+        /// The upstream's message id (Dify).
+        upstream_message_id: String,
     },
 }
 
@@ -120,6 +137,8 @@ pub enum Provider {
     Mock(mock::Mock),
     /// An OpenAI-compatible upstream.
     OpenAi(openai::OpenAi),
+    /// Dify chat apps, one per tenant or one for all.
+    Dify(dify::Dify),
 }
 
 impl Provider {
@@ -128,6 +147,7 @@ impl Provider {
         match self {
             Self::Mock(_) => "mock",
             Self::OpenAi(_) => "openai",
+            Self::Dify(_) => "dify",
         }
     }
 
@@ -136,6 +156,7 @@ impl Provider {
         match self {
             Self::Mock(p) => Ok(p.complete(request)),
             Self::OpenAi(p) => p.complete(request).await,
+            Self::Dify(p) => p.complete(request).await,
         }
     }
 
@@ -144,6 +165,7 @@ impl Provider {
         match self {
             Self::Mock(p) => Ok(p.stream(request)),
             Self::OpenAi(p) => p.stream(request).await,
+            Self::Dify(p) => p.stream(request).await,
         }
     }
 }

@@ -11,7 +11,7 @@ use super::{CompletionOutput, CompletionRequest, ProviderError, TokenUsage, esti
 use crate::resilience::{RetryBudget, RetryPolicy};
 
 /// Longest silence inside a stream before it is given up.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+pub(super) const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// An OpenAI-compatible upstream.
 #[derive(Debug, Clone)]
@@ -99,12 +99,7 @@ impl OpenAi {
         timeout: Duration,
         retry: RetryPolicy,
     ) -> Result<Self, ProviderError> {
-        let http = reqwest::Client::builder()
-            .tcp_nodelay(true)
-            .connect_timeout(Duration::from_secs(5))
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build()
-            .map_err(|e| ProviderError::Setup(e.to_string()))?;
+        let http = http_client()?;
         Ok(Self {
             http,
             base_url,
@@ -149,22 +144,7 @@ impl OpenAi {
         }
         // A stream has until its first byte (the headers) within the timeout, then the idle
         // timeout between events; a unary call has the timeout for everything.
-        let response = tokio::time::timeout(self.timeout, call.send())
-            .await
-            .map_err(|_| ProviderError::Timeout)?
-            .map_err(classify)?;
-        let status = response.status();
-        if !status.is_success() {
-            let retry_after = response
-                .headers()
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<u64>().ok())
-                .map(Duration::from_secs);
-            let text = response.text().await.unwrap_or_default();
-            return Err(ProviderError::Status { status: status.as_u16(), message: excerpt(&text), retry_after });
-        }
-        Ok(response)
+        send_checked(call, self.timeout).await
     }
 
     /// A streamed completion. Opening the stream is retried like a unary call; once the
@@ -215,7 +195,12 @@ impl OpenAi {
                 Err(ProviderError::InvalidResponse(format!("the stream ended early, after {text_len} bytes")))?;
             }
             let usage = usage.unwrap_or(TokenUsage { prompt_tokens: prompt_estimate, completion_tokens: completion_estimate });
-            yield super::StreamEvent::Done { usage, finish_reason: finish_reason.unwrap_or_else(|| "stop".into()) };
+            yield super::StreamEvent::Done {
+                usage,
+                finish_reason: finish_reason.unwrap_or_else(|| "stop".into()),
+                upstream_conversation_id: String::new(),
+            upstream_message_id: String::new(),
+            };
         }))
     }
 
@@ -237,11 +222,49 @@ impl OpenAi {
                 prompt_tokens: request.messages.iter().map(|m| estimate_tokens(&m.content)).sum(),
                 completion_tokens: estimate_tokens(&content),
             });
-        Ok(CompletionOutput { content, usage, finish_reason: choice.finish_reason.unwrap_or_else(|| "stop".into()) })
+        Ok(CompletionOutput {
+            content,
+            usage,
+            finish_reason: choice.finish_reason.unwrap_or_else(|| "stop".into()),
+            upstream_conversation_id: String::new(),
+            upstream_message_id: String::new(),
+        })
     }
 }
 
-fn classify(err: reqwest::Error) -> ProviderError {
+/// Sends `call` within `timeout` (for the headers); an error status becomes
+/// [`ProviderError::Status`] with the upstream's message and `Retry-After`.
+pub(super) async fn send_checked(
+    call: reqwest::RequestBuilder,
+    timeout: Duration,
+) -> Result<reqwest::Response, ProviderError> {
+    let response =
+        tokio::time::timeout(timeout, call.send()).await.map_err(|_| ProviderError::Timeout)?.map_err(classify)?;
+    let status = response.status();
+    if !status.is_success() {
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let text = response.text().await.unwrap_or_default();
+        return Err(ProviderError::Status { status: status.as_u16(), message: excerpt(&text), retry_after });
+    }
+    Ok(response)
+}
+
+/// An HTTP client for upstreams: `TCP_NODELAY`, a connect timeout, pooled connections.
+pub(super) fn http_client() -> Result<reqwest::Client, ProviderError> {
+    reqwest::Client::builder()
+        .tcp_nodelay(true)
+        .connect_timeout(Duration::from_secs(5))
+        .pool_idle_timeout(Duration::from_secs(90))
+        .build()
+        .map_err(|e| ProviderError::Setup(e.to_string()))
+}
+
+pub(super) fn classify(err: reqwest::Error) -> ProviderError {
     if err.is_timeout() {
         ProviderError::Timeout
     } else if err.is_connect() {
@@ -252,10 +275,12 @@ fn classify(err: reqwest::Error) -> ProviderError {
 }
 
 /// The upstream's error, shortened to one line of at most 200 characters.
-fn excerpt(text: &str) -> String {
+pub(super) fn excerpt(text: &str) -> String {
     let message = serde_json::from_str::<serde_json::Value>(text)
         .ok()
-        .and_then(|v| v.pointer("/error/message").and_then(|m| m.as_str()).map(str::to_owned))
+        .and_then(|v| {
+            v.pointer("/error/message").or_else(|| v.pointer("/message")).and_then(|m| m.as_str()).map(str::to_owned)
+        })
         .unwrap_or_else(|| text.to_owned());
     message.split_whitespace().collect::<Vec<_>>().join(" ").chars().take(200).collect()
 }
