@@ -5,13 +5,17 @@
 use std::sync::Arc;
 
 use switchboard_conversations::domain::{MessageOutcome, MessageStatus, PageRequest, Principal, Role, UsageRecord};
-use switchboard_conversations::store::{ConversationFilter, ConversationStore, NewMessage, SqlStore};
+use switchboard_conversations::store::{
+    Claim, ConversationFilter, ConversationStore, IdempotencyStore, NewMessage, SqlStore, UpstreamConversation,
+    UpstreamMessage,
+};
 use switchboard_conversations::{POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS};
 use switchboard_kit::db::Db;
 use switchboard_test_support::db::{self, TestDb};
 
 struct Fixture {
     store: Arc<dyn ConversationStore>,
+    idempotency: Arc<dyn IdempotencyStore>,
     db: Db,
     _test_db: TestDb,
 }
@@ -19,7 +23,8 @@ struct Fixture {
 async fn open(test_db: TestDb) -> Fixture {
     let db = Db::connect(&test_db.url, "DATABASE_URL").await.unwrap();
     db.migrate(&SQLITE_MIGRATIONS, &POSTGRES_MIGRATIONS).await.unwrap();
-    Fixture { store: Arc::new(SqlStore::new(db.clone())), db, _test_db: test_db }
+    let sql = Arc::new(SqlStore::new(db.clone()));
+    Fixture { store: sql.clone(), idempotency: sql, db, _test_db: test_db }
 }
 
 macro_rules! on_both_backends {
@@ -42,6 +47,8 @@ on_both_backends!(
     usage_records_are_written_in_one_batch,
     migrations_can_run_twice,
     answers_left_in_progress_are_closed_by_the_sweeper,
+    idempotency_keys_replay_refuse_and_expire,
+    upstream_conversations_and_messages_are_upserted_once,
 );
 
 fn alice() -> Principal {
@@ -292,4 +299,50 @@ async fn answers_left_in_progress_are_closed_by_the_sweeper(f: Fixture) {
     assert_eq!(by_id(&with_text.id).status, MessageStatus::Partial);
     assert!(by_id(&with_text.id).error.starts_with("interrupted"));
     assert_eq!(f.store.sweep_in_progress(now + 2, now + 2).await.unwrap(), 0);
+}
+
+async fn idempotency_keys_replay_refuse_and_expire(f: Fixture) {
+    let me = alice();
+    assert_eq!(f.idempotency.claim(&me, "k", "h1", 1_000, 0).await.unwrap(), Claim::New);
+    assert_eq!(f.idempotency.claim(&me, "k", "h1", 1_001, 0).await.unwrap(), Claim::InProgress);
+    assert_eq!(f.idempotency.claim(&me, "k", "h2", 1_002, 0).await.unwrap(), Claim::Mismatch);
+    f.idempotency.finish(&me, "k", b"answer").await.unwrap();
+    assert_eq!(f.idempotency.claim(&me, "k", "h1", 1_003, 0).await.unwrap(), Claim::Replay(b"answer".to_vec()));
+    let bob = Principal::parse("drillquiz", "bob").unwrap();
+    assert_eq!(f.idempotency.claim(&bob, "k", "h9", 1_004, 0).await.unwrap(), Claim::New, "keys are per principal");
+    // Past its lifetime a key is forgotten.
+    assert_eq!(f.idempotency.claim(&me, "k", "h2", 90_000, 50_000).await.unwrap(), Claim::New);
+    // A released key can be claimed again.
+    f.idempotency.release(&bob, "k").await.unwrap();
+    assert_eq!(f.idempotency.claim(&bob, "k", "h9", 1_005, 0).await.unwrap(), Claim::New);
+}
+
+async fn upstream_conversations_and_messages_are_upserted_once(f: Fixture) {
+    let me = alice();
+    let upstream =
+        UpstreamConversation { id: "dify-1".into(), title: "from dify".into(), created_at: 10, updated_at: 20 };
+    let (id, created) = f.store.upsert_upstream_conversation(&me, &upstream).await.unwrap();
+    assert!(created);
+    let (again, created) = f.store.upsert_upstream_conversation(&me, &upstream).await.unwrap();
+    assert_eq!((again.as_str(), created), (id.as_str(), false));
+    let message = |id: &str, role, content: &str, at| UpstreamMessage {
+        id: id.into(),
+        role,
+        content: content.into(),
+        created_at: at,
+    };
+    assert!(f.store.upsert_upstream_message(&id, &message("m1:q", Role::User, "q", 30)).await.unwrap());
+    assert!(f.store.upsert_upstream_message(&id, &message("m1:a", Role::Assistant, "a", 31)).await.unwrap());
+    assert!(!f.store.upsert_upstream_message(&id, &message("m1:q", Role::User, "q", 30)).await.unwrap());
+    let stored = f.store.get_conversation(&me, &id).await.unwrap().unwrap();
+    assert_eq!((stored.message_count, stored.updated_at, stored.upstream_id.as_deref()), (2, 31, Some("dify-1")));
+    assert_eq!(f.store.principals(None).await.unwrap(), vec![me.clone()]);
+    assert!(f.store.principals(Some("cointutor")).await.unwrap().is_empty());
+
+    // A turn made through us is linked, so a later sync does not copy it again.
+    let c = f.store.create_conversation(&me, "t").await.unwrap();
+    let q = f.store.append_message(user_message(&c.id, "hello")).await.unwrap();
+    f.store.link_upstream(&c.id, "dify-2", &[(q.id.as_str(), "m2:q".into())]).await.unwrap();
+    assert!(!f.store.upsert_upstream_message(&c.id, &message("m2:q", Role::User, "hello", 40)).await.unwrap());
+    assert_eq!(f.store.get_conversation(&me, &c.id).await.unwrap().unwrap().upstream_id.as_deref(), Some("dify-2"));
 }
