@@ -187,8 +187,10 @@ fn fingerprint(turn: &TurnRequest) -> String {
 fn turn_request(request: Request<pb::SendMessageRequest>) -> Result<TurnRequest, Status> {
     let owner = owner(&request, request.get_ref().principal.as_ref())?;
     let credential = switchboard_kit::auth::caller(&request)?.credential.clone();
+    let deadline = switchboard_kit::grpc::deadline(request.metadata());
     let req = request.into_inner();
     Ok(TurnRequest {
+        deadline,
         owner,
         message: req.message,
         conversation_id: non_empty(&req.conversation_id),

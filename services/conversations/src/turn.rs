@@ -23,6 +23,9 @@ use crate::error::ConversationError;
 use crate::store::{ConversationStore, NewMessage};
 use crate::usage::UsageWriter;
 
+/// Time kept back from the caller's deadline to store a turn's outcome.
+const DEADLINE_MARGIN: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// What a turn is asked to do.
 #[derive(Debug, Clone)]
 pub struct TurnRequest {
@@ -44,6 +47,8 @@ pub struct TurnRequest {
     pub max_tokens: Option<u32>,
     /// The caller's credential, forwarded to the LLM proxy.
     pub credential: Credential,
+    /// When the caller gives up (its `grpc-timeout`), passed on to the LLM proxy.
+    pub deadline: Option<std::time::Instant>,
 }
 
 /// What a turn produced.
@@ -161,11 +166,22 @@ impl Turns {
             upstream_conversation_id: conversation.upstream_id.clone().unwrap_or_default(),
         });
         request.credential.write_to(call.metadata_mut());
+        // The upstream call ends a little before the caller's deadline, so that the outcome
+        // is recorded before the caller gives up.
+        switchboard_kit::grpc::propagate(&mut call, request.deadline, DEADLINE_MARGIN);
         Ok(Begun { conversation, user_message, assistant, call, request, _turn: turn })
     }
 
-    /// Runs one turn to completion.
+    /// Runs one turn to completion. The turn runs as a task of its own: a caller that goes
+    /// away (or times out) does not cut it short halfway between two writes.
     pub async fn run(&self, request: TurnRequest) -> Result<TurnResult, ConversationError> {
+        let this = self.clone();
+        tokio::spawn(async move { this.run_to_end(request).await })
+            .await
+            .unwrap_or_else(|e| Err(ConversationError::Llm(Status::internal(format!("turn task failed: {e}")))))
+    }
+
+    async fn run_to_end(&self, request: TurnRequest) -> Result<TurnResult, ConversationError> {
         let begun = self.begin(request).await?;
         let Begun { conversation, user_message, assistant, call, request, _turn } = begun;
         match self.llm.clone().complete(call).await {
@@ -183,6 +199,16 @@ impl Turns {
     /// Runs one turn, streaming the answer. The turn is finished (and stored) by a task of
     /// its own, so it ends properly however the client behaves.
     pub async fn stream(
+        &self,
+        request: TurnRequest,
+    ) -> Result<mpsc::Receiver<Result<pb::StreamMessageResponse, Status>>, ConversationError> {
+        let this = self.clone();
+        tokio::spawn(async move { this.stream_to_end(request).await })
+            .await
+            .unwrap_or_else(|e| Err(ConversationError::Llm(Status::internal(format!("turn task failed: {e}")))))
+    }
+
+    async fn stream_to_end(
         &self,
         request: TurnRequest,
     ) -> Result<mpsc::Receiver<Result<pb::StreamMessageResponse, Status>>, ConversationError> {

@@ -97,3 +97,45 @@ pub fn invalid_field(field: &'static str, message: String) -> tonic::Status {
     status.metadata_mut().insert(FIELD_METADATA, tonic::metadata::MetadataValue::from_static(field));
     status
 }
+
+/// The deadline a caller set with `grpc-timeout`, as an instant, if any.
+pub fn deadline(metadata: &tonic::metadata::MetadataMap) -> Option<std::time::Instant> {
+    let raw = metadata.get("grpc-timeout")?.to_str().ok()?;
+    let (amount, unit) = raw.split_at(raw.len().checked_sub(1)?);
+    let amount: u64 = amount.parse().ok()?;
+    let timeout = match unit {
+        "H" => Duration::from_secs(amount.saturating_mul(3600)),
+        "M" => Duration::from_secs(amount.saturating_mul(60)),
+        "S" => Duration::from_secs(amount),
+        "m" => Duration::from_millis(amount),
+        "u" => Duration::from_micros(amount),
+        "n" => Duration::from_nanos(amount),
+        _ => return None,
+    };
+    Some(std::time::Instant::now() + timeout)
+}
+
+/// Passes what is left of `deadline` on to an outgoing call, keeping `margin` to record the
+/// outcome before the caller gives up.
+pub fn propagate<T>(request: &mut tonic::Request<T>, deadline: Option<std::time::Instant>, margin: Duration) {
+    if let Some(deadline) = deadline {
+        let left = deadline.saturating_duration_since(std::time::Instant::now()).saturating_sub(margin);
+        request.set_timeout(left.max(Duration::from_millis(1)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts_become_deadlines() {
+        let mut metadata = tonic::metadata::MetadataMap::new();
+        assert!(deadline(&metadata).is_none());
+        metadata.insert("grpc-timeout", "1500m".parse().unwrap());
+        let left = deadline(&metadata).unwrap().saturating_duration_since(std::time::Instant::now());
+        assert!(left > Duration::from_millis(1400) && left <= Duration::from_millis(1500), "{left:?}");
+        metadata.insert("grpc-timeout", "2Z".parse().unwrap());
+        assert!(deadline(&metadata).is_none());
+    }
+}

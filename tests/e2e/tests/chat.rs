@@ -539,3 +539,43 @@ async fn an_idempotency_key_replays_the_first_answer_refuses_another_body_and_a_
     assert_eq!(messages["data"].as_array().unwrap().len(), 2, "the replay stored nothing new");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_callers_deadline_reaches_the_upstream_call_and_the_turn_is_recorded_as_failed() {
+    let upstream = MockUpstream::start().await;
+    upstream.set_delay(std::time::Duration::from_secs(3));
+    let test_db = db::sqlite();
+    let app = spawn_app(openai_env(&test_db.url, &upstream.base_url())).await;
+    let mut request = tonic::Request::new(pb::SendMessageRequest {
+        principal: Some(pb::Principal { system_id: "drillquiz".into(), user_id: "late".into() }),
+        message: "are you quick?".into(),
+        ..Default::default()
+    });
+    request.metadata_mut().insert("x-api-key", SERVICE_KEY.parse().unwrap());
+    request.set_timeout(std::time::Duration::from_millis(700));
+    let started = std::time::Instant::now();
+    let status = app.conversations().await.send_message(request).await.unwrap_err();
+    assert!(started.elapsed() < std::time::Duration::from_millis(1500), "{:?}", started.elapsed());
+    assert!(matches!(status.code(), tonic::Code::DeadlineExceeded | tonic::Code::Cancelled), "{status:?}");
+
+    // The turn itself was not cut off halfway: it is recorded as failed, not left in progress.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    loop {
+        let list: Value = app.get("/v1/conversations?system_id=drillquiz&user_id=late").await.json().await.unwrap();
+        if let Some(id) = list["data"][0]["id"].as_str() {
+            let messages: Value = app
+                .get(&format!("/v1/conversations/{id}/messages?system_id=drillquiz&user_id=late"))
+                .await
+                .json()
+                .await
+                .unwrap();
+            if messages["data"][1]["status"] == "failed" {
+                assert_eq!(messages["data"][0]["content"], "are you quick?");
+                break;
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "the answer was never closed");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    app.stop().await;
+}
