@@ -31,6 +31,7 @@ pub struct ModelEntry {
 pub struct Catalogue {
     models: Vec<ModelEntry>,
     default_model: String,
+    fallbacks: Vec<String>,
 }
 
 impl Catalogue {
@@ -79,7 +80,25 @@ impl Catalogue {
             // Dify first (seed 003's gateway), then the OpenAI upstream, then the mock.
             None => models.iter().find(|m| m.id != MOCK_MODEL).map_or(MOCK_MODEL.to_owned(), |m| m.id.clone()),
         };
-        Ok(Self { models, default_model })
+        if let Some(unknown) = settings.fallback_models.iter().find(|f| !models.iter().any(|m| &m.id == *f)) {
+            return Err(ProviderError::Setup(format!(
+                "SWITCHBOARD_FALLBACK_MODELS names {unknown:?}, which no upstream serves"
+            )));
+        }
+        Ok(Self { models, default_model, fallbacks: settings.fallback_models.clone() })
+    }
+
+    /// `first`, then the fallback models other than it, in order.
+    pub fn chain<'a>(&'a self, first: &'a ModelEntry) -> Vec<&'a ModelEntry> {
+        let mut chain = vec![first];
+        for name in &self.fallbacks {
+            if let Some(m) = self.models.iter().find(|m| &m.id == name)
+                && !chain.iter().any(|c| c.id == m.id)
+            {
+                chain.push(m);
+            }
+        }
+        chain
     }
 
     /// The Dify provider, when one is configured.

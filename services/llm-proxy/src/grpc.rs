@@ -12,7 +12,7 @@ use tonic::{Request, Response, Status};
 use crate::catalogue::{Catalogue, ModelEntry};
 use crate::error::LlmError;
 
-use crate::providers::{ChatMessage, CompletionRequest, Role, StreamEvent, TokenUsage};
+use crate::providers::{ChatMessage, CompletionRequest, ProviderError, Role, StreamEvent, TokenUsage};
 use crate::store::ModelChoiceStore;
 
 /// The gRPC face of the LLM proxy.
@@ -70,6 +70,11 @@ fn to_message(m: pb::ChatMessage) -> ChatMessage {
         pb::Role::User | pb::Role::Unspecified => Role::User,
     };
     ChatMessage { role, content: m.content }
+}
+
+/// Whether another model may answer instead: the upstream is down, throttled or ejected.
+fn falls_back(error: &ProviderError) -> bool {
+    crate::resilience::retryable(error) || matches!(error, ProviderError::Ejected { .. })
 }
 
 fn seconds(unix: i64) -> prost_types::Timestamp {
@@ -166,24 +171,36 @@ impl LlmService for LlmGrpc {
         let who = principal(&request, request.get_ref().principal.as_ref())?;
         let req = request.into_inner();
         validate(&req)?;
-        let entry = self.pick(&who, &req.model).await?;
-        let call = completion_request(&entry.id, &who, req);
-        let started = Instant::now();
-        let output = entry.provider.complete(&call).await.map_err(LlmError::from)?;
-        let latency_ms = u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX);
-        tracing::debug!(model = %entry.id, provider = entry.provider.name(), latency_ms, "completion done");
-        Ok(Response::new(pb::CompleteResponse {
-            content: output.content,
-            model: entry.id.clone(),
-            provider: entry.provider.name().into(),
-            usage: Some(usage_pb(output.usage)),
-            finish_reason: output.finish_reason,
-            upstream_conversation_id: output.upstream_conversation_id,
-            upstream_message_id: output.upstream_message_id,
-            latency_ms,
-            cost_micros: 0,
-            provider_key_id: String::new(),
-        }))
+        let first = self.pick(&who, &req.model).await?;
+        let mut failure = None;
+        for entry in self.catalogue.chain(first) {
+            let call = completion_request(&entry.id, &who, req.clone());
+            let started = Instant::now();
+            match entry.provider.complete(&call).await {
+                Ok(output) => {
+                    let latency_ms = u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX);
+                    tracing::debug!(model = %entry.id, provider = entry.provider.name(), latency_ms, "completion done");
+                    return Ok(Response::new(pb::CompleteResponse {
+                        content: output.content,
+                        model: entry.id.clone(),
+                        provider: entry.provider.name().into(),
+                        usage: Some(usage_pb(output.usage)),
+                        finish_reason: output.finish_reason,
+                        upstream_conversation_id: output.upstream_conversation_id,
+                        upstream_message_id: output.upstream_message_id,
+                        latency_ms,
+                        cost_micros: 0,
+                        provider_key_id: String::new(),
+                    }));
+                }
+                Err(e) if falls_back(&e) => {
+                    tracing::warn!(model = %entry.id, error = %e, "model failed; trying the next fallback");
+                    failure = Some(e);
+                }
+                Err(e) => return Err(LlmError::from(e).into()),
+            }
+        }
+        Err(LlmError::from(failure.unwrap_or(ProviderError::Setup("no model to try".into()))).into())
     }
 
     type StreamCompleteStream = tokio_stream::wrappers::ReceiverStream<Result<pb::StreamCompleteResponse, Status>>;
@@ -195,12 +212,28 @@ impl LlmService for LlmGrpc {
         let who = principal(&request, request.get_ref().principal.as_ref())?;
         let req = request.into_inner();
         validate(&req)?;
-        let entry = self.pick(&who, &req.model).await?.clone();
-        let call = completion_request(&entry.id, &who, req);
+        let first = self.pick(&who, &req.model).await?;
         let started = Instant::now();
-        // Opening the stream (and its retries) happens before the answer, so an upstream that
-        // refuses outright is a status, not a broken stream.
-        let mut events = entry.provider.stream(&call).await.map_err(LlmError::from)?;
+        // Opening the stream (with its retries and fallbacks) happens before the answer, so an
+        // upstream that refuses outright is a status, not a broken stream.
+        let mut opened = None;
+        let mut failure = None;
+        for candidate in self.catalogue.chain(first) {
+            match candidate.provider.stream(&completion_request(&candidate.id, &who, req.clone())).await {
+                Ok(events) => {
+                    opened = Some((candidate.clone(), events));
+                    break;
+                }
+                Err(e) if falls_back(&e) => {
+                    tracing::warn!(model = %candidate.id, error = %e, "model failed; trying the next fallback");
+                    failure = Some(e);
+                }
+                Err(e) => return Err(LlmError::from(e).into()),
+            }
+        }
+        let Some((entry, mut events)) = opened else {
+            return Err(LlmError::from(failure.unwrap_or(ProviderError::Setup("no model to try".into()))).into());
+        };
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         tokio::spawn(async move {
             let mut content = String::new();

@@ -27,6 +27,11 @@ impl Default for RetryPolicy {
     }
 }
 
+/// Consecutive failures that eject an upstream.
+pub const EJECT_AFTER: u32 = 5;
+/// How long an ejected upstream is left alone.
+pub const EJECT_FOR: Duration = Duration::from_secs(30);
+
 /// Retries may add at most this share of the calls made (plus a small reserve).
 const BUDGET_RATIO: f64 = 0.2;
 const BUDGET_RESERVE: f64 = 10.0;
@@ -66,7 +71,10 @@ pub fn retryable(error: &ProviderError) -> bool {
     match error {
         ProviderError::Status { status, .. } => *status == 429 || (500..=599).contains(status) && *status != 501,
         ProviderError::Connect(_) => true,
-        ProviderError::Timeout | ProviderError::InvalidResponse(_) | ProviderError::Setup(_) => false,
+        ProviderError::Timeout
+        | ProviderError::InvalidResponse(_)
+        | ProviderError::Setup(_)
+        | ProviderError::Ejected { .. } => false,
     }
 }
 
@@ -106,6 +114,64 @@ impl RetryPolicy {
                 }
                 Err(error) => return Err(error),
             }
+        }
+    }
+}
+
+/// Ejects a failing upstream for a cool-down: after `threshold` consecutive failures calls
+/// fail fast for `cooldown`; then one trial call decides whether it is back.
+#[derive(Debug)]
+pub struct Breaker {
+    threshold: u32,
+    cooldown: Duration,
+    state: Mutex<BreakerState>,
+}
+
+#[derive(Debug, Default)]
+struct BreakerState {
+    failures: u32,
+    open_until: Option<tokio::time::Instant>,
+    trial: bool,
+}
+
+impl Breaker {
+    /// A breaker opening after `threshold` failures in a row, for `cooldown`.
+    pub fn new(threshold: u32, cooldown: Duration) -> Self {
+        Self { threshold: threshold.max(1), cooldown, state: Mutex::new(BreakerState::default()) }
+    }
+
+    /// Whether a call may go out now.
+    pub fn allow(&self) -> Result<(), ProviderError> {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        match state.open_until {
+            Some(until) if tokio::time::Instant::now() < until => {
+                Err(ProviderError::Ejected { retry_in: until - tokio::time::Instant::now() })
+            }
+            Some(_) => {
+                // Cooled down: let one trial through.
+                state.open_until = None;
+                state.trial = true;
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Records a call's outcome; only failures of the upstream itself count.
+    pub fn record<T>(&self, outcome: &Result<T, ProviderError>) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        match outcome {
+            Ok(_) => *state = BreakerState::default(),
+            Err(e) if retryable(e) || matches!(e, ProviderError::Timeout) => {
+                state.failures += 1;
+                if state.trial || state.failures >= self.threshold {
+                    tracing::warn!(failures = state.failures, cooldown_s = self.cooldown.as_secs(), "upstream ejected");
+                    state.open_until = Some(tokio::time::Instant::now() + self.cooldown);
+                    state.failures = 0;
+                }
+                state.trial = false;
+            }
+            Err(_) => state.trial = false,
         }
     }
 }
@@ -177,6 +243,31 @@ mod tests {
             .await;
         assert!(result.is_err());
         assert_eq!(calls.load(Ordering::SeqCst), 1, "a client error is final");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_breaker_ejects_after_consecutive_failures_and_tries_again_after_the_cool_down() {
+        let breaker = Breaker::new(3, Duration::from_secs(30));
+        for _ in 0..2 {
+            breaker.allow().unwrap();
+            breaker.record::<()>(&Err(status(503, None)));
+        }
+        breaker.record::<()>(&Ok(()));
+        for _ in 0..3 {
+            breaker.allow().unwrap();
+            breaker.record::<()>(&Err(status(503, None)));
+        }
+        assert!(matches!(breaker.allow(), Err(ProviderError::Ejected { .. })), "three in a row eject it");
+        tokio::time::advance(Duration::from_secs(31)).await;
+        breaker.allow().unwrap();
+        breaker.record::<()>(&Err(status(503, None)));
+        assert!(breaker.allow().is_err(), "a failed trial ejects it again at once");
+        tokio::time::advance(Duration::from_secs(31)).await;
+        breaker.allow().unwrap();
+        breaker.record::<()>(&Ok(()));
+        breaker.allow().unwrap();
+        breaker.record::<()>(&Err(status(400, None)));
+        breaker.allow().unwrap();
     }
 
     #[tokio::test(start_paused = true)]

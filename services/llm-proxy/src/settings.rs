@@ -29,6 +29,9 @@ pub struct Settings {
     pub default_model: Option<String>,
     /// `SWITCHBOARD_UPSTREAM_TIMEOUT_SECS`: whole-request timeout for upstream calls.
     pub upstream_timeout: Duration,
+    /// `SWITCHBOARD_FALLBACK_MODELS`: models tried, in order, when the chosen one's upstream
+    /// fails or is ejected.
+    pub fallback_models: Vec<String>,
     /// `SWITCHBOARD_UPSTREAM_RETRIES`: retries of a failed upstream call (429, 5xx, connect).
     pub upstream_retries: u32,
     /// How callers' credentials are verified.
@@ -72,6 +75,7 @@ impl Settings {
             dify: dify_apps(env)?,
             default_model: env.get("SWITCHBOARD_DEFAULT_MODEL").map(str::to_owned),
             upstream_timeout: Duration::from_secs(timeout),
+            fallback_models: env.list("SWITCHBOARD_FALLBACK_MODELS"),
             upstream_retries: {
                 let retries: u32 = env.parse_or("SWITCHBOARD_UPSTREAM_RETRIES", 2)?;
                 if retries > 10 {

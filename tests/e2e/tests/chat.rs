@@ -579,3 +579,26 @@ async fn a_callers_deadline_reaches_the_upstream_call_and_the_turn_is_recorded_a
     }
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_failing_upstream_falls_back_to_the_next_model_and_is_ejected_after_repeated_failures() {
+    let upstream = MockUpstream::start().await;
+    upstream.always_fail(Some(503));
+    let test_db = db::sqlite();
+    let env = openai_env(&test_db.url, &upstream.base_url())
+        .with("SWITCHBOARD_FALLBACK_MODELS", "mock")
+        .with("SWITCHBOARD_UPSTREAM_RETRIES", "0");
+    let app = spawn_app(env).await;
+    for i in 0..8 {
+        let answer: Value = app
+            .post("/v1/chat", json!({"system_id": "drillquiz", "user_id": "fb", "message": format!("turn {i}")}))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(answer["model"], "mock", "the fallback answered turn {i}");
+        assert!(answer["answer"].as_str().unwrap().ends_with(&format!("turn {i}")));
+    }
+    assert_eq!(upstream.calls(), 5, "after five failures in a row the upstream is left alone");
+    app.stop().await;
+}

@@ -16,7 +16,7 @@ use super::openai::{IDLE_TIMEOUT, http_client, send_checked};
 use super::{
     CompletionOutput, CompletionRequest, EventStream, ProviderError, Role, StreamEvent, TokenUsage, estimate_tokens,
 };
-use crate::resilience::{RetryBudget, RetryPolicy};
+use crate::resilience::{Breaker, EJECT_AFTER, EJECT_FOR, RetryBudget, RetryPolicy};
 
 /// One Dify app.
 #[derive(Debug, Clone)]
@@ -135,10 +135,16 @@ pub struct Dify {
     apps: Arc<DifyApps>,
     retry: RetryPolicy,
     budget: Arc<RetryBudget>,
+    breaker: Arc<Breaker>,
     timeout: Duration,
 }
 
 impl Dify {
+    /// The upstream's breaker.
+    pub fn breaker(&self) -> &Breaker {
+        &self.breaker
+    }
+
     /// A provider for `apps`.
     pub fn new(apps: DifyApps, timeout: Duration, retry: RetryPolicy) -> Result<Self, ProviderError> {
         Ok(Self {
@@ -146,6 +152,7 @@ impl Dify {
             apps: Arc::new(apps),
             retry,
             budget: Arc::new(RetryBudget::default()),
+            breaker: Arc::new(Breaker::new(EJECT_AFTER, EJECT_FOR)),
             timeout,
         })
     }

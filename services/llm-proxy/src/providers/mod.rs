@@ -6,6 +6,8 @@ pub mod openai;
 
 use std::time::Duration;
 
+use crate::resilience::Breaker;
+
 /// Author of a prompt message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -128,6 +130,12 @@ pub enum ProviderError {
     /// A provider could not be set up.
     #[error("provider set-up: {0}")]
     Setup(String),
+    /// The upstream failed repeatedly and is ejected for a cool-down.
+    #[error("the upstream is ejected after repeated failures; next try in {} s", retry_in.as_secs() + 1)]
+    Ejected {
+        /// Time left in the cool-down.
+        retry_in: Duration,
+    },
 }
 
 /// A configured provider.
@@ -151,22 +159,44 @@ impl Provider {
         }
     }
 
+    fn breaker(&self) -> Option<&Breaker> {
+        match self {
+            Self::Mock(_) => None,
+            Self::OpenAi(p) => Some(p.breaker()),
+            Self::Dify(p) => Some(p.breaker()),
+        }
+    }
+
     /// One completion.
     pub async fn complete(&self, request: &CompletionRequest) -> Result<CompletionOutput, ProviderError> {
-        match self {
+        if let Some(breaker) = self.breaker() {
+            breaker.allow()?;
+        }
+        let outcome = match self {
             Self::Mock(p) => Ok(p.complete(request)),
             Self::OpenAi(p) => p.complete(request).await,
             Self::Dify(p) => p.complete(request).await,
+        };
+        if let Some(breaker) = self.breaker() {
+            breaker.record(&outcome);
         }
+        outcome
     }
 
     /// One completion, streamed as it is produced.
     pub async fn stream(&self, request: &CompletionRequest) -> Result<EventStream, ProviderError> {
-        match self {
+        if let Some(breaker) = self.breaker() {
+            breaker.allow()?;
+        }
+        let outcome = match self {
             Self::Mock(p) => Ok(p.stream(request)),
             Self::OpenAi(p) => p.stream(request).await,
             Self::Dify(p) => p.stream(request).await,
+        };
+        if let Some(breaker) = self.breaker() {
+            breaker.record(&outcome);
         }
+        outcome
     }
 }
 

@@ -8,7 +8,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 use super::{CompletionOutput, CompletionRequest, ProviderError, TokenUsage, estimate_tokens};
-use crate::resilience::{RetryBudget, RetryPolicy};
+use crate::resilience::{Breaker, EJECT_AFTER, EJECT_FOR, RetryBudget, RetryPolicy};
 
 /// Longest silence inside a stream before it is given up.
 pub(super) const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -21,6 +21,7 @@ pub struct OpenAi {
     api_key: Option<SecretString>,
     retry: RetryPolicy,
     budget: Arc<RetryBudget>,
+    breaker: Arc<Breaker>,
     timeout: Duration,
     idle_timeout: Duration,
 }
@@ -92,6 +93,11 @@ struct WireUsage {
 }
 
 impl OpenAi {
+    /// The upstream's breaker.
+    pub fn breaker(&self) -> &Breaker {
+        &self.breaker
+    }
+
     /// A client for `base_url` (e.g. `https://api.openai.com/v1`), retrying as `retry` says.
     pub fn new(
         base_url: String,
@@ -106,6 +112,7 @@ impl OpenAi {
             api_key,
             retry,
             budget: Arc::new(RetryBudget::default()),
+            breaker: Arc::new(Breaker::new(EJECT_AFTER, EJECT_FOR)),
             timeout,
             idle_timeout: IDLE_TIMEOUT.min(timeout),
         })
