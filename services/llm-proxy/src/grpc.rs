@@ -26,6 +26,10 @@ impl LlmGrpc {
         Self { catalogue, choices }
     }
 
+    pub(crate) fn catalogue(&self) -> Arc<Catalogue> {
+        self.catalogue.clone()
+    }
+
     /// The Dify provider serving `system_id`, or FAILED_PRECONDITION.
     fn upstream_app(&self, system_id: &str) -> Result<&crate::providers::dify::Dify, Status> {
         self.catalogue
@@ -35,7 +39,7 @@ impl LlmGrpc {
     }
 
     /// The model to use: the one asked for, else the principal's choice, else the default.
-    async fn pick(&self, principal: &(String, String), requested: &str) -> Result<&ModelEntry, LlmError> {
+    async fn pick(&self, principal: &(String, String), requested: &str) -> Result<ModelEntry, LlmError> {
         if !requested.trim().is_empty() {
             return self.catalogue.resolve(requested);
         }
@@ -81,10 +85,13 @@ fn seconds(unix: i64) -> prost_types::Timestamp {
     prost_types::Timestamp { seconds: unix, nanos: 0 }
 }
 
-fn completion_request(model: &str, who: &(String, String), req: pb::CompleteRequest) -> CompletionRequest {
+fn completion_request(entry: &ModelEntry, who: &(String, String), req: pb::CompleteRequest) -> CompletionRequest {
+    let mut messages: Vec<ChatMessage> = req.messages.into_iter().map(to_message).collect();
+    // Prior messages beyond the model's window are dropped, oldest first.
+    crate::providers::trim_to_window(&mut messages, entry.context_window, req.max_tokens.unwrap_or(1024));
     CompletionRequest {
-        model: model.to_owned(),
-        messages: req.messages.into_iter().map(to_message).collect(),
+        model: entry.upstream_name().to_owned(),
+        messages,
         temperature: req.temperature,
         max_tokens: req.max_tokens,
         system_id: who.0.clone(),
@@ -128,7 +135,7 @@ impl LlmService for LlmGrpc {
         let models = self
             .catalogue
             .models()
-            .iter()
+            .into_iter()
             .map(|m| pb::Model {
                 id: m.id.clone(),
                 provider: m.provider.name().into(),
@@ -174,7 +181,7 @@ impl LlmService for LlmGrpc {
         let first = self.pick(&who, &req.model).await?;
         let mut failure = None;
         for entry in self.catalogue.chain(first) {
-            let call = completion_request(&entry.id, &who, req.clone());
+            let call = completion_request(&entry, &who, req.clone());
             let started = Instant::now();
             match entry.provider.complete(&call).await {
                 Ok(output) => {
@@ -189,7 +196,7 @@ impl LlmService for LlmGrpc {
                         upstream_conversation_id: output.upstream_conversation_id,
                         upstream_message_id: output.upstream_message_id,
                         latency_ms,
-                        cost_micros: 0,
+                        cost_micros: entry.cost_micros(output.usage.prompt_tokens, output.usage.completion_tokens),
                         provider_key_id: String::new(),
                     }));
                 }
@@ -219,9 +226,9 @@ impl LlmService for LlmGrpc {
         let mut opened = None;
         let mut failure = None;
         for candidate in self.catalogue.chain(first) {
-            match candidate.provider.stream(&completion_request(&candidate.id, &who, req.clone())).await {
+            match candidate.provider.stream(&completion_request(&candidate, &who, req.clone())).await {
                 Ok(events) => {
-                    opened = Some((candidate.clone(), events));
+                    opened = Some((candidate, events));
                     break;
                 }
                 Err(e) if falls_back(&e) => {
@@ -255,6 +262,7 @@ impl LlmService for LlmGrpc {
                             upstream_conversation_id,
                             upstream_message_id,
                             latency_ms: u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX),
+                            cost_micros: entry.cost_micros(usage.prompt_tokens, usage.completion_tokens),
                             ..Default::default()
                         };
                         Ok(pb::StreamCompleteResponse { event: Some(pb::stream_complete_response::Event::Done(done)) })

@@ -59,6 +59,8 @@ impl Application {
         let db = Db::connect(&settings.database_url, settings.database_var).await?;
         db.migrate(&SQLITE_MIGRATIONS, &POSTGRES_MIGRATIONS).await?;
         let catalogue = Arc::new(catalogue::Catalogue::from_settings(&settings)?);
+        // The upstream's own model list: waited for briefly at start, then refreshed.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(3), catalogue.discover()).await;
         let store = store::SqlModelChoiceStore::new(db.clone());
         let verifier = switchboard_kit::auth::Verifier::from_settings(&settings.verifier, hub)?;
         let (listener, local) = switchboard_kit::net::bind(settings.addr, "SWITCHBOARD_LLM_ADDR").await?;
@@ -78,9 +80,19 @@ impl Application {
 
     /// Serves until `shutdown` resolves, then closes the store.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), StartError> {
+        let catalogue = self.service.catalogue();
+        let discovery = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(catalogue::DISCOVERY_INTERVAL);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                catalogue.discover().await;
+            }
+        });
         let routes = tonic::service::Routes::new(LlmServiceServer::new(self.service));
         let result =
             switchboard_kit::grpc::serve(self.listener, routes, &[SERVICE_NAME], Some(self.verifier), shutdown).await;
+        discovery.abort();
         self.db.close().await;
         tracing::info!("llm-proxy stopped");
         Ok(result?)

@@ -29,6 +29,8 @@ pub struct Settings {
     pub default_model: Option<String>,
     /// `SWITCHBOARD_UPSTREAM_TIMEOUT_SECS`: whole-request timeout for upstream calls.
     pub upstream_timeout: Duration,
+    /// `[[models]]` of the `SWITCHBOARD_CONFIG` file.
+    pub models: Vec<ModelConfig>,
     /// `SWITCHBOARD_FALLBACK_MODELS`: models tried, in order, when the chosen one's upstream
     /// fails or is ejected.
     pub fallback_models: Vec<String>,
@@ -50,6 +52,7 @@ pub struct OpenAiSettings {
 impl Settings {
     /// Reads the settings, naming the variable at fault on error.
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let file = ConfigFile::load(env)?;
         let addr = env.socket_addr("SWITCHBOARD_LLM_ADDR", DEFAULT_ADDR)?;
         let (database_url, database_var) = env.database_url("LLM_DATABASE_URL");
         let api_key = env.secret("OPENAI_API_KEY");
@@ -73,9 +76,12 @@ impl Settings {
             database_var,
             openai,
             dify: dify_apps(env)?,
-            default_model: env.get("SWITCHBOARD_DEFAULT_MODEL").map(str::to_owned),
+            default_model: env.get("SWITCHBOARD_DEFAULT_MODEL").map(str::to_owned).or(file.default_model),
+            models: file.models,
             upstream_timeout: Duration::from_secs(timeout),
-            fallback_models: env.list("SWITCHBOARD_FALLBACK_MODELS"),
+            fallback_models: Some(env.list("SWITCHBOARD_FALLBACK_MODELS"))
+                .filter(|l| !l.is_empty())
+                .unwrap_or(file.fallback_models),
             upstream_retries: {
                 let retries: u32 = env.parse_or("SWITCHBOARD_UPSTREAM_RETRIES", 2)?;
                 if retries > 10 {
@@ -85,6 +91,55 @@ impl Settings {
             },
             verifier: VerifierSettings::from_env(env, "127.0.0.1:50051")?,
         })
+    }
+}
+
+/// A model of the `SWITCHBOARD_CONFIG` file.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Name clients ask for.
+    pub id: String,
+    /// `openai`, `dify` or `mock`.
+    pub provider: String,
+    /// Name at the upstream, when it differs from `id`.
+    pub upstream_name: Option<String>,
+    /// Other names for it.
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// Context window in tokens.
+    pub context_window: Option<u32>,
+    /// Price of prompt tokens, US dollars per million.
+    pub input_usd_per_mtok: Option<f64>,
+    /// Price of completion tokens, US dollars per million.
+    pub output_usd_per_mtok: Option<f64>,
+}
+
+/// The optional TOML file named by `SWITCHBOARD_CONFIG` (providers, models, aliases). Its
+/// values give way to environment variables of the same meaning. It holds no secrets.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    default_model: Option<String>,
+    #[serde(default)]
+    fallback_models: Vec<String>,
+    #[serde(default)]
+    models: Vec<ModelConfig>,
+}
+
+impl ConfigFile {
+    fn load(env: &Env) -> Result<Self, ConfigError> {
+        let Some(path) = env.get("SWITCHBOARD_CONFIG") else { return Ok(Self::default()) };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::invalid("SWITCHBOARD_CONFIG", format!("cannot read {path}: {e}")))?;
+        let file: Self =
+            toml::from_str(&text).map_err(|e| ConfigError::invalid("SWITCHBOARD_CONFIG", format!("{path}: {e}")))?;
+        for model in &file.models {
+            if model.id.trim().is_empty() {
+                return Err(ConfigError::invalid("SWITCHBOARD_CONFIG", format!("{path}: a model has an empty id")));
+            }
+        }
+        Ok(file)
     }
 }
 
@@ -138,6 +193,19 @@ mod tests {
     use secrecy::ExposeSecret;
 
     use super::*;
+
+    #[test]
+    fn a_broken_config_file_is_named() {
+        let dir = std::env::temp_dir().join(format!("sb-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("bad.toml");
+        std::fs::write(&path, "[[models]]\nid = \"x\"\nprovider = \"openai\"\ncolour = \"blue\"\n").unwrap();
+        let env = Env::from_pairs([("SWITCHBOARD_CONFIG", path.display().to_string())]);
+        let err = Settings::from_env(&env).unwrap_err().to_string();
+        assert!(err.starts_with("SWITCHBOARD_CONFIG") && err.contains("colour"), "{err}");
+        let missing = Env::from_pairs([("SWITCHBOARD_CONFIG", "/nonexistent/switchboard.toml")]);
+        assert!(Settings::from_env(&missing).unwrap_err().to_string().starts_with("SWITCHBOARD_CONFIG"));
+    }
 
     #[test]
     fn dify_apps_fall_back_to_the_common_values_and_name_what_is_missing() {

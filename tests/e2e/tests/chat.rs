@@ -602,3 +602,64 @@ async fn a_failing_upstream_falls_back_to_the_next_model_and_is_ejected_after_re
     assert_eq!(upstream.calls(), 5, "after five failures in a row the upstream is left alone");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn the_catalogue_has_configured_aliases_prices_and_the_upstreams_own_models() {
+    let upstream = MockUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("switchboard.toml");
+    std::fs::write(
+        &config,
+        r#"
+fallback_models = ["mock"]
+
+[[models]]
+id = "fast"
+provider = "openai"
+upstream_name = "gpt-test"
+aliases = ["quick"]
+context_window = 16000
+input_usd_per_mtok = 150.0
+output_usd_per_mtok = 600.0
+"#,
+    )
+    .unwrap();
+    let test_db = db::sqlite();
+    let env = openai_env(&test_db.url, &upstream.base_url()).with("SWITCHBOARD_CONFIG", config.display().to_string());
+    let app = spawn_app(env).await;
+
+    let mut llm = app.llm().await;
+    let mut request = tonic::Request::new(switchboard_proto::llm::v1::ListModelsRequest::default());
+    request.metadata_mut().insert("x-api-key", SERVICE_KEY.parse().unwrap());
+    let models = llm.list_models(request).await.unwrap().into_inner();
+    let ids: Vec<&str> = models.models.iter().map(|m| m.id.as_str()).collect();
+    assert!(ids.contains(&"fast") && ids.contains(&"gpt-test-mini") && ids.contains(&"mock"), "{ids:?}");
+    assert_eq!(models.default_model, "gpt-test");
+
+    // An alias reaches the upstream under the configured name, and is priced.
+    let mut request = tonic::Request::new(switchboard_proto::llm::v1::CompleteRequest {
+        model: "quick".into(),
+        messages: vec![switchboard_proto::llm::v1::ChatMessage { role: 2, content: "price me".into() }],
+        ..Default::default()
+    });
+    request.metadata_mut().insert("x-api-key", SERVICE_KEY.parse().unwrap());
+    let answer = llm.complete(request).await.unwrap().into_inner();
+    assert_eq!(answer.model, "fast");
+    assert_eq!(upstream.requests().last().unwrap()["model"], "gpt-test");
+    let usage = answer.usage.unwrap();
+    assert_eq!(answer.cost_micros, u64::from(usage.prompt_tokens) * 150 + u64::from(usage.completion_tokens) * 600);
+
+    // A model only the upstream lists works by name; an unknown one is refused with the list.
+    let listed = app
+        .post("/v1/chat", json!({"system_id": "d", "user_id": "m", "message": "hi", "model": "gpt-test-mini"}))
+        .await;
+    assert_eq!(listed.status(), 200);
+    assert_eq!(upstream.requests().last().unwrap()["model"], "gpt-test-mini");
+    let unknown =
+        app.post("/v1/chat", json!({"system_id": "d", "user_id": "m", "message": "hi", "model": "gpt-9"})).await;
+    assert_eq!(unknown.status(), 422);
+    let error: Value = unknown.json().await.unwrap();
+    assert_eq!(error["detail"][0]["loc"], json!(["body", "model"]));
+    assert!(error["detail"][0]["msg"].as_str().unwrap().contains("gpt-test-mini"), "{error}");
+    app.stop().await;
+}

@@ -204,3 +204,55 @@ impl Provider {
 pub fn estimate_tokens(text: &str) -> u32 {
     u32::try_from(text.chars().count().div_ceil(4)).unwrap_or(u32::MAX)
 }
+
+/// Drops the oldest messages until the prompt fits `window` tokens with `reserve` left for
+/// the answer. System messages and the newest message are always kept; a window of 0 means
+/// unknown, and nothing is dropped.
+pub fn trim_to_window(messages: &mut Vec<ChatMessage>, window: u32, reserve: u32) {
+    if window == 0 {
+        return;
+    }
+    let budget = window.saturating_sub(reserve);
+    let mut total: u32 = messages.iter().map(|m| estimate_tokens(&m.content)).sum();
+    let mut i = 0;
+    while total > budget && i + 1 < messages.len() {
+        if messages[i].role == Role::System {
+            i += 1;
+            continue;
+        }
+        total = total.saturating_sub(estimate_tokens(&messages[i].content));
+        messages.remove(i);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(role: Role, content: &str) -> ChatMessage {
+        ChatMessage { role, content: content.into() }
+    }
+
+    #[test]
+    fn trimming_drops_the_oldest_turns_and_keeps_system_and_newest() {
+        let word = "x".repeat(40); // 10 tokens
+        let mut messages = vec![
+            m(Role::System, &word),
+            m(Role::User, &word),
+            m(Role::Assistant, &word),
+            m(Role::User, &word),
+            m(Role::Assistant, &word),
+            m(Role::User, "newest"),
+        ];
+        trim_to_window(&mut messages, 40, 5);
+        assert_eq!(messages.len(), 4);
+        assert_eq!(messages[0].role, Role::System);
+        assert_eq!(messages.last().unwrap().content, "newest");
+        let mut untouched = messages.clone();
+        trim_to_window(&mut untouched, 0, 0);
+        assert_eq!(untouched, messages, "an unknown window trims nothing");
+        let mut tiny = vec![m(Role::User, &word)];
+        trim_to_window(&mut tiny, 1, 0);
+        assert_eq!(tiny.len(), 1, "the newest message always goes");
+    }
+}

@@ -154,6 +154,28 @@ impl OpenAi {
         send_checked(call, self.timeout).await
     }
 
+    /// The model names the upstream lists at `/models`.
+    pub async fn list_models(&self) -> Result<Vec<String>, ProviderError> {
+        #[derive(Deserialize)]
+        struct Listing {
+            data: Vec<Listed>,
+        }
+        #[derive(Deserialize)]
+        struct Listed {
+            id: String,
+        }
+        let mut call = self.http.get(format!("{}/models", self.base_url)).timeout(self.timeout);
+        if let Some(key) = &self.api_key {
+            call = call.bearer_auth(key.expose_secret());
+        }
+        let listing: Listing = send_checked(call, self.timeout)
+            .await?
+            .json()
+            .await
+            .map_err(|e| ProviderError::InvalidResponse(format!("model list: {e}")))?;
+        Ok(listing.data.into_iter().map(|m| m.id).collect())
+    }
+
     /// A streamed completion. Opening the stream is retried like a unary call; once the
     /// first byte has arrived nothing is retried, and a silence longer than the idle timeout
     /// ends the stream with [`ProviderError::Timeout`].
