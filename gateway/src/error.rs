@@ -99,7 +99,8 @@ impl From<tonic::Status> for ApiError {
             Code::Unavailable | Code::FailedPrecondition if upstream.is_some() => {
                 opaque(StatusCode::BAD_GATEWAY, "upstream_error", "the model upstream failed; your message was saved")
             }
-            Code::FailedPrecondition => Self::new(StatusCode::CONFLICT, "failed_precondition", status.message()),
+            // A feature that is switched off here (e.g. "set SWITCHBOARD_ENCRYPTION_KEY").
+            Code::FailedPrecondition => Self::new(StatusCode::SERVICE_UNAVAILABLE, "not_configured", status.message()),
             Code::Unavailable | Code::Cancelled => {
                 opaque(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "a dependency is unavailable; try again shortly")
             }

@@ -171,6 +171,11 @@ impl Catalogue {
         self.models.iter().chain(discovered.iter()).cloned().collect()
     }
 
+    /// The OpenAI-compatible upstream, when one is configured.
+    pub fn openai(&self) -> Option<&OpenAi> {
+        self.openai.as_ref()
+    }
+
     /// The Dify provider, when one is configured.
     pub fn dify(&self) -> Option<&Dify> {
         self.models.iter().find_map(|m| match &m.provider {

@@ -13,17 +13,82 @@ use crate::catalogue::{Catalogue, ModelEntry};
 use crate::error::LlmError;
 
 use crate::providers::{ChatMessage, CompletionRequest, ProviderError, Role, StreamEvent, TokenUsage};
-use crate::store::ModelChoiceStore;
+use secrecy::SecretString;
+
+use crate::key_usage::KeyUsageTally;
+use crate::providers::Provider;
+use crate::providers::openai::OpenAi;
+use crate::sealing::Sealer;
+use crate::store::{ModelChoiceStore, ProviderKeyStore, StoredProviderKey};
 
 /// The gRPC face of the LLM proxy.
 pub(crate) struct LlmGrpc {
     catalogue: Arc<Catalogue>,
     choices: Arc<dyn ModelChoiceStore>,
+    keys: Arc<dyn ProviderKeyStore>,
+    sealer: Option<Sealer>,
+    tally: KeyUsageTally,
+    upstream_timeout: std::time::Duration,
+}
+
+/// What the gRPC face needs besides the catalogue.
+pub(crate) struct Deps {
+    pub choices: Arc<dyn ModelChoiceStore>,
+    pub keys: Arc<dyn ProviderKeyStore>,
+    pub sealer: Option<Sealer>,
+    pub tally: KeyUsageTally,
+    pub upstream_timeout: std::time::Duration,
 }
 
 impl LlmGrpc {
-    pub(crate) fn new(catalogue: Arc<Catalogue>, choices: Arc<dyn ModelChoiceStore>) -> Self {
-        Self { catalogue, choices }
+    pub(crate) fn new(catalogue: Arc<Catalogue>, deps: Deps) -> Self {
+        Self {
+            catalogue,
+            choices: deps.choices,
+            keys: deps.keys,
+            sealer: deps.sealer,
+            tally: deps.tally,
+            upstream_timeout: deps.upstream_timeout,
+        }
+    }
+
+    fn sealer(&self) -> Result<&Sealer, Status> {
+        self.sealer
+            .as_ref()
+            .ok_or_else(|| Status::failed_precondition("provider keys are off: set SWITCHBOARD_ENCRYPTION_KEY"))
+    }
+
+    /// `entry`, served with the principal's own provider key when they brought one.
+    async fn with_user_key(
+        &self,
+        who: &(String, String),
+        mut entry: ModelEntry,
+    ) -> Result<(ModelEntry, Option<String>), Status> {
+        let (Some(sealer), Provider::OpenAi(openai)) = (&self.sealer, &entry.provider) else {
+            return Ok((entry, None));
+        };
+        let Some(key) = self.keys.newest(&who.0, &who.1, "openai").await.map_err(LlmError::from)? else {
+            return Ok((entry, None));
+        };
+        let secret = sealer.open(&key.sealed, &seal_context(&key.id, &who.0, &who.1)).map_err(|e| {
+            tracing::error!(key_id = %key.id, "{e}");
+            Status::failed_precondition(e.to_string())
+        })?;
+        entry.provider = Provider::OpenAi(openai.with_key(SecretString::from(secret)));
+        Ok((entry, Some(key.id)))
+    }
+
+    /// A client to validate keys with: the configured upstream, or OpenAI itself.
+    fn validator(&self) -> Result<OpenAi, LlmError> {
+        match self.catalogue.openai() {
+            Some(openai) => Ok(openai.clone()),
+            None => Ok(OpenAi::new(
+                crate::settings::DEFAULT_OPENAI_BASE_URL.to_owned(),
+                None,
+                self.upstream_timeout,
+                crate::resilience::RetryPolicy { max_retries: 0, ..Default::default() },
+            )?),
+        }
     }
 
     pub(crate) fn catalogue(&self) -> Arc<Catalogue> {
@@ -74,6 +139,21 @@ fn to_message(m: pb::ChatMessage) -> ChatMessage {
         pb::Role::User | pb::Role::Unspecified => Role::User,
     };
     ChatMessage { role, content: m.content }
+}
+
+/// What a sealed key is bound to: its row and owner.
+fn seal_context(id: &str, system_id: &str, user_id: &str) -> String {
+    format!("{id}:{system_id}:{user_id}")
+}
+
+fn provider_key_pb(k: &StoredProviderKey) -> pb::ProviderKey {
+    pb::ProviderKey {
+        id: k.id.clone(),
+        provider: k.provider.clone(),
+        label: k.label.clone(),
+        last_four: k.last_four.clone(),
+        created_at: Some(switchboard_kit::time::to_timestamp(k.created_at)),
+    }
 }
 
 /// Whether another model may answer instead: the upstream is down, throttled or ejected.
@@ -181,11 +261,17 @@ impl LlmService for LlmGrpc {
         let first = self.pick(&who, &req.model).await?;
         let mut failure = None;
         for entry in self.catalogue.chain(first) {
+            let (entry, key_id) = self.with_user_key(&who, entry).await?;
             let call = completion_request(&entry, &who, req.clone());
             let started = Instant::now();
             match entry.provider.complete(&call).await {
                 Ok(output) => {
                     let latency_ms = u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX);
+                    let cost = entry.cost_micros(output.usage.prompt_tokens, output.usage.completion_tokens);
+                    if let Some(id) = &key_id {
+                        let now = switchboard_kit::time::now_ms();
+                        self.tally.add(id, output.usage.prompt_tokens, output.usage.completion_tokens, cost, now);
+                    }
                     tracing::debug!(model = %entry.id, provider = entry.provider.name(), latency_ms, "completion done");
                     return Ok(Response::new(pb::CompleteResponse {
                         content: output.content,
@@ -196,8 +282,8 @@ impl LlmService for LlmGrpc {
                         upstream_conversation_id: output.upstream_conversation_id,
                         upstream_message_id: output.upstream_message_id,
                         latency_ms,
-                        cost_micros: entry.cost_micros(output.usage.prompt_tokens, output.usage.completion_tokens),
-                        provider_key_id: String::new(),
+                        cost_micros: cost,
+                        provider_key_id: key_id.unwrap_or_default(),
                     }));
                 }
                 Err(e) if falls_back(&e) => {
@@ -226,9 +312,10 @@ impl LlmService for LlmGrpc {
         let mut opened = None;
         let mut failure = None;
         for candidate in self.catalogue.chain(first) {
+            let (candidate, key_id) = self.with_user_key(&who, candidate).await?;
             match candidate.provider.stream(&completion_request(&candidate, &who, req.clone())).await {
                 Ok(events) => {
-                    opened = Some((candidate, events));
+                    opened = Some((candidate, key_id, events));
                     break;
                 }
                 Err(e) if falls_back(&e) => {
@@ -238,7 +325,8 @@ impl LlmService for LlmGrpc {
                 Err(e) => return Err(LlmError::from(e).into()),
             }
         }
-        let Some((entry, mut events)) = opened else {
+        let tally = self.tally.clone();
+        let Some((entry, key_id, mut events)) = opened else {
             return Err(LlmError::from(failure.unwrap_or(ProviderError::Setup("no model to try".into()))).into());
         };
         let (tx, rx) = tokio::sync::mpsc::channel(64);
@@ -253,6 +341,11 @@ impl LlmService for LlmGrpc {
                         })
                     }
                     Ok(StreamEvent::Done { usage, finish_reason, upstream_conversation_id, upstream_message_id }) => {
+                        let cost = entry.cost_micros(usage.prompt_tokens, usage.completion_tokens);
+                        if let Some(id) = &key_id {
+                            let now = switchboard_kit::time::now_ms();
+                            tally.add(id, usage.prompt_tokens, usage.completion_tokens, cost, now);
+                        }
                         let done = pb::CompleteResponse {
                             content: std::mem::take(&mut content),
                             model: entry.id.clone(),
@@ -262,8 +355,8 @@ impl LlmService for LlmGrpc {
                             upstream_conversation_id,
                             upstream_message_id,
                             latency_ms: u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX),
-                            cost_micros: entry.cost_micros(usage.prompt_tokens, usage.completion_tokens),
-                            ..Default::default()
+                            cost_micros: cost,
+                            provider_key_id: key_id.clone().unwrap_or_default(),
                         };
                         Ok(pb::StreamCompleteResponse { event: Some(pb::stream_complete_response::Event::Done(done)) })
                     }
@@ -325,29 +418,104 @@ impl LlmService for LlmGrpc {
 
     async fn add_provider_key(
         &self,
-        _: Request<pb::AddProviderKeyRequest>,
+        request: Request<pb::AddProviderKeyRequest>,
     ) -> Result<Response<pb::AddProviderKeyResponse>, Status> {
-        Err(Status::unimplemented("provider keys are not available yet"))
+        let who = principal(&request, request.get_ref().principal.as_ref())?;
+        let sealer = self.sealer()?;
+        let req = request.into_inner();
+        let provider = req.provider.trim().to_ascii_lowercase();
+        if provider != "openai" {
+            return Err(LlmError::InvalidArgument {
+                field: "provider",
+                reason: "only \"openai\" keys can be validated".into(),
+            }
+            .into());
+        }
+        let secret = req.secret.trim().to_owned();
+        if secret.len() < 8 || secret.len() > 512 || secret.chars().any(char::is_whitespace) {
+            return Err(
+                LlmError::InvalidArgument { field: "secret", reason: "is not a plausible API key".into() }.into()
+            );
+        }
+        let label = req.label.trim();
+        let label = if label.is_empty() { "my key" } else { label };
+        if label.chars().count() > 100 {
+            return Err(
+                LlmError::InvalidArgument { field: "label", reason: "must be at most 100 characters".into() }.into()
+            );
+        }
+        // Validated against the provider before it is kept.
+        match self.validator()?.with_key(SecretString::from(secret.clone())).list_models().await {
+            Ok(_) => {}
+            Err(ProviderError::Status { status: 401 | 403, .. }) => {
+                return Err(LlmError::InvalidArgument {
+                    field: "secret",
+                    reason: "the provider refused this key".into(),
+                }
+                .into());
+            }
+            Err(e) => return Err(LlmError::from(e).into()),
+        }
+        let id = uuid::Uuid::now_v7().to_string();
+        let key = StoredProviderKey {
+            sealed: sealer.seal(&secret, &seal_context(&id, &who.0, &who.1)),
+            last_four: crate::sealing::last_four(&secret),
+            id,
+            system_id: who.0.clone(),
+            user_id: who.1.clone(),
+            provider,
+            label: label.to_owned(),
+            created_at: switchboard_kit::time::now_ms(),
+            requests: 0,
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            cost_micros: 0,
+            last_used_at: None,
+        };
+        self.keys.insert(&key).await.map_err(LlmError::from)?;
+        tracing::info!(key_id = %key.id, "provider key added");
+        Ok(Response::new(pb::AddProviderKeyResponse { key: Some(provider_key_pb(&key)) }))
     }
 
     async fn list_provider_keys(
         &self,
-        _: Request<pb::ListProviderKeysRequest>,
+        request: Request<pb::ListProviderKeysRequest>,
     ) -> Result<Response<pb::ListProviderKeysResponse>, Status> {
-        Err(Status::unimplemented("provider keys are not available yet"))
+        let who = principal(&request, request.get_ref().principal.as_ref())?;
+        let keys = self.keys.list(&who.0, &who.1).await.map_err(LlmError::from)?;
+        Ok(Response::new(pb::ListProviderKeysResponse { keys: keys.iter().map(provider_key_pb).collect() }))
     }
 
     async fn delete_provider_key(
         &self,
-        _: Request<pb::DeleteProviderKeyRequest>,
+        request: Request<pb::DeleteProviderKeyRequest>,
     ) -> Result<Response<pb::DeleteProviderKeyResponse>, Status> {
-        Err(Status::unimplemented("provider keys are not available yet"))
+        let who = principal(&request, request.get_ref().principal.as_ref())?;
+        if !self.keys.delete(&who.0, &who.1, request.get_ref().id.trim()).await.map_err(LlmError::from)? {
+            return Err(Status::not_found("provider key not found"));
+        }
+        Ok(Response::new(pb::DeleteProviderKeyResponse {}))
     }
 
     async fn get_provider_key_stats(
         &self,
-        _: Request<pb::GetProviderKeyStatsRequest>,
+        request: Request<pb::GetProviderKeyStatsRequest>,
     ) -> Result<Response<pb::GetProviderKeyStatsResponse>, Status> {
-        Err(Status::unimplemented("provider keys are not available yet"))
+        let who = principal(&request, request.get_ref().principal.as_ref())?;
+        let key = self
+            .keys
+            .get(&who.0, &who.1, request.get_ref().id.trim())
+            .await
+            .map_err(LlmError::from)?
+            .ok_or_else(|| Status::not_found("provider key not found"))?;
+        let count = |v: i64| u64::try_from(v).unwrap_or(0);
+        Ok(Response::new(pb::GetProviderKeyStatsResponse {
+            key: Some(provider_key_pb(&key)),
+            requests: count(key.requests),
+            prompt_tokens: count(key.prompt_tokens),
+            completion_tokens: count(key.completion_tokens),
+            cost_micros: count(key.cost_micros),
+            last_used_at: key.last_used_at.map(switchboard_kit::time::to_timestamp),
+        }))
     }
 }

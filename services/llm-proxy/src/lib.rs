@@ -4,8 +4,10 @@
 pub mod catalogue;
 mod error;
 mod grpc;
+mod key_usage;
 pub mod providers;
 pub mod resilience;
+pub mod sealing;
 mod settings;
 pub mod store;
 
@@ -25,6 +27,8 @@ pub struct Application {
     service: grpc::LlmGrpc,
     db: Db,
     verifier: switchboard_kit::auth::Verifier,
+    store: Arc<store::SqlStore>,
+    tally: key_usage::KeyUsageTally,
 }
 
 /// Why the service could not start or stopped.
@@ -61,7 +65,8 @@ impl Application {
         let catalogue = Arc::new(catalogue::Catalogue::from_settings(&settings)?);
         // The upstream's own model list: waited for briefly at start, then refreshed.
         let _ = tokio::time::timeout(std::time::Duration::from_secs(3), catalogue.discover()).await;
-        let store = store::SqlModelChoiceStore::new(db.clone());
+        let store = Arc::new(store::SqlStore::new(db.clone()));
+        let tally = key_usage::KeyUsageTally::default();
         let verifier = switchboard_kit::auth::Verifier::from_settings(&settings.verifier, hub)?;
         let (listener, local) = switchboard_kit::net::bind(settings.addr, "SWITCHBOARD_LLM_ADDR").await?;
         tracing::info!(
@@ -70,7 +75,14 @@ impl Application {
             default_model = %catalogue.default_model(),
             "llm-proxy listening"
         );
-        Ok(Self { listener, service: grpc::LlmGrpc::new(catalogue, Arc::new(store)), db, verifier })
+        let deps = grpc::Deps {
+            choices: store.clone(),
+            keys: store.clone(),
+            sealer: settings.encryption_key.as_ref().map(sealing::Sealer::new),
+            tally: tally.clone(),
+            upstream_timeout: settings.upstream_timeout,
+        };
+        Ok(Self { listener, service: grpc::LlmGrpc::new(catalogue, deps), db, verifier, store, tally })
     }
 
     /// The bound port (useful when built on port 0).
@@ -89,10 +101,18 @@ impl Application {
                 catalogue.discover().await;
             }
         });
+        let (stop_tally, tally_stopped) = tokio::sync::oneshot::channel::<()>();
+        let tally = tokio::spawn(self.tally.clone().run(self.store.clone(), async move {
+            let _ = tally_stopped.await;
+        }));
         let routes = tonic::service::Routes::new(LlmServiceServer::new(self.service));
         let result =
             switchboard_kit::grpc::serve(self.listener, routes, &[SERVICE_NAME], Some(self.verifier), shutdown).await;
         discovery.abort();
+        let _ = stop_tally.send(());
+        if let Err(e) = tally.await {
+            tracing::error!(error = %e, "provider key usage writer failed");
+        }
         self.db.close().await;
         tracing::info!("llm-proxy stopped");
         Ok(result?)

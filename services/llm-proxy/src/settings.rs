@@ -29,6 +29,9 @@ pub struct Settings {
     pub default_model: Option<String>,
     /// `SWITCHBOARD_UPSTREAM_TIMEOUT_SECS`: whole-request timeout for upstream calls.
     pub upstream_timeout: Duration,
+    /// `SWITCHBOARD_ENCRYPTION_KEY`: 32 bytes (64 hex characters) sealing provider keys at
+    /// rest; provider keys are off without it.
+    pub encryption_key: Option<[u8; 32]>,
     /// `[[models]]` of the `SWITCHBOARD_CONFIG` file.
     pub models: Vec<ModelConfig>,
     /// `SWITCHBOARD_FALLBACK_MODELS`: models tried, in order, when the chosen one's upstream
@@ -78,6 +81,7 @@ impl Settings {
             dify: dify_apps(env)?,
             default_model: env.get("SWITCHBOARD_DEFAULT_MODEL").map(str::to_owned).or(file.default_model),
             models: file.models,
+            encryption_key: encryption_key(env)?,
             upstream_timeout: Duration::from_secs(timeout),
             fallback_models: Some(env.list("SWITCHBOARD_FALLBACK_MODELS"))
                 .filter(|l| !l.is_empty())
@@ -92,6 +96,18 @@ impl Settings {
             verifier: VerifierSettings::from_env(env, "127.0.0.1:50051")?,
         })
     }
+}
+
+fn encryption_key(env: &Env) -> Result<Option<[u8; 32]>, ConfigError> {
+    use secrecy::ExposeSecret;
+    let Some(raw) = env.secret("SWITCHBOARD_ENCRYPTION_KEY") else { return Ok(None) };
+    let bytes = hex::decode(raw.expose_secret()).ok().and_then(|b| <[u8; 32]>::try_from(b).ok()).ok_or_else(|| {
+        ConfigError::invalid(
+            "SWITCHBOARD_ENCRYPTION_KEY",
+            "must be 64 hex characters (32 bytes); try `openssl rand -hex 32`",
+        )
+    })?;
+    Ok(Some(bytes))
 }
 
 /// A model of the `SWITCHBOARD_CONFIG` file.

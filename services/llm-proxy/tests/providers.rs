@@ -10,7 +10,7 @@ use switchboard_kit::db::Db;
 use switchboard_llm_proxy::providers::openai::OpenAi;
 use switchboard_llm_proxy::providers::{ChatMessage, CompletionRequest, ProviderError, Role};
 use switchboard_llm_proxy::resilience::RetryPolicy;
-use switchboard_llm_proxy::store::{ModelChoiceStore, SqlModelChoiceStore};
+use switchboard_llm_proxy::store::{ModelChoiceStore, SqlStore};
 use switchboard_llm_proxy::{POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS};
 use switchboard_test_support::MockUpstream;
 use switchboard_test_support::db::{self, TestDb};
@@ -18,7 +18,7 @@ use switchboard_test_support::db::{self, TestDb};
 async fn model_choice_is_per_principal_and_overwritten(test_db: TestDb) {
     let db = Db::connect(&test_db.url, "DATABASE_URL").await.unwrap();
     db.migrate(&SQLITE_MIGRATIONS, &POSTGRES_MIGRATIONS).await.unwrap();
-    let store = SqlModelChoiceStore::new(db);
+    let store = SqlStore::new(db);
     assert_eq!(store.get("default", "key_a").await.unwrap(), None);
     store.set("default", "key_a", "mock").await.unwrap();
     store.set("default", "key_a", "gpt-test").await.unwrap();
@@ -110,4 +110,53 @@ async fn openai_provider_retries_throttling_and_server_errors() {
     upstream.fail_next(&[400]);
     assert!(matches!(provider.complete(&request("x")).await, Err(ProviderError::Status { status: 400, .. })));
     assert_eq!(upstream.calls(), 4, "client errors are not retried");
+}
+
+async fn provider_keys_are_kept_per_owner_with_their_usage(test_db: TestDb) {
+    use switchboard_llm_proxy::store::{KeyUsage, ProviderKeyStore, StoredProviderKey};
+    let db = Db::connect(&test_db.url, "DATABASE_URL").await.unwrap();
+    db.migrate(&SQLITE_MIGRATIONS, &POSTGRES_MIGRATIONS).await.unwrap();
+    let sql = SqlStore::new(db);
+    let store: &dyn ProviderKeyStore = &sql;
+    let key = |id: &str, user: &str, at: i64| StoredProviderKey {
+        id: id.into(),
+        system_id: "default".into(),
+        user_id: user.into(),
+        provider: "openai".into(),
+        label: "card".into(),
+        sealed: "00ff".into(),
+        last_four: "1234".into(),
+        created_at: at,
+        requests: 0,
+        prompt_tokens: 0,
+        completion_tokens: 0,
+        cost_micros: 0,
+        last_used_at: None,
+    };
+    store.insert(&key("k1", "alice", 1)).await.unwrap();
+    store.insert(&key("k2", "alice", 2)).await.unwrap();
+    store.insert(&key("k3", "bob", 3)).await.unwrap();
+    assert_eq!(store.newest("default", "alice", "openai").await.unwrap().unwrap().id, "k2");
+    assert_eq!(store.list("default", "alice").await.unwrap().len(), 2);
+    assert!(store.get("default", "alice", "k3").await.unwrap().is_none(), "bob's key is not alice's");
+    let usage = KeyUsage { requests: 2, prompt_tokens: 10, completion_tokens: 5, cost_micros: 7, last_used_at: 50 };
+    store.add_usage(&[("k2".into(), usage), ("k2".into(), KeyUsage { last_used_at: 40, ..usage })]).await.unwrap();
+    let k2 = store.get("default", "alice", "k2").await.unwrap().unwrap();
+    assert_eq!(
+        (k2.requests, k2.prompt_tokens, k2.completion_tokens, k2.cost_micros, k2.last_used_at),
+        (4, 20, 10, 14, Some(50))
+    );
+    assert!(!store.delete("default", "bob", "k2").await.unwrap());
+    assert!(store.delete("default", "alice", "k2").await.unwrap());
+    assert_eq!(store.newest("default", "alice", "openai").await.unwrap().unwrap().id, "k1");
+}
+
+#[tokio::test]
+async fn provider_keys_on_sqlite() {
+    provider_keys_are_kept_per_owner_with_their_usage(db::sqlite()).await;
+}
+
+#[tokio::test]
+async fn provider_keys_on_postgres() {
+    provider_keys_are_kept_per_owner_with_their_usage(db::postgres().await).await;
 }

@@ -24,6 +24,7 @@ struct Knobs {
     chunk_delay: Duration,
     requests: Vec<Value>,
     authorizations: Vec<Option<String>>,
+    accepted_keys: Option<Vec<String>>,
 }
 
 #[derive(Default)]
@@ -102,6 +103,11 @@ impl MockUpstream {
         self.shared.knobs().cut_stream_after = chunks;
     }
 
+    /// Only these bearer keys are accepted (401 otherwise); `None` accepts anything.
+    pub fn accept_only(&self, keys: Option<&[&str]>) {
+        self.shared.knobs().accepted_keys = keys.map(|k| k.iter().map(|s| (*s).to_owned()).collect());
+    }
+
     /// Number of chat-completion calls received.
     pub fn calls(&self) -> usize {
         self.shared.calls.load(Ordering::SeqCst)
@@ -128,8 +134,26 @@ pub fn answer_for(body: &Value) -> String {
     format!("upstream reply to: {last}")
 }
 
+fn refused(shared: &Shared, headers: &HeaderMap) -> Option<Response> {
+    let accepted = shared.knobs().accepted_keys.clone()?;
+    let presented =
+        headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|a| a.strip_prefix("Bearer "));
+    if presented.is_some_and(|p| accepted.iter().any(|k| k == p)) {
+        return None;
+    }
+    let error = json!({"error": {"message": "Incorrect API key provided", "type": "invalid_request_error", "code": "invalid_api_key"}});
+    Some((StatusCode::UNAUTHORIZED, Json(error)).into_response())
+}
+
 async fn chat_completions(State(shared): State<Arc<Shared>>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
     shared.calls.fetch_add(1, Ordering::SeqCst);
+    if let Some(refusal) = refused(&shared, &headers) {
+        shared
+            .knobs()
+            .authorizations
+            .push(headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_owned));
+        return refusal;
+    }
     let (failure, delay, cut) = {
         let mut knobs = shared.knobs();
         knobs.requests.push(body.clone());
@@ -209,9 +233,13 @@ fn async_stream(
     futures::stream::iter(frames)
 }
 
-async fn models() -> Json<Value> {
+async fn models(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    if let Some(refusal) = refused(&shared, &headers) {
+        return refusal;
+    }
     Json(json!({"object": "list", "data": [
         {"id": "gpt-test", "object": "model", "owned_by": "mock"},
         {"id": "gpt-test-mini", "object": "model", "owned_by": "mock"}
     ]}))
+    .into_response()
 }

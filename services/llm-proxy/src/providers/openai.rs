@@ -154,6 +154,12 @@ impl OpenAi {
         send_checked(call, self.timeout).await
     }
 
+    /// The same upstream with a user's own key (its own breaker: a bad user key does not
+    /// eject the upstream for everyone).
+    pub fn with_key(&self, api_key: SecretString) -> Self {
+        Self { api_key: Some(api_key), breaker: Arc::new(Breaker::new(EJECT_AFTER, EJECT_FOR)), ..self.clone() }
+    }
+
     /// The model names the upstream lists at `/models`.
     pub async fn list_models(&self) -> Result<Vec<String>, ProviderError> {
         #[derive(Deserialize)]

@@ -1,4 +1,4 @@
-//! Storage of the LLM proxy: each principal's chosen model.
+//! Storage of the LLM proxy: each principal's chosen model, and the provider keys users bring.
 
 use async_trait::async_trait;
 use switchboard_kit::db::Db;
@@ -13,13 +13,13 @@ pub trait ModelChoiceStore: Send + Sync + 'static {
     async fn set(&self, system_id: &str, user_id: &str, model: &str) -> Result<(), sqlx::Error>;
 }
 
-/// [`ModelChoiceStore`] on SQLite or PostgreSQL.
+/// [`ModelChoiceStore`] and [`ProviderKeyStore`] on SQLite or PostgreSQL.
 #[derive(Debug, Clone)]
-pub struct SqlModelChoiceStore {
+pub struct SqlStore {
     db: Db,
 }
 
-impl SqlModelChoiceStore {
+impl SqlStore {
     /// A store over `db` (already migrated).
     pub fn new(db: Db) -> Self {
         Self { db }
@@ -27,7 +27,7 @@ impl SqlModelChoiceStore {
 }
 
 #[async_trait]
-impl ModelChoiceStore for SqlModelChoiceStore {
+impl ModelChoiceStore for SqlStore {
     async fn get(&self, system_id: &str, user_id: &str) -> Result<Option<String>, sqlx::Error> {
         db_run!(&self.db, |pool| {
             sqlx::query_scalar("SELECT model FROM model_choices WHERE system_id = $1 AND user_id = $2")
@@ -52,6 +52,165 @@ impl ModelChoiceStore for SqlModelChoiceStore {
             .execute(pool)
             .await
             .map(|_| ())
+        })
+    }
+}
+
+/// A provider key a user brought (sealed), with its usage.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct StoredProviderKey {
+    /// Id.
+    pub id: String,
+    /// Owner's tenant.
+    pub system_id: String,
+    /// Owner.
+    pub user_id: String,
+    /// `openai`.
+    pub provider: String,
+    /// The owner's name for it.
+    pub label: String,
+    /// AES-256-GCM sealed key.
+    pub sealed: String,
+    /// Last four characters.
+    pub last_four: String,
+    /// Unix ms.
+    pub created_at: i64,
+    /// Completions made with it.
+    pub requests: i64,
+    /// Prompt tokens.
+    pub prompt_tokens: i64,
+    /// Completion tokens.
+    pub completion_tokens: i64,
+    /// Cost, micro-dollars.
+    pub cost_micros: i64,
+    /// Unix ms.
+    pub last_used_at: Option<i64>,
+}
+
+/// Usage to add to a provider key.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KeyUsage {
+    /// Completions.
+    pub requests: i64,
+    /// Prompt tokens.
+    pub prompt_tokens: i64,
+    /// Completion tokens.
+    pub completion_tokens: i64,
+    /// Cost, micro-dollars.
+    pub cost_micros: i64,
+    /// Unix ms of the last use.
+    pub last_used_at: i64,
+}
+
+/// Provider keys users bring.
+#[async_trait]
+pub trait ProviderKeyStore: Send + Sync + 'static {
+    /// Stores a key.
+    async fn insert(&self, key: &StoredProviderKey) -> Result<(), sqlx::Error>;
+    /// The owner's keys, newest first.
+    async fn list(&self, system_id: &str, user_id: &str) -> Result<Vec<StoredProviderKey>, sqlx::Error>;
+    /// One of the owner's keys.
+    async fn get(&self, system_id: &str, user_id: &str, id: &str) -> Result<Option<StoredProviderKey>, sqlx::Error>;
+    /// The owner's newest key for a provider: the one their completions use.
+    async fn newest(
+        &self,
+        system_id: &str,
+        user_id: &str,
+        provider: &str,
+    ) -> Result<Option<StoredProviderKey>, sqlx::Error>;
+    /// Deletes one of the owner's keys; false when there was none.
+    async fn delete(&self, system_id: &str, user_id: &str, id: &str) -> Result<bool, sqlx::Error>;
+    /// Adds usage, in one transaction.
+    async fn add_usage(&self, usage: &[(String, KeyUsage)]) -> Result<(), sqlx::Error>;
+}
+
+const KEY_COLUMNS: &str = "id, system_id, user_id, provider, label, sealed, last_four, created_at, requests, \
+                           prompt_tokens, completion_tokens, cost_micros, last_used_at";
+
+#[async_trait]
+impl ProviderKeyStore for SqlStore {
+    async fn insert(&self, k: &StoredProviderKey) -> Result<(), sqlx::Error> {
+        db_run!(&self.db, |pool| {
+            sqlx::query(
+                "INSERT INTO provider_keys (id, system_id, user_id, provider, label, sealed, last_four, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(&k.id)
+            .bind(&k.system_id)
+            .bind(&k.user_id)
+            .bind(&k.provider)
+            .bind(&k.label)
+            .bind(&k.sealed)
+            .bind(&k.last_four)
+            .bind(k.created_at)
+            .execute(pool)
+            .await
+            .map(|_| ())
+        })
+    }
+
+    async fn list(&self, system_id: &str, user_id: &str) -> Result<Vec<StoredProviderKey>, sqlx::Error> {
+        let sql = format!(
+            "SELECT {KEY_COLUMNS} FROM provider_keys WHERE system_id = $1 AND user_id = $2 ORDER BY created_at DESC, id DESC"
+        );
+        db_run!(&self.db, |pool| sqlx::query_as(&sql).bind(system_id).bind(user_id).fetch_all(pool).await)
+    }
+
+    async fn get(&self, system_id: &str, user_id: &str, id: &str) -> Result<Option<StoredProviderKey>, sqlx::Error> {
+        let sql = format!("SELECT {KEY_COLUMNS} FROM provider_keys WHERE system_id = $1 AND user_id = $2 AND id = $3");
+        db_run!(&self.db, |pool| sqlx::query_as(&sql).bind(system_id).bind(user_id).bind(id).fetch_optional(pool).await)
+    }
+
+    async fn newest(
+        &self,
+        system_id: &str,
+        user_id: &str,
+        provider: &str,
+    ) -> Result<Option<StoredProviderKey>, sqlx::Error> {
+        let sql = format!(
+            "SELECT {KEY_COLUMNS} FROM provider_keys WHERE system_id = $1 AND user_id = $2 AND provider = $3 \
+             ORDER BY created_at DESC, id DESC LIMIT 1"
+        );
+        db_run!(&self.db, |pool| {
+            sqlx::query_as(&sql).bind(system_id).bind(user_id).bind(provider).fetch_optional(pool).await
+        })
+    }
+
+    async fn delete(&self, system_id: &str, user_id: &str, id: &str) -> Result<bool, sqlx::Error> {
+        db_run!(&self.db, |pool| {
+            sqlx::query("DELETE FROM provider_keys WHERE system_id = $1 AND user_id = $2 AND id = $3")
+                .bind(system_id)
+                .bind(user_id)
+                .bind(id)
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected() > 0)
+        })
+    }
+
+    async fn add_usage(&self, usage: &[(String, KeyUsage)]) -> Result<(), sqlx::Error> {
+        if usage.is_empty() {
+            return Ok(());
+        }
+        db_run!(&self.db, |pool| {
+            let mut tx = pool.begin().await?;
+            for (id, u) in usage {
+                sqlx::query(
+                    "UPDATE provider_keys SET requests = requests + $1, prompt_tokens = prompt_tokens + $2, \
+                     completion_tokens = completion_tokens + $3, cost_micros = cost_micros + $4, \
+                     last_used_at = CASE WHEN last_used_at IS NULL OR last_used_at < $5 THEN $5 ELSE last_used_at END \
+                     WHERE id = $6",
+                )
+                .bind(u.requests)
+                .bind(u.prompt_tokens)
+                .bind(u.completion_tokens)
+                .bind(u.cost_micros)
+                .bind(u.last_used_at)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await
         })
     }
 }

@@ -1,5 +1,6 @@
 //! `/api/v1/*`: seed 004's API, every answer in the `{success, message, data, errors}` envelope.
 
+pub mod keys;
 pub mod users;
 
 use serde_json::{Value, json};
