@@ -1,6 +1,7 @@
 //! ConversationService: conversations, messages and usage records, and the chat turn that
 //! stores the user message, asks the LLM proxy and stores the answer.
 
+mod context;
 pub mod domain;
 mod error;
 mod grpc;
@@ -58,6 +59,7 @@ pub struct Application {
     history: u32,
     stale_turn: std::time::Duration,
     verifier: switchboard_kit::auth::Verifier,
+    redis: Option<switchboard_kit::redis::Redis>,
 }
 
 impl Application {
@@ -72,6 +74,10 @@ impl Application {
         let store: Arc<dyn store::ConversationStore> = sql.clone();
         let idempotency: Arc<dyn store::IdempotencyStore> = sql;
         let verifier = switchboard_kit::auth::Verifier::from_settings(&settings.verifier, hub)?;
+        let redis = match &settings.verifier.redis {
+            Some(r) => Some(switchboard_kit::redis::Redis::new(r).map_err(switchboard_kit::auth::VerifierError::from)?),
+            None => None,
+        };
         tracing::info!(
             addr = %local,
             backend = db.backend(),
@@ -91,6 +97,7 @@ impl Application {
             history: settings.history_messages,
             stale_turn: settings.stale_turn,
             verifier,
+            redis,
         })
     }
 
@@ -103,7 +110,8 @@ impl Application {
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), StartError> {
         let (usage, usage_task) = usage::UsageWriter::start(self.store.clone());
         let sweeper = tokio::spawn(sweep_periodically(self.store.clone(), self.stale_turn));
-        let turns = turn::Turns::new(self.store.clone(), self.llm.clone(), usage, self.history);
+        let context = Arc::new(context::ContextCache::new(self.redis.clone()));
+        let turns = turn::Turns::new(self.store.clone(), self.llm.clone(), usage, self.history, context);
         let service = grpc::ConversationGrpc::new(self.store, self.idempotency, turns, self.llm);
         let routes = tonic::service::Routes::new(ConversationServiceServer::new(service));
         let result =

@@ -16,6 +16,7 @@ use tokio::sync::{OwnedMutexGuard, mpsc};
 use tonic::Status;
 use tonic::transport::Channel;
 
+use crate::context::ContextCache;
 use crate::domain::{
     Conversation, MAX_MESSAGE_CHARS, Message, MessageOutcome, MessageStatus, Principal, Role, UsageRecord, title_from,
 };
@@ -69,6 +70,8 @@ struct Begun {
     assistant: Message,
     call: tonic::Request<llm::CompleteRequest>,
     request: TurnRequest,
+    /// The context sent upstream (ending with the user message).
+    context: Vec<Message>,
     _turn: OwnedMutexGuard<()>,
 }
 
@@ -100,6 +103,7 @@ pub struct Turns {
     usage: UsageWriter,
     history: u32,
     locks: Arc<TurnLocks>,
+    context: Arc<ContextCache>,
 }
 
 impl Turns {
@@ -109,8 +113,22 @@ impl Turns {
         llm: LlmServiceClient<Channel>,
         usage: UsageWriter,
         history: u32,
+        context: Arc<ContextCache>,
     ) -> Self {
-        Self { store, llm, usage, history, locks: Arc::default() }
+        Self { store, llm, usage, history, locks: Arc::default(), context }
+    }
+
+    /// After a turn: the cached context grows by the answer, if there is one to show. The
+    /// conversation then holds two more messages (the user message and the answer row,
+    /// whatever became of the answer); a count that is off only makes the next turn read the
+    /// store.
+    async fn remember(&self, conversation: &Conversation, context: &[Message], answer: Option<&Message>) {
+        let mut next = context.to_vec();
+        if let Some(answer) = answer.filter(|a| !a.content.is_empty()) {
+            next.push(answer.clone());
+        }
+        let count = conversation.message_count + 2;
+        self.context.put(&conversation.id, count, &next, self.history as usize).await;
     }
 
     async fn begin(&self, request: TurnRequest) -> Result<Begun, ConversationError> {
@@ -124,11 +142,20 @@ impl Turns {
                 format!("is longer than {MAX_MESSAGE_CHARS} characters"),
             ));
         }
-        let conversation = match request.conversation_id.as_deref() {
-            Some(id) => self.store.get_conversation(&request.owner, id).await?.ok_or(ConversationError::NotFound)?,
-            None => self.store.create_conversation(&request.owner, &title_from(&message)).await?,
+        // The turn lock is taken before the conversation is read, so what is read is current.
+        let (conversation, turn) = match request.conversation_id.as_deref() {
+            Some(id) => {
+                let turn = self.locks.acquire(id).await;
+                let conversation =
+                    self.store.get_conversation(&request.owner, id).await?.ok_or(ConversationError::NotFound)?;
+                (conversation, turn)
+            }
+            None => {
+                let conversation = self.store.create_conversation(&request.owner, &title_from(&message)).await?;
+                let turn = self.locks.acquire(&conversation.id).await;
+                (conversation, turn)
+            }
         };
-        let turn = self.locks.acquire(&conversation.id).await;
         let user_message = self
             .store
             .append_message(NewMessage {
@@ -139,7 +166,13 @@ impl Turns {
                 model: String::new(),
             })
             .await?;
-        let context = self.store.recent_messages(&conversation.id, self.history).await?;
+        let context = match self.context.get(&conversation.id, conversation.message_count).await {
+            Some(mut cached) => {
+                cached.push(user_message.clone());
+                cached
+            }
+            None => self.store.recent_messages(&conversation.id, self.history).await?,
+        };
         let assistant = self
             .store
             .append_message(NewMessage {
@@ -169,7 +202,7 @@ impl Turns {
         // The upstream call ends a little before the caller's deadline, so that the outcome
         // is recorded before the caller gives up.
         switchboard_kit::grpc::propagate(&mut call, request.deadline, DEADLINE_MARGIN);
-        Ok(Begun { conversation, user_message, assistant, call, request, _turn: turn })
+        Ok(Begun { conversation, user_message, assistant, call, request, context, _turn: turn })
     }
 
     /// Runs one turn to completion. The turn runs as a task of its own: a caller that goes
@@ -183,14 +216,16 @@ impl Turns {
 
     async fn run_to_end(&self, request: TurnRequest) -> Result<TurnResult, ConversationError> {
         let begun = self.begin(request).await?;
-        let Begun { conversation, user_message, assistant, call, request, _turn } = begun;
+        let Begun { conversation, user_message, assistant, call, request, context, _turn } = begun;
         match self.llm.clone().complete(call).await {
             Ok(answer) => {
                 let assistant = self.complete(assistant, &user_message, &request, answer.into_inner()).await?;
+                self.remember(&conversation, &context, Some(&assistant)).await;
                 Ok(TurnResult { conversation, user_message, assistant_message: assistant })
             }
             Err(status) => {
                 self.fail(&assistant, &request.model, status.message(), String::new()).await?;
+                self.remember(&conversation, &context, None).await;
                 Err(ConversationError::Llm(status))
             }
         }
@@ -213,7 +248,7 @@ impl Turns {
         request: TurnRequest,
     ) -> Result<mpsc::Receiver<Result<pb::StreamMessageResponse, Status>>, ConversationError> {
         let begun = self.begin(request).await?;
-        let Begun { conversation, user_message, assistant, call, request, _turn } = begun;
+        let Begun { conversation, user_message, assistant, call, request, context, _turn } = begun;
         let mut upstream = match self.llm.clone().stream_complete(call).await {
             Ok(stream) => stream.into_inner(),
             Err(status) => {
@@ -252,6 +287,7 @@ impl Turns {
                         let finished = this.complete(assistant.clone(), &user_message, &request, done).await;
                         match finished {
                             Ok(stored) => {
+                                this.remember(&conversation, &context, Some(&stored)).await;
                                 let completed = pb::SendMessageResponse {
                                     conversation_id: conversation.id.clone(),
                                     user_message: Some(crate::grpc::message_pb(user_message.clone())),

@@ -663,3 +663,46 @@ output_usd_per_mtok = 600.0
     assert!(error["detail"][0]["msg"].as_str().unwrap().contains("gpt-test-mini"), "{error}");
     app.stop().await;
 }
+
+/// A turn whose history comes from the cache does not see a change made to the store behind
+/// its back; one that reads the store does.
+async fn context_source_after_tampering(env_for: impl Fn(&str, &str) -> switchboard_kit::Env) -> String {
+    let upstream = MockUpstream::start().await;
+    let test_db = db::sqlite();
+    let app = spawn_app(env_for(&test_db.url, &upstream.base_url())).await;
+    let first: Value = app
+        .post("/v1/chat", json!({"system_id": "drillquiz", "user_id": "ctx", "message": "original"}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = first["conversation_id"].as_str().unwrap().to_owned();
+    let db = switchboard_kit::db::Db::connect(&test_db.url, "DATABASE_URL").await.unwrap();
+    let changed = switchboard_kit::db_run!(&db, |pool| {
+        sqlx::query("UPDATE messages SET content = 'tampered' WHERE content = 'original'")
+            .execute(pool)
+            .await
+            .unwrap()
+            .rows_affected()
+    });
+    assert_eq!(changed, 1);
+    app.post("/v1/chat", json!({"system_id": "drillquiz", "user_id": "ctx", "message": "next", "conversation_id": id}))
+        .await;
+    let sent = upstream.requests()[1]["messages"][0]["content"].as_str().unwrap().to_owned();
+    app.stop().await;
+    sent
+}
+
+#[tokio::test]
+async fn a_turn_takes_its_history_from_the_context_cache_in_process_and_in_redis() {
+    let local = context_source_after_tampering(openai_env).await;
+    assert_eq!(local, "original", "in process: no history query");
+    let redis_url = switchboard_e2e::redis_url().await;
+    let shared = context_source_after_tampering(|db, url| {
+        openai_env(db, url)
+            .with("REDIS_URL", redis_url.clone())
+            .with("SWITCHBOARD_REDIS_PREFIX", format!("sbctx-{}", std::process::id()))
+    })
+    .await;
+    assert_eq!(shared, "original", "with Redis: no history query");
+}
