@@ -189,7 +189,7 @@ impl IntoResponse for ApiError {
 
 /// The error dialect of a path (see the table in `routes`).
 pub fn dialect_of(path: &str) -> Dialect {
-    if path.starts_with("/api-keys") {
+    if path.starts_with("/api-keys") || matches!(path, "/models" | "/model" | "/query" | "/history") {
         Dialect::Classic
     } else if path.starts_with("/api/v1/") {
         Dialect::EnvelopeWithErrors

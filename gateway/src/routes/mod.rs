@@ -7,12 +7,13 @@
 //! | paths | from | errors |
 //! |---|---|---|
 //! | `/v1/*`, `/register`, `/token`, `/users/*` | seeds 003, 002 | FastAPI `{"detail": ...}` |
-//! | `/api-keys*` | seed 000 | `{"error": "..."}` |
+//! | `/api-keys*`, `/models`, `/model`, `/query`, `/history` | seed 000 | `{"error": "..."}` |
 //! | `/api/*` | seed 001 | `{success, message, data}` |
 //! | `/api/v1/*` | seed 004 | `{success, message, data, errors}` |
 
 mod api;
 mod api_keys;
+mod classic;
 mod health;
 mod users;
 mod v1;
@@ -51,6 +52,10 @@ pub fn router(state: AppState, body_limit: usize) -> Router {
         .route("/api-keys", post(api_keys::create).get(api_keys::list))
         .route("/api-keys/{api_key}", delete(api_keys::revoke))
         .route("/api-keys/{id}/rotate", post(api_keys::rotate))
+        .route("/models", get(classic::models))
+        .route("/model", get(classic::current_model).post(classic::set_model))
+        .route("/query", post(classic::query))
+        .route("/history", get(classic::history).delete(classic::clear_history))
         .route("/api/users", post(api::users::create).get(api::users::get))
         .route("/api/v1/users/join", post(api::v1::users::join))
         .route("/api/v1/users/login", post(api::v1::users::login))
