@@ -23,6 +23,18 @@ pub enum ConversationError {
     /// Storage failed.
     #[error("storage: {0}")]
     Store(#[from] sqlx::Error),
+    /// Another replica's turn of the conversation outlasted the caller's patience.
+    #[error("another turn of this conversation is still running; try again")]
+    Busy,
+}
+
+impl From<crate::lease::LeaseError> for ConversationError {
+    fn from(e: crate::lease::LeaseError) -> Self {
+        match e {
+            crate::lease::LeaseError::Busy => Self::Busy,
+            crate::lease::LeaseError::Store(e) => Self::Store(e),
+        }
+    }
 }
 
 impl ConversationError {
@@ -37,6 +49,7 @@ impl From<ConversationError> for Status {
         match err {
             ConversationError::InvalidArgument { field, .. } => invalid_field(field, err.to_string()),
             ConversationError::NotFound => Status::not_found("conversation not found"),
+            ConversationError::Busy => Status::aborted(err.to_string()),
             ConversationError::Llm(status) => {
                 // The LLM proxy being unreachable is a dependency outage, not an upstream error.
                 if status.code() == Code::Unknown {

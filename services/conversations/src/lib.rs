@@ -5,6 +5,7 @@ mod context;
 pub mod domain;
 mod error;
 mod grpc;
+mod lease;
 mod settings;
 pub mod store;
 mod turn;

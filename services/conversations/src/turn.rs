@@ -21,6 +21,7 @@ use crate::domain::{
     Conversation, MAX_MESSAGE_CHARS, Message, MessageOutcome, MessageStatus, Principal, Role, UsageRecord, title_from,
 };
 use crate::error::ConversationError;
+use crate::lease::TurnLease;
 use crate::store::{ConversationStore, NewMessage};
 use crate::usage::UsageWriter;
 
@@ -72,7 +73,7 @@ struct Begun {
     request: TurnRequest,
     /// The context sent upstream (ending with the user message).
     context: Vec<Message>,
-    _turn: OwnedMutexGuard<()>,
+    _turn: (OwnedMutexGuard<()>, TurnLease),
 }
 
 /// One lock per conversation with a turn under way.
@@ -142,18 +143,23 @@ impl Turns {
                 format!("is longer than {MAX_MESSAGE_CHARS} characters"),
             ));
         }
-        // The turn lock is taken before the conversation is read, so what is read is current.
+        // The turn lock (in this process) and lease (across replicas) are taken before the
+        // conversation is read, so what is read is current.
         let (conversation, turn) = match request.conversation_id.as_deref() {
             Some(id) => {
-                let turn = self.locks.acquire(id).await;
+                let local = self.locks.acquire(id).await;
+                // An id that is not the caller's must look missing, not busy: check it first.
+                self.store.get_conversation(&request.owner, id).await?.ok_or(ConversationError::NotFound)?;
+                let lease = crate::lease::acquire(&self.store, id, request.deadline).await?;
                 let conversation =
                     self.store.get_conversation(&request.owner, id).await?.ok_or(ConversationError::NotFound)?;
-                (conversation, turn)
+                (conversation, (local, lease))
             }
             None => {
                 let conversation = self.store.create_conversation(&request.owner, &title_from(&message)).await?;
-                let turn = self.locks.acquire(&conversation.id).await;
-                (conversation, turn)
+                let local = self.locks.acquire(&conversation.id).await;
+                let lease = crate::lease::acquire(&self.store, &conversation.id, request.deadline).await?;
+                (conversation, (local, lease))
             }
         };
         let user_message = self

@@ -706,3 +706,37 @@ async fn a_turn_takes_its_history_from_the_context_cache_in_process_and_in_redis
     .await;
     assert_eq!(shared, "original", "with Redis: no history query");
 }
+
+#[tokio::test]
+async fn turns_of_one_conversation_queue_across_replicas_sharing_a_database() {
+    let upstream = MockUpstream::start().await;
+    upstream.set_delay(std::time::Duration::from_millis(60));
+    let test_db = db::postgres().await;
+    let env = || openai_env(&test_db.url, &upstream.base_url()).with("SWITCHBOARD_RATE_LIMIT_CHAT_PRINCIPAL", "off");
+    // Two complete deployments on one database: two conversation services, no shared process.
+    let (a, b) = (spawn_app(env()).await, spawn_app(env()).await);
+    let first: Value = a
+        .post("/v1/chat", json!({"system_id": "drillquiz", "user_id": "q", "message": "m0"}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = first["conversation_id"].as_str().unwrap().to_owned();
+    let sends = (1..=6).map(|i| {
+        let app = if i % 2 == 0 { &a } else { &b };
+        let body = json!({"system_id": "drillquiz", "user_id": "q", "message": format!("m{i}"), "conversation_id": id});
+        async move { app.post("/v1/chat", body).await.status() }
+    });
+    let statuses = futures::future::join_all(sends).await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+
+    // Each turn saw every turn before it: the prompts grow by two messages each time.
+    let mut sizes: Vec<usize> = upstream.requests().iter().map(|r| r["messages"].as_array().unwrap().len()).collect();
+    sizes.sort_unstable();
+    assert_eq!(sizes, vec![1, 3, 5, 7, 9, 11, 13]);
+    let messages: Value =
+        a.get(&format!("/v1/conversations/{id}/messages?system_id=drillquiz&user_id=q")).await.json().await.unwrap();
+    assert_eq!(messages["data"].as_array().unwrap().len(), 14, "none lost");
+    a.stop().await;
+    b.stop().await;
+}

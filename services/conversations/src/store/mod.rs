@@ -110,6 +110,11 @@ pub trait ConversationStore: Send + Sync + 'static {
         conversation_id: &str,
         message: &UpstreamMessage,
     ) -> Result<bool, sqlx::Error>;
+    /// Takes (or renews) the turn lease of a conversation for `owner` until `until` (Unix ms);
+    /// false while another owner holds an unexpired lease.
+    async fn lease_turn(&self, conversation_id: &str, owner: &str, now: i64, until: i64) -> Result<bool, sqlx::Error>;
+    /// Gives the lease back, if `owner` still holds it.
+    async fn release_turn(&self, conversation_id: &str, owner: &str) -> Result<(), sqlx::Error>;
     /// Writes usage records in one transaction.
     async fn record_usage(&self, records: &[UsageRecord]) -> Result<(), sqlx::Error>;
 }

@@ -399,6 +399,36 @@ impl ConversationStore for SqlStore {
         })
     }
 
+    async fn lease_turn(&self, conversation_id: &str, owner: &str, now: i64, until: i64) -> Result<bool, sqlx::Error> {
+        db_run!(&self.db, |pool| {
+            sqlx::query(
+                "UPDATE conversations SET turn_lease_owner = $1, turn_lease_until = $2 WHERE id = $3 \
+                 AND (turn_lease_until IS NULL OR turn_lease_until < $4 OR turn_lease_owner = $1)",
+            )
+            .bind(owner)
+            .bind(until)
+            .bind(conversation_id)
+            .bind(now)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected() == 1)
+        })
+    }
+
+    async fn release_turn(&self, conversation_id: &str, owner: &str) -> Result<(), sqlx::Error> {
+        db_run!(&self.db, |pool| {
+            sqlx::query(
+                "UPDATE conversations SET turn_lease_owner = NULL, turn_lease_until = NULL \
+                 WHERE id = $1 AND turn_lease_owner = $2",
+            )
+            .bind(conversation_id)
+            .bind(owner)
+            .execute(pool)
+            .await
+            .map(|_| ())
+        })
+    }
+
     async fn record_usage(&self, records: &[UsageRecord]) -> Result<(), sqlx::Error> {
         if records.is_empty() {
             return Ok(());
