@@ -156,3 +156,25 @@ async fn an_upstream_that_breaks_mid_stream_ends_with_an_error_event_and_never_s
     assert!(!stored[1]["error"].as_str().unwrap().is_empty());
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_streamed_request_with_an_idempotency_key_is_replayed_not_run_twice() {
+    let upstream = MockUpstream::start().await;
+    let test_db = db::sqlite();
+    let app = spawn_app(openai_env(&test_db.url, &upstream.base_url())).await;
+    let send = || {
+        app.client
+            .post(format!("{}/v1/chat", app.http))
+            .header("X-API-Key", SERVICE_KEY)
+            .header("Idempotency-Key", "stream-once")
+            .json(&json!({"system_id": "drillquiz", "user_id": "s5", "message": "only once", "stream": true}))
+            .send()
+    };
+    let first = parse_sse(&send().await.unwrap().text().await.unwrap());
+    let second = parse_sse(&send().await.unwrap().text().await.unwrap());
+    assert_eq!(first.last().unwrap().0, "done");
+    assert_eq!(first.last(), second.last(), "the same stored answer");
+    assert_eq!(first.last().unwrap().1["answer"], "upstream reply to: only once");
+    assert_eq!(upstream.calls(), 1);
+    app.stop().await;
+}

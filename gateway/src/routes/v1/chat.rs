@@ -81,11 +81,16 @@ pub async fn send(
         max_tokens: body.max_tokens,
     });
     request.set_timeout(TURN_DEADLINE);
-    if streaming {
+    if streaming && request.get_ref().idempotency_key.is_empty() {
         return stream(state, request).await;
     }
     let answer = state.conversations.clone().send_message(request).await.map_err(idempotency_header)?.into_inner();
     tracing::Span::current().record("conversation_id", answer.conversation_id.as_str());
+    if streaming {
+        // With an Idempotency-Key the turn is run (or replayed) whole, so a retry gets exactly
+        // the first answer; it is then sent as the same events, in one delta.
+        return Ok(replayed_as_events(answer));
+    }
     Ok(Json(chat_response(answer)).into_response())
 }
 
@@ -108,6 +113,27 @@ fn chat_response(answer: pb::SendMessageResponse) -> ChatResponse {
         usage: assistant.usage.unwrap_or_default().into(),
         created_at: timestamp_rfc3339(assistant.created_at.as_ref()),
     }
+}
+
+/// A finished turn as the events a stream would have sent.
+fn replayed_as_events(answer: pb::SendMessageResponse) -> Response {
+    let user_message_id = answer.user_message.as_ref().map(|m| m.id.clone()).unwrap_or_default();
+    let body = chat_response(answer);
+    let ids = json!({"conversation_id": body.conversation_id, "message_id": body.message_id});
+    let mut delta = ids.clone();
+    delta["delta"] = Value::from(body.answer.clone());
+    let events = vec![
+        Ok::<_, Infallible>(
+            Event::default().event("start").data(
+                json!({"conversation_id": body.conversation_id, "user_message_id": user_message_id,
+                   "message_id": body.message_id, "model": body.model})
+                .to_string(),
+            ),
+        ),
+        Ok(Event::default().event("delta").data(delta.to_string())),
+        Ok(Event::default().event("done").data(serde_json::to_string(&body).unwrap_or_default())),
+    ];
+    Sse::new(futures::stream::iter(events)).into_response()
 }
 
 /// The turn as Server-Sent Events. Failures before the first event are ordinary error

@@ -135,24 +135,31 @@ pub struct Dify {
     apps: Arc<DifyApps>,
     retry: RetryPolicy,
     budget: Arc<RetryBudget>,
-    breaker: Arc<Breaker>,
+    /// One breaker per app (by base URL): one tenant's failing app ejects only itself.
+    breakers: Arc<HashMap<String, Breaker>>,
     timeout: Duration,
 }
 
 impl Dify {
-    /// The upstream's breaker.
-    pub fn breaker(&self) -> &Breaker {
-        &self.breaker
+    /// The breaker of the app serving `system_id`.
+    pub fn breaker(&self, system_id: &str) -> Option<&Breaker> {
+        self.apps.for_system(system_id).and_then(|app| self.breakers.get(&app.base_url))
     }
 
     /// A provider for `apps`.
     pub fn new(apps: DifyApps, timeout: Duration, retry: RetryPolicy) -> Result<Self, ProviderError> {
+        let breakers = apps
+            .common
+            .iter()
+            .chain(apps.by_system.values())
+            .map(|app| (app.base_url.clone(), Breaker::new(EJECT_AFTER, EJECT_FOR)))
+            .collect();
         Ok(Self {
             http: http_client()?,
             apps: Arc::new(apps),
             retry,
             budget: Arc::new(RetryBudget::default()),
-            breaker: Arc::new(Breaker::new(EJECT_AFTER, EJECT_FOR)),
+            breakers: Arc::new(breakers),
             timeout,
         })
     }
@@ -356,4 +363,21 @@ impl Dify {
 
 fn prompt_estimate(request: &CompletionRequest) -> u32 {
     request.messages.iter().rev().find(|m| m.role == Role::User).map_or(0, |m| estimate_tokens(&m.content))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_app_has_a_breaker_of_its_own() {
+        let app = |url: &str| DifyApp { base_url: url.into(), api_key: SecretString::from("app-x") };
+        let mut apps = DifyApps { common: Some(app("http://common/v1")), by_system: HashMap::new() };
+        apps.by_system.insert("cointutor".into(), app("http://coin/v1"));
+        let dify = Dify::new(apps, Duration::from_secs(1), RetryPolicy::default()).unwrap();
+        let common = dify.breaker("drillquiz").unwrap() as *const Breaker;
+        let coin = dify.breaker("CoinTutor").unwrap() as *const Breaker;
+        assert_ne!(common, coin);
+        assert_eq!(common, dify.breaker("other").unwrap() as *const Breaker);
+    }
 }

@@ -159,17 +159,18 @@ impl Provider {
         }
     }
 
-    fn breaker(&self) -> Option<&Breaker> {
+    /// The breaker of the upstream serving `request` (each Dify app has its own).
+    fn breaker(&self, request: &CompletionRequest) -> Option<&Breaker> {
         match self {
             Self::Mock(_) => None,
             Self::OpenAi(p) => Some(p.breaker()),
-            Self::Dify(p) => Some(p.breaker()),
+            Self::Dify(p) => p.breaker(&request.system_id),
         }
     }
 
     /// One completion.
     pub async fn complete(&self, request: &CompletionRequest) -> Result<CompletionOutput, ProviderError> {
-        if let Some(breaker) = self.breaker() {
+        if let Some(breaker) = self.breaker(request) {
             breaker.allow()?;
         }
         let outcome = match self {
@@ -177,7 +178,7 @@ impl Provider {
             Self::OpenAi(p) => p.complete(request).await,
             Self::Dify(p) => p.complete(request).await,
         };
-        if let Some(breaker) = self.breaker() {
+        if let Some(breaker) = self.breaker(request) {
             breaker.record(&outcome);
         }
         outcome
@@ -185,7 +186,7 @@ impl Provider {
 
     /// One completion, streamed as it is produced.
     pub async fn stream(&self, request: &CompletionRequest) -> Result<EventStream, ProviderError> {
-        if let Some(breaker) = self.breaker() {
+        if let Some(breaker) = self.breaker(request) {
             breaker.allow()?;
         }
         let outcome = match self {
@@ -193,7 +194,7 @@ impl Provider {
             Self::OpenAi(p) => p.stream(request).await,
             Self::Dify(p) => p.stream(request).await,
         };
-        if let Some(breaker) = self.breaker() {
+        if let Some(breaker) = self.breaker(request) {
             breaker.record(&outcome);
         }
         outcome
