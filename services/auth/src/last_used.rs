@@ -38,14 +38,6 @@ impl LastUsed {
 
     /// Flushes every second until `stop` resolves, then once more.
     pub async fn run(self, store: Arc<dyn KeyStore>, stop: impl std::future::Future<Output = ()>) {
-        tokio::pin!(stop);
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        loop {
-            tokio::select! {
-                _ = tick.tick() => self.flush(&*store).await,
-                () = &mut stop => break,
-            }
-        }
-        self.flush(&*store).await;
+        switchboard_kit::periodic::until_stopped(Duration::from_secs(1), stop, || self.flush(&*store)).await;
     }
 }

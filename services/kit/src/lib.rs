@@ -6,6 +6,7 @@ pub mod db;
 pub mod env;
 pub mod grpc;
 pub mod net;
+pub mod periodic;
 pub mod redis;
 pub mod revocation;
 pub mod shutdown;

@@ -48,14 +48,6 @@ impl KeyUsageTally {
 
     /// Flushes every second until `stop`, then once more.
     pub async fn run(self, store: Arc<dyn ProviderKeyStore>, stop: impl std::future::Future<Output = ()>) {
-        tokio::pin!(stop);
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        loop {
-            tokio::select! {
-                _ = tick.tick() => self.flush(&*store).await,
-                () = &mut stop => break,
-            }
-        }
-        self.flush(&*store).await;
+        switchboard_kit::periodic::until_stopped(Duration::from_secs(1), stop, || self.flush(&*store)).await;
     }
 }

@@ -74,22 +74,7 @@ impl MockDify {
             .route("/v1/conversations", get(conversations))
             .route("/v1/messages", get(messages))
             .with_state(shared.clone());
-        let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
-            Ok(l) => l,
-            Err(e) => panic!("mock Dify cannot bind loopback: {e}"),
-        };
-        let addr = match listener.local_addr() {
-            Ok(a) => a,
-            Err(e) => panic!("mock Dify has no address: {e}"),
-        };
-        let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stopped.await;
-                })
-                .await;
-        });
+        let (addr, stop) = crate::serve(app, "mock Dify").await;
         Self { addr, shared, _stop: stop }
     }
 

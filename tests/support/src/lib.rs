@@ -11,3 +11,24 @@ mod openai;
 
 pub use dify::MockDify;
 pub use openai::MockUpstream;
+
+/// Serves `app` on a free loopback port until the returned sender is dropped.
+pub(crate) async fn serve(app: axum::Router, what: &str) -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
+        Ok(l) => l,
+        Err(e) => panic!("{what} cannot bind loopback: {e}"),
+    };
+    let addr = match listener.local_addr() {
+        Ok(a) => a,
+        Err(e) => panic!("{what} has no address: {e}"),
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            })
+            .await;
+    });
+    (addr, stop)
+}
