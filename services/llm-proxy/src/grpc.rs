@@ -1,6 +1,8 @@
 //! The `switchboard.llm.v1.LlmService` implementation: translates protobuf to the catalogue
 //! and providers, and errors to statuses.
 
+mod keys;
+
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -13,13 +15,10 @@ use crate::catalogue::{Catalogue, ModelEntry};
 use crate::error::LlmError;
 
 use crate::providers::{ChatMessage, CompletionRequest, ProviderError, Role, StreamEvent, TokenUsage};
-use secrecy::SecretString;
 
 use crate::key_usage::KeyUsageTally;
-use crate::providers::Provider;
-use crate::providers::openai::OpenAi;
 use crate::sealing::Sealer;
-use crate::store::{ModelChoiceStore, ProviderKeyStore, StoredProviderKey};
+use crate::store::{ModelChoiceStore, ProviderKeyStore};
 
 /// The gRPC face of the LLM proxy.
 pub(crate) struct LlmGrpc {
@@ -49,45 +48,6 @@ impl LlmGrpc {
             sealer: deps.sealer,
             tally: deps.tally,
             upstream_timeout: deps.upstream_timeout,
-        }
-    }
-
-    fn sealer(&self) -> Result<&Sealer, Status> {
-        self.sealer
-            .as_ref()
-            .ok_or_else(|| Status::failed_precondition("provider keys are off: set SWITCHBOARD_ENCRYPTION_KEY"))
-    }
-
-    /// `entry`, served with the principal's own provider key when they brought one.
-    async fn with_user_key(
-        &self,
-        who: &(String, String),
-        mut entry: ModelEntry,
-    ) -> Result<(ModelEntry, Option<String>), Status> {
-        let (Some(sealer), Provider::OpenAi(openai)) = (&self.sealer, &entry.provider) else {
-            return Ok((entry, None));
-        };
-        let Some(key) = self.keys.newest(&who.0, &who.1, "openai").await.map_err(LlmError::from)? else {
-            return Ok((entry, None));
-        };
-        let secret = sealer.open(&key.sealed, &seal_context(&key.id, &who.0, &who.1)).map_err(|e| {
-            tracing::error!(key_id = %key.id, "{e}");
-            Status::failed_precondition(e.to_string())
-        })?;
-        entry.provider = Provider::OpenAi(openai.with_key(SecretString::from(secret)));
-        Ok((entry, Some(key.id)))
-    }
-
-    /// A client to validate keys with: the configured upstream, or OpenAI itself.
-    fn validator(&self) -> Result<OpenAi, LlmError> {
-        match self.catalogue.openai() {
-            Some(openai) => Ok(openai.clone()),
-            None => Ok(OpenAi::new(
-                crate::settings::DEFAULT_OPENAI_BASE_URL.to_owned(),
-                None,
-                self.upstream_timeout,
-                crate::resilience::RetryPolicy { max_retries: 0, ..Default::default() },
-            )?),
         }
     }
 
@@ -139,21 +99,6 @@ fn to_message(m: pb::ChatMessage) -> ChatMessage {
         pb::Role::User | pb::Role::Unspecified => Role::User,
     };
     ChatMessage { role, content: m.content }
-}
-
-/// What a sealed key is bound to: its row and owner.
-fn seal_context(id: &str, system_id: &str, user_id: &str) -> String {
-    format!("{id}:{system_id}:{user_id}")
-}
-
-fn provider_key_pb(k: &StoredProviderKey) -> pb::ProviderKey {
-    pb::ProviderKey {
-        id: k.id.clone(),
-        provider: k.provider.clone(),
-        label: k.label.clone(),
-        last_four: k.last_four.clone(),
-        created_at: Some(switchboard_kit::time::to_timestamp(k.created_at)),
-    }
 }
 
 /// Whether another model may answer instead: the upstream is down, throttled or ejected.
@@ -420,102 +365,27 @@ impl LlmService for LlmGrpc {
         &self,
         request: Request<pb::AddProviderKeyRequest>,
     ) -> Result<Response<pb::AddProviderKeyResponse>, Status> {
-        let who = principal(&request, request.get_ref().principal.as_ref())?;
-        let sealer = self.sealer()?;
-        let req = request.into_inner();
-        let provider = req.provider.trim().to_ascii_lowercase();
-        if provider != "openai" {
-            return Err(LlmError::InvalidArgument {
-                field: "provider",
-                reason: "only \"openai\" keys can be validated".into(),
-            }
-            .into());
-        }
-        let secret = req.secret.trim().to_owned();
-        if secret.len() < 8 || secret.len() > 512 || secret.chars().any(char::is_whitespace) {
-            return Err(
-                LlmError::InvalidArgument { field: "secret", reason: "is not a plausible API key".into() }.into()
-            );
-        }
-        let label = req.label.trim();
-        let label = if label.is_empty() { "my key" } else { label };
-        if label.chars().count() > 100 {
-            return Err(
-                LlmError::InvalidArgument { field: "label", reason: "must be at most 100 characters".into() }.into()
-            );
-        }
-        // Validated against the provider before it is kept.
-        match self.validator()?.with_key(SecretString::from(secret.clone())).list_models().await {
-            Ok(_) => {}
-            Err(ProviderError::Status { status: 401 | 403, .. }) => {
-                return Err(LlmError::InvalidArgument {
-                    field: "secret",
-                    reason: "the provider refused this key".into(),
-                }
-                .into());
-            }
-            Err(e) => return Err(LlmError::from(e).into()),
-        }
-        let id = uuid::Uuid::now_v7().to_string();
-        let key = StoredProviderKey {
-            sealed: sealer.seal(&secret, &seal_context(&id, &who.0, &who.1)),
-            last_four: crate::sealing::last_four(&secret),
-            id,
-            system_id: who.0.clone(),
-            user_id: who.1.clone(),
-            provider,
-            label: label.to_owned(),
-            created_at: switchboard_kit::time::now_ms(),
-            requests: 0,
-            prompt_tokens: 0,
-            completion_tokens: 0,
-            cost_micros: 0,
-            last_used_at: None,
-        };
-        self.keys.insert(&key).await.map_err(LlmError::from)?;
-        tracing::info!(key_id = %key.id, "provider key added");
-        Ok(Response::new(pb::AddProviderKeyResponse { key: Some(provider_key_pb(&key)) }))
+        self.add_key(request).await
     }
 
     async fn list_provider_keys(
         &self,
         request: Request<pb::ListProviderKeysRequest>,
     ) -> Result<Response<pb::ListProviderKeysResponse>, Status> {
-        let who = principal(&request, request.get_ref().principal.as_ref())?;
-        let keys = self.keys.list(&who.0, &who.1).await.map_err(LlmError::from)?;
-        Ok(Response::new(pb::ListProviderKeysResponse { keys: keys.iter().map(provider_key_pb).collect() }))
+        self.list_keys(request).await
     }
 
     async fn delete_provider_key(
         &self,
         request: Request<pb::DeleteProviderKeyRequest>,
     ) -> Result<Response<pb::DeleteProviderKeyResponse>, Status> {
-        let who = principal(&request, request.get_ref().principal.as_ref())?;
-        if !self.keys.delete(&who.0, &who.1, request.get_ref().id.trim()).await.map_err(LlmError::from)? {
-            return Err(Status::not_found("provider key not found"));
-        }
-        Ok(Response::new(pb::DeleteProviderKeyResponse {}))
+        self.delete_key(request).await
     }
 
     async fn get_provider_key_stats(
         &self,
         request: Request<pb::GetProviderKeyStatsRequest>,
     ) -> Result<Response<pb::GetProviderKeyStatsResponse>, Status> {
-        let who = principal(&request, request.get_ref().principal.as_ref())?;
-        let key = self
-            .keys
-            .get(&who.0, &who.1, request.get_ref().id.trim())
-            .await
-            .map_err(LlmError::from)?
-            .ok_or_else(|| Status::not_found("provider key not found"))?;
-        let count = |v: i64| u64::try_from(v).unwrap_or(0);
-        Ok(Response::new(pb::GetProviderKeyStatsResponse {
-            key: Some(provider_key_pb(&key)),
-            requests: count(key.requests),
-            prompt_tokens: count(key.prompt_tokens),
-            completion_tokens: count(key.completion_tokens),
-            cost_micros: count(key.cost_micros),
-            last_used_at: key.last_used_at.map(switchboard_kit::time::to_timestamp),
-        }))
+        self.key_stats(request).await
     }
 }

@@ -517,10 +517,10 @@ async fn an_idempotency_key_replays_the_first_answer_refuses_another_body_and_a_
     assert_ne!(elsewhere.json::<Value>().await.unwrap()["conversation_id"], first["conversation_id"]);
 
     // A duplicate arriving while the first is still running is told so.
-    upstream.set_delay(std::time::Duration::from_millis(600));
+    upstream.set_delay(std::time::Duration::from_millis(1500));
     let slow = json!({"system_id": "drillquiz", "user_id": "idem", "message": "slow one"});
     let (a, b) = tokio::join!(post_with_key(&app, "key-2", slow.clone()), async {
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        tokio::time::sleep(std::time::Duration::from_millis(400)).await;
         post_with_key(&app, "key-2", slow.clone()).await
     });
     assert_eq!(a.status(), 200);

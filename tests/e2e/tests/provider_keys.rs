@@ -83,7 +83,7 @@ async fn a_users_own_key_is_validated_sealed_used_and_counted() {
     assert_eq!(chat.status(), 200);
     assert_eq!(upstream.authorizations().last().unwrap().as_deref(), Some("Bearer sk-user-good-1234"));
 
-    tokio::time::sleep(Duration::from_millis(1300)).await;
+    tokio::time::sleep(Duration::from_millis(2200)).await;
     let stats: Value = app
         .client
         .get(format!("{}/api/v1/keys/{pk}/statics", app.http))
