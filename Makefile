@@ -12,13 +12,14 @@ export SWITCHBOARD_TEST_REDIS_URL ?= redis://127.0.0.1:6379
 # Set your own (or issue keys) for anything but a laptop.
 DEMO_KEY ?= sb-demo-key-change-me
 
-.PHONY: run build test tools lint fmt clean-test-dbs help
+.PHONY: run build test tools lint fmt bench clean-test-dbs help
 
 help:
 	@echo "make run    - build and start every component on embedded defaults (SQLite, mock model)"
 	@echo "make test   - run every test (needs PostgreSQL and Redis on 127.0.0.1; see README)"
 	@echo "make lint   - rustfmt check and clippy with warnings as errors"
 	@echo "make tools  - install the test tools (buf, for gRPC reflection tests)"
+	@echo "make bench  - latency side by side: upstream directly, LLM proxy, whole gateway"
 
 build:
 	cargo build --release --bin switchboard
@@ -42,6 +43,9 @@ test: tools clean-test-dbs
 	  status=$${PIPESTATUS[0]}; \
 	  awk '/^test result:/ { p += $$4; f += $$6 } END { printf "tests: %d passed, %d failed\n", p, f }' $(CACHE_DIR)/test.log; \
 	  exit $$status
+
+bench:
+	cargo run --release -p switchboard-e2e --example bench
 
 lint:
 	cargo fmt --all -- --check
