@@ -32,6 +32,7 @@ impl From<crate::lease::LeaseError> for ConversationError {
     fn from(e: crate::lease::LeaseError) -> Self {
         match e {
             crate::lease::LeaseError::Busy => Self::Busy,
+            crate::lease::LeaseError::NotFound => Self::NotFound,
             crate::lease::LeaseError::Store(e) => Self::Store(e),
         }
     }

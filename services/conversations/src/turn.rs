@@ -148,9 +148,7 @@ impl Turns {
         let (conversation, turn) = match request.conversation_id.as_deref() {
             Some(id) => {
                 let local = self.locks.acquire(id).await;
-                // An id that is not the caller's must look missing, not busy: check it first.
-                self.store.get_conversation(&request.owner, id).await?.ok_or(ConversationError::NotFound)?;
-                let lease = crate::lease::acquire(&self.store, id, request.deadline).await?;
+                let lease = crate::lease::acquire(&self.store, id, &request.owner, request.deadline).await?;
                 let conversation =
                     self.store.get_conversation(&request.owner, id).await?.ok_or(ConversationError::NotFound)?;
                 (conversation, (local, lease))
@@ -158,7 +156,8 @@ impl Turns {
             None => {
                 let conversation = self.store.create_conversation(&request.owner, &title_from(&message)).await?;
                 let local = self.locks.acquire(&conversation.id).await;
-                let lease = crate::lease::acquire(&self.store, &conversation.id, request.deadline).await?;
+                let lease =
+                    crate::lease::acquire(&self.store, &conversation.id, &request.owner, request.deadline).await?;
                 (conversation, (local, lease))
             }
         };

@@ -49,6 +49,7 @@ on_both_backends!(
     answers_left_in_progress_are_closed_by_the_sweeper,
     idempotency_keys_replay_refuse_and_expire,
     upstream_conversations_and_messages_are_upserted_once,
+    a_turn_lease_is_exclusive_owned_and_expires,
 );
 
 fn alice() -> Principal {
@@ -345,4 +346,18 @@ async fn upstream_conversations_and_messages_are_upserted_once(f: Fixture) {
     f.store.link_upstream(&c.id, "dify-2", &[(q.id.as_str(), "m2:q".into())]).await.unwrap();
     assert!(!f.store.upsert_upstream_message(&c.id, &message("m2:q", Role::User, "hello", 40)).await.unwrap());
     assert_eq!(f.store.get_conversation(&me, &c.id).await.unwrap().unwrap().upstream_id.as_deref(), Some("dify-2"));
+}
+
+async fn a_turn_lease_is_exclusive_owned_and_expires(f: Fixture) {
+    let c = f.store.create_conversation(&alice(), "t").await.unwrap();
+    let bob = Principal::parse("drillquiz", "bob").unwrap();
+    assert!(!f.store.lease_turn(&c.id, &bob, "h-bob", 0, 100).await.unwrap(), "never on someone else's");
+    assert!(f.store.lease_turn(&c.id, &alice(), "h1", 0, 100).await.unwrap());
+    assert!(!f.store.lease_turn(&c.id, &alice(), "h2", 50, 150).await.unwrap(), "held");
+    assert!(f.store.lease_turn(&c.id, &alice(), "h1", 60, 160).await.unwrap(), "renewed by its holder");
+    assert!(f.store.lease_turn(&c.id, &alice(), "h2", 161, 261).await.unwrap(), "expired leases are taken over");
+    f.store.release_turn(&c.id, "h1").await.unwrap();
+    assert!(!f.store.lease_turn(&c.id, &alice(), "h3", 200, 300).await.unwrap(), "only the holder releases");
+    f.store.release_turn(&c.id, "h2").await.unwrap();
+    assert!(f.store.lease_turn(&c.id, &alice(), "h3", 200, 300).await.unwrap());
 }

@@ -110,9 +110,17 @@ pub trait ConversationStore: Send + Sync + 'static {
         conversation_id: &str,
         message: &UpstreamMessage,
     ) -> Result<bool, sqlx::Error>;
-    /// Takes (or renews) the turn lease of a conversation for `owner` until `until` (Unix ms);
-    /// false while another owner holds an unexpired lease.
-    async fn lease_turn(&self, conversation_id: &str, owner: &str, now: i64, until: i64) -> Result<bool, sqlx::Error>;
+    /// Takes (or renews) the turn lease of `owner`'s conversation for `holder` until `until`
+    /// (Unix ms); false while another holder has an unexpired lease, or when the conversation
+    /// is not `owner`'s.
+    async fn lease_turn(
+        &self,
+        conversation_id: &str,
+        owner: &Principal,
+        holder: &str,
+        now: i64,
+        until: i64,
+    ) -> Result<bool, sqlx::Error>;
     /// Gives the lease back, if `owner` still holds it.
     async fn release_turn(&self, conversation_id: &str, owner: &str) -> Result<(), sqlx::Error>;
     /// Writes usage records in one transaction.

@@ -399,16 +399,26 @@ impl ConversationStore for SqlStore {
         })
     }
 
-    async fn lease_turn(&self, conversation_id: &str, owner: &str, now: i64, until: i64) -> Result<bool, sqlx::Error> {
+    async fn lease_turn(
+        &self,
+        conversation_id: &str,
+        owner: &Principal,
+        holder: &str,
+        now: i64,
+        until: i64,
+    ) -> Result<bool, sqlx::Error> {
         db_run!(&self.db, |pool| {
             sqlx::query(
-                "UPDATE conversations SET turn_lease_owner = $1, turn_lease_until = $2 WHERE id = $3 \
+                "UPDATE conversations SET turn_lease_owner = $1, turn_lease_until = $2 \
+                 WHERE id = $3 AND system_id = $5 AND user_id = $6 \
                  AND (turn_lease_until IS NULL OR turn_lease_until < $4 OR turn_lease_owner = $1)",
             )
-            .bind(owner)
+            .bind(holder)
             .bind(until)
             .bind(conversation_id)
             .bind(now)
+            .bind(&owner.system_id)
+            .bind(&owner.user_id)
             .execute(pool)
             .await
             .map(|r| r.rows_affected() == 1)
