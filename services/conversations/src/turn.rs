@@ -161,16 +161,31 @@ impl Turns {
                 (conversation, (local, lease))
             }
         };
-        let user_message = self
+        // The user message and the answer row are written together, before the upstream call.
+        let mut rows = self
             .store
-            .append_message(NewMessage {
-                conversation_id: conversation.id.clone(),
-                role: Role::User,
-                content: message,
-                status: MessageStatus::Complete,
-                model: String::new(),
-            })
-            .await?;
+            .append_messages(vec![
+                NewMessage {
+                    conversation_id: conversation.id.clone(),
+                    role: Role::User,
+                    content: message,
+                    status: MessageStatus::Complete,
+                    model: String::new(),
+                },
+                NewMessage {
+                    conversation_id: conversation.id.clone(),
+                    role: Role::Assistant,
+                    content: String::new(),
+                    status: MessageStatus::InProgress,
+                    model: request.model.clone(),
+                },
+            ])
+            .await?
+            .into_iter();
+        let (Some(user_message), Some(assistant)) = (rows.next(), rows.next()) else {
+            return Err(ConversationError::Store(sqlx::Error::RowNotFound));
+        };
+        // The answer row is `in_progress`, so the store's context leaves it out.
         let context = match self.context.get(&conversation.id, conversation.message_count).await {
             Some(mut cached) => {
                 cached.push(user_message.clone());
@@ -178,16 +193,6 @@ impl Turns {
             }
             None => self.store.recent_messages(&conversation.id, self.history).await?,
         };
-        let assistant = self
-            .store
-            .append_message(NewMessage {
-                conversation_id: conversation.id.clone(),
-                role: Role::Assistant,
-                content: String::new(),
-                status: MessageStatus::InProgress,
-                model: request.model.clone(),
-            })
-            .await?;
         let mut call = tonic::Request::new(llm::CompleteRequest {
             principal: Some(llm::Principal {
                 system_id: request.owner.system_id.clone(),

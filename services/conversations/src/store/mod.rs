@@ -76,8 +76,12 @@ pub trait ConversationStore: Send + Sync + 'static {
         filter: &ConversationFilter,
         page: &PageRequest,
     ) -> Result<Page<Conversation>, sqlx::Error>;
-    /// Appends a message and bumps its conversation, atomically.
-    async fn append_message(&self, message: NewMessage) -> Result<Message, sqlx::Error>;
+    /// Appends messages (in order, in one transaction) and bumps their conversations.
+    async fn append_messages(&self, messages: Vec<NewMessage>) -> Result<Vec<Message>, sqlx::Error>;
+    /// Appends one message and bumps its conversation, atomically.
+    async fn append_message(&self, message: NewMessage) -> Result<Message, sqlx::Error> {
+        self.append_messages(vec![message]).await?.pop().ok_or(sqlx::Error::RowNotFound)
+    }
     /// Sets a message's final content and status.
     async fn finish_message(&self, id: &str, outcome: MessageOutcome) -> Result<(), sqlx::Error>;
     /// Messages of a conversation, oldest first.

@@ -168,40 +168,47 @@ impl ConversationStore for SqlStore {
         Ok(next_page(items, page.size, |c: &Conversation| Cursor { time: c.updated_at, id: c.id.clone() }))
     }
 
-    async fn append_message(&self, message: NewMessage) -> Result<Message, sqlx::Error> {
+    async fn append_messages(&self, messages: Vec<NewMessage>) -> Result<Vec<Message>, sqlx::Error> {
         let now = now_ms();
-        let stored = Message {
-            id: new_id(),
-            conversation_id: message.conversation_id,
-            role: message.role,
-            content: message.content,
-            status: message.status,
-            model: message.model,
-            prompt_tokens: 0,
-            completion_tokens: 0,
-            error: String::new(),
-            created_at: now,
-        };
+        let stored: Vec<Message> = messages
+            .into_iter()
+            .map(|m| Message {
+                id: new_id(),
+                conversation_id: m.conversation_id,
+                role: m.role,
+                content: m.content,
+                status: m.status,
+                model: m.model,
+                prompt_tokens: 0,
+                completion_tokens: 0,
+                error: String::new(),
+                created_at: now,
+            })
+            .collect();
         db_run!(&self.db, |pool| {
             let mut tx = pool.begin().await?;
-            sqlx::query(
-                "INSERT INTO messages (id, conversation_id, role, content, status, model, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
-            )
-            .bind(&stored.id)
-            .bind(&stored.conversation_id)
-            .bind(stored.role.as_str())
-            .bind(&stored.content)
-            .bind(stored.status.as_str())
-            .bind(&stored.model)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query("UPDATE conversations SET updated_at = $1, message_count = message_count + 1 WHERE id = $2")
+            for m in &stored {
+                sqlx::query(
+                    "INSERT INTO messages (id, conversation_id, role, content, status, model, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+                )
+                .bind(&m.id)
+                .bind(&m.conversation_id)
+                .bind(m.role.as_str())
+                .bind(&m.content)
+                .bind(m.status.as_str())
+                .bind(&m.model)
                 .bind(now)
-                .bind(&stored.conversation_id)
                 .execute(&mut *tx)
                 .await?;
+                sqlx::query(
+                    "UPDATE conversations SET updated_at = $1, message_count = message_count + 1 WHERE id = $2",
+                )
+                .bind(now)
+                .bind(&m.conversation_id)
+                .execute(&mut *tx)
+                .await?;
+            }
             tx.commit().await
         })?;
         Ok(stored)
