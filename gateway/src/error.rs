@@ -62,6 +62,15 @@ impl ApiError {
         Self { loc: Some(vec!["body".into()]), ..Self::new(StatusCode::BAD_REQUEST, "json_invalid", message) }
     }
 
+    /// Names the field as this API does when a service called it `service_field`
+    /// (e.g. the services' `page_token` is this API's `cursor` query parameter).
+    pub fn renamed(mut self, service_field: &str, loc: &[&str]) -> Self {
+        if self.field() == Some(service_field) {
+            self.loc = Some(loc.iter().map(|s| (*s).to_owned()).collect());
+        }
+        self
+    }
+
     /// The field this error is about, if any.
     pub fn field(&self) -> Option<&str> {
         self.loc.as_ref().and_then(|l| l.last()).map(String::as_str)

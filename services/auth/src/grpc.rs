@@ -94,11 +94,7 @@ impl AuthGrpc {
     async fn caller<T>(&self, request: &Request<T>) -> Result<Caller, AuthError> {
         let credential = Credential::from_headers(request.metadata().clone().into_headers().borrow())
             .map_err(|_| AuthError::Unauthenticated)?;
-        let kind = match &credential {
-            Credential::ApiKey(_) => pb::CredentialKind::ApiKey,
-            Credential::Bearer(_) => pb::CredentialKind::Unspecified,
-            Credential::Jwt(_) => pb::CredentialKind::Jwt,
-        };
+        let kind = credential.kind();
         let answer = self
             .do_authenticate(pb::AuthenticateRequest { kind: kind as i32, credential: credential.secret().to_owned() })
             .await?;

@@ -76,7 +76,8 @@ impl Credential {
         }
     }
 
-    fn kind(&self) -> pb::CredentialKind {
+    /// How the auth service should read the credential.
+    pub fn kind(&self) -> pb::CredentialKind {
         match self {
             Self::ApiKey(_) => pb::CredentialKind::ApiKey,
             Self::Bearer(_) => pb::CredentialKind::Unspecified,

@@ -84,7 +84,13 @@ pub async fn send(
     if streaming && request.get_ref().idempotency_key.is_empty() {
         return stream(state, request).await;
     }
-    let answer = state.conversations.clone().send_message(request).await.map_err(idempotency_header)?.into_inner();
+    let answer = state
+        .conversations
+        .clone()
+        .send_message(request)
+        .await
+        .map_err(|s| ApiError::from(s).renamed("idempotency_key", &["header", "Idempotency-Key"]))?
+        .into_inner();
     tracing::Span::current().record("conversation_id", answer.conversation_id.as_str());
     if streaming {
         // With an Idempotency-Key the turn is run (or replayed) whole, so a retry gets exactly
@@ -92,15 +98,6 @@ pub async fn send(
         return Ok(replayed_as_events(answer));
     }
     Ok(Json(chat_response(answer)).into_response())
-}
-
-/// The services call it `idempotency_key`; here it is the `Idempotency-Key` header.
-fn idempotency_header(status: tonic::Status) -> ApiError {
-    let mut err = ApiError::from(status);
-    if err.field() == Some("idempotency_key") {
-        err.loc = Some(vec!["header".into(), "Idempotency-Key".into()]);
-    }
-    err
 }
 
 fn chat_response(answer: pb::SendMessageResponse) -> ChatResponse {

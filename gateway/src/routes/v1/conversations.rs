@@ -86,7 +86,13 @@ pub async fn list(
         to_time: date(query.to_date.as_deref(), "to_date", true)?,
     });
     request.set_timeout(READ_DEADLINE);
-    let page = state.conversations.clone().list_conversations(request).await.map_err(cursor_field)?.into_inner();
+    let page = state
+        .conversations
+        .clone()
+        .list_conversations(request)
+        .await
+        .map_err(|s| ApiError::from(s).renamed("page_token", &["query", "cursor"]))?
+        .into_inner();
     let data = page
         .conversations
         .into_iter()
@@ -117,18 +123,15 @@ pub async fn messages(
         page_token: query.cursor.unwrap_or_default(),
     });
     request.set_timeout(READ_DEADLINE);
-    let page = state.conversations.clone().list_messages(request).await.map_err(cursor_field)?.into_inner();
+    let page = state
+        .conversations
+        .clone()
+        .list_messages(request)
+        .await
+        .map_err(|s| ApiError::from(s).renamed("page_token", &["query", "cursor"]))?
+        .into_inner();
     let data = page.messages.into_iter().map(message_body).collect();
     Ok(Json(ListBody::new(data, page.next_page_token)))
-}
-
-/// The services call the cursor `page_token`; this API calls it `cursor`, in the query.
-fn cursor_field(status: tonic::Status) -> ApiError {
-    let mut err = ApiError::from(status);
-    if err.field() == Some("page_token") {
-        err.loc = Some(vec!["query".into(), "cursor".into()]);
-    }
-    err
 }
 
 fn message_body(m: pb::Message) -> MessageBody {

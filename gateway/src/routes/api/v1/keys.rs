@@ -58,8 +58,15 @@ pub async fn add(
         label: body.name.unwrap_or_default(),
         secret: body.api_key,
     });
-    let key =
-        state.llm.clone().add_provider_key(request).await.map_err(api_key_field)?.into_inner().key.unwrap_or_default();
+    let key = state
+        .llm
+        .clone()
+        .add_provider_key(request)
+        .await
+        .map_err(|s| ApiError::from(s).renamed("secret", &["body", "api_key"]))?
+        .into_inner()
+        .key
+        .unwrap_or_default();
     Ok((StatusCode::CREATED, Json(envelope("valid api key", key_json(&key)))))
 }
 
@@ -101,13 +108,4 @@ pub async fn statistics(
     data["cost_usd"] = json!(stats.cost_micros as f64 / 1_000_000.0);
     data["last_used_at"] = json!(timestamp_rfc3339(stats.last_used_at.as_ref()));
     Ok(Json(envelope("api key statistics", data)))
-}
-
-/// The services call it `secret`; this API calls it `api_key`.
-fn api_key_field(status: tonic::Status) -> ApiError {
-    let mut err = ApiError::from(status);
-    if err.field() == Some("secret") {
-        err.loc = Some(vec!["body".into(), "api_key".into()]);
-    }
-    err
 }

@@ -60,13 +60,10 @@ pub async fn login(
 
 /// Logs out: the presented JWT is revoked until it expires.
 pub async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
-    let token = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|a| a.strip_prefix("Bearer ").or(a.strip_prefix("bearer ")))
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| ApiError::unauthenticated("send the token to revoke as Authorization: Bearer <token>"))?;
-    state.auth.clone().logout(pb::LogoutRequest { access_token: token.to_owned() }).await?;
+    let token = match switchboard_kit::auth::Credential::from_headers(&headers) {
+        Ok(switchboard_kit::auth::Credential::Bearer(token)) => token,
+        _ => return Err(ApiError::unauthenticated("send the token to revoke as Authorization: Bearer <token>")),
+    };
+    state.auth.clone().logout(pb::LogoutRequest { access_token: token }).await?;
     Ok(Json(envelope("good bye", Value::Null)))
 }
