@@ -88,5 +88,6 @@ pub async fn me(caller: Caller) -> Result<Json<Value>, ApiError> {
     if caller.0.service || caller.0.user_id.is_empty() {
         return Err(ApiError::forbidden("a service key is not a user; sign in with /token"));
     }
-    Ok(Json(json!({"username": caller.0.user_id, "system_id": caller.0.system_id})))
+    let username = switchboard_kit::principal::username(&caller.0.user_id).unwrap_or(&caller.0.user_id);
+    Ok(Json(json!({"username": username, "system_id": caller.0.system_id})))
 }

@@ -30,6 +30,7 @@ pub(crate) struct AuthGrpc {
     jwt_ttl_secs: i64,
     allowed_system_ids: Vec<String>,
     allowed_origins: Vec<String>,
+    registration_systems: Vec<String>,
     keys: Arc<dyn KeyStore>,
     users: Arc<dyn UserStore>,
     last_used: LastUsed,
@@ -54,6 +55,7 @@ impl AuthGrpc {
             jwt_ttl_secs: i64::try_from(settings.jwt_ttl.as_secs()).unwrap_or(86_400),
             allowed_system_ids: settings.allowed_system_ids.clone(),
             allowed_origins: settings.allowed_chat_token_origins.clone(),
+            registration_systems: settings.registration_systems.clone(),
             keys: deps.keys,
             users: deps.users,
             last_used: deps.last_used,
@@ -101,8 +103,14 @@ impl AuthGrpc {
         Ok(Caller::from_answer(answer, credential))
     }
 
-    /// Refuses unless the request's credential may act for `(system_id, user_id)`.
-    async fn require_principal<T>(&self, request: &Request<T>, system_id: &str, user_id: &str) -> Result<(), Status> {
+    /// The principal the request's credential acts for when it names `(system_id, user_id)`;
+    /// refused unless it may.
+    async fn require_principal<T>(
+        &self,
+        request: &Request<T>,
+        system_id: &str,
+        user_id: &str,
+    ) -> Result<(String, String), Status> {
         self.caller(request).await?.check(system_id, user_id)
     }
 
@@ -180,8 +188,13 @@ impl AuthService for AuthGrpc {
         request: Request<pb::UpsertProfileRequest>,
     ) -> Result<Response<pb::UpsertProfileResponse>, Status> {
         let p = request.get_ref().profile.clone().unwrap_or_default();
-        self.require_principal(&request, &self.tenant(&p.system_id)?, p.user_id.trim()).await?;
-        Ok(Response::new(self.do_upsert_profile(request.into_inner()).await?))
+        let (system_id, user_id) =
+            self.require_principal(&request, &self.tenant(&p.system_id)?, p.user_id.trim()).await?;
+        let mut req = request.into_inner();
+        if let Some(profile) = req.profile.as_mut() {
+            (profile.system_id, profile.user_id) = (system_id, user_id);
+        }
+        Ok(Response::new(self.do_upsert_profile(req).await?))
     }
 
     async fn get_profile(
@@ -189,8 +202,8 @@ impl AuthService for AuthGrpc {
         request: Request<pb::GetProfileRequest>,
     ) -> Result<Response<pb::GetProfileResponse>, Status> {
         let (system_id, user_id) = (request.get_ref().system_id.clone(), request.get_ref().user_id.clone());
-        self.require_principal(&request, &self.tenant(&system_id)?, user_id.trim()).await?;
-        Ok(Response::new(self.do_get_profile(request.into_inner()).await?))
+        let (system_id, user_id) = self.require_principal(&request, &self.tenant(&system_id)?, user_id.trim()).await?;
+        Ok(Response::new(self.do_get_profile(pb::GetProfileRequest { system_id, user_id }).await?))
     }
 
     async fn issue_chat_token(
@@ -198,7 +211,8 @@ impl AuthService for AuthGrpc {
         request: Request<pb::IssueChatTokenRequest>,
     ) -> Result<Response<pb::IssueChatTokenResponse>, Status> {
         let (system_id, user_id) = (request.get_ref().system_id.clone(), request.get_ref().user_id.clone());
-        self.require_principal(&request, system_id.trim(), user_id.trim()).await?;
-        Ok(Response::new(self.do_chat_token(request.into_inner())?))
+        let (system_id, user_id) = self.require_principal(&request, system_id.trim(), user_id.trim()).await?;
+        let req = pb::IssueChatTokenRequest { system_id, user_id, ..request.into_inner() };
+        Ok(Response::new(self.do_chat_token(req)?))
     }
 }

@@ -33,6 +33,9 @@ pub struct Settings {
     pub allowed_system_ids: Vec<String>,
     /// `ALLOWED_CHAT_TOKEN_ORIGINS`: origins allowed to get chat tokens; empty for all.
     pub allowed_chat_token_origins: Vec<String>,
+    /// `SWITCHBOARD_REGISTRATION_SYSTEMS`: tenants where anyone may sign up with a password
+    /// (default `default` only).
+    pub registration_systems: Vec<String>,
     /// `SWITCHBOARD_ADMIN_TOKEN`: guards key management; admin calls are refused when unset.
     pub admin_token: Option<SecretString>,
     /// `SWITCHBOARD_OPEN_KEY_REGISTRATION`: anyone may create a client key (seed 000).
@@ -83,6 +86,10 @@ impl Settings {
             jwt_ttl: Duration::from_secs(jwt_ttl),
             allowed_system_ids: env.list("ALLOWED_SYSTEM_IDS"),
             allowed_chat_token_origins: env.list("ALLOWED_CHAT_TOKEN_ORIGINS"),
+            registration_systems: match env.get("SWITCHBOARD_REGISTRATION_SYSTEMS") {
+                Some(_) => env.list("SWITCHBOARD_REGISTRATION_SYSTEMS"),
+                None => vec!["default".to_owned()],
+            },
             admin_token,
             open_key_registration: env.flag("SWITCHBOARD_OPEN_KEY_REGISTRATION", false)?,
             redis: RedisSettings::from_env(env)?,

@@ -155,9 +155,9 @@ impl ConversationGrpc {
 fn owner<T>(request: &Request<T>, p: Option<&pb::Principal>) -> Result<Principal, Status> {
     let caller = switchboard_kit::auth::caller(request)?;
     let p = p.ok_or_else(|| ConversationError::invalid("principal", "is required"))?;
-    let owner = Principal::parse(&p.system_id, &p.user_id)?;
-    caller.check(&owner.system_id, &owner.user_id)?;
-    Ok(owner)
+    let named = Principal::parse(&p.system_id, &p.user_id)?;
+    let (system_id, user_id) = caller.check(&named.system_id, &named.user_id)?;
+    Ok(Principal::parse(&system_id, &user_id)?)
 }
 
 fn turn_pb(result: crate::turn::TurnResult) -> pb::SendMessageResponse {

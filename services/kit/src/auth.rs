@@ -153,16 +153,23 @@ impl Caller {
             .or_else(|| Some(self.system_id.clone()).filter(|s| !s.is_empty()))
             .ok_or(ActAsError::Missing("system_id"))?;
         let user_id = user_id.ok_or(ActAsError::Missing("user_id"))?;
+        if crate::principal::is_reserved(&user_id) {
+            return Err(ActAsError::Forbidden(format!(
+                "user_id {user_id:?} is reserved: it names a signed-in user or an API key, which act only for themselves"
+            )));
+        }
         if !self.allowed_system_ids.is_empty() && !self.allowed_system_ids.contains(&system_id) {
             return Err(ActAsError::Forbidden(format!("system_id {system_id:?} is not allowed for this credential")));
         }
         Ok((system_id, user_id))
     }
 
-    /// Whether this caller may act for exactly this principal (gRPC services).
-    pub fn check(&self, system_id: &str, user_id: &str) -> Result<(), Status> {
+    /// The principal this caller acts for when a gRPC request names `(system_id, user_id)`
+    /// (either may be empty: see [`Self::act_as`]). Use exactly the pair returned: it is the
+    /// one that was checked.
+    pub fn check(&self, system_id: &str, user_id: &str) -> Result<(String, String), Status> {
         match self.act_as(Some(system_id), Some(user_id)) {
-            Ok(_) => Ok(()),
+            Ok(principal) => Ok(principal),
             Err(ActAsError::Missing(field)) => Err(crate::grpc::invalid_field(field, format!("{field}: is required"))),
             Err(ActAsError::Forbidden(reason)) => Err(Status::permission_denied(reason)),
         }
@@ -421,6 +428,9 @@ mod tests {
         let bound = caller(true, "drillquiz", "", &["drillquiz"]);
         assert_eq!(bound.act_as(None, Some("u")).unwrap(), ("drillquiz".into(), "u".into()));
         assert!(matches!(bound.act_as(Some("cointutor"), Some("u")), Err(ActAsError::Forbidden(_))));
+        // Identities Switchboard made act only for themselves.
+        assert!(matches!(any.act_as(Some("x"), Some("user:alice")), Err(ActAsError::Forbidden(_))));
+        assert!(matches!(bound.act_as(None, Some("key_0123456789ab")), Err(ActAsError::Forbidden(_))));
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod env;
 pub mod grpc;
 pub mod net;
 pub mod periodic;
+pub mod principal;
 pub mod redis;
 pub mod revocation;
 pub mod shutdown;

@@ -76,20 +76,12 @@ impl LlmGrpc {
     }
 }
 
-/// The principal a request is for: the one named, once the caller may act for it, or else
-/// the caller itself.
+/// The principal a request is for: exactly the one the caller's check returns (a principal
+/// named in part is completed from the credential, never from a default).
 fn principal<T>(request: &Request<T>, p: Option<&pb::Principal>) -> Result<(String, String), Status> {
     let caller = switchboard_kit::auth::caller(request)?;
-    let named = p.filter(|p| !p.system_id.trim().is_empty() || !p.user_id.trim().is_empty());
-    let (system, user) = match named {
-        Some(p) => {
-            caller.check(p.system_id.trim(), p.user_id.trim())?;
-            (p.system_id.trim().to_owned(), p.user_id.trim().to_owned())
-        }
-        None => (caller.system_id.clone(), caller.user_id.clone()),
-    };
-    let system = if system.is_empty() { "default".to_owned() } else { system };
-    Ok((system, user))
+    let (system_id, user_id) = p.map_or(("", ""), |p| (p.system_id.trim(), p.user_id.trim()));
+    caller.check(system_id, user_id)
 }
 
 fn to_message(m: pb::ChatMessage) -> ChatMessage {
@@ -155,7 +147,10 @@ impl LlmService for LlmGrpc {
         &self,
         request: Request<pb::ListModelsRequest>,
     ) -> Result<Response<pb::ListModelsResponse>, Status> {
-        principal(&request, request.get_ref().principal.as_ref())?;
+        // The catalogue is the same for everyone; a principal, when named, must be the caller's.
+        if let Some(named) = request.get_ref().principal.as_ref() {
+            principal(&request, Some(named))?;
+        }
         let default = self.catalogue.default_model();
         let models = self
             .catalogue

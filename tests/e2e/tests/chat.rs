@@ -640,6 +640,7 @@ output_usd_per_mtok = 600.0
     let mut request = tonic::Request::new(switchboard_proto::llm::v1::CompleteRequest {
         model: "quick".into(),
         messages: vec![switchboard_proto::llm::v1::ChatMessage { role: 2, content: "price me".into() }],
+        principal: Some(switchboard_proto::llm::v1::Principal { system_id: "d".into(), user_id: "m".into() }),
         ..Default::default()
     });
     request.metadata_mut().insert("x-api-key", SERVICE_KEY.parse().unwrap());

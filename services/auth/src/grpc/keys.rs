@@ -69,7 +69,7 @@ impl AuthGrpc {
         Ok(pb::AuthenticateResponse {
             principal: Some(pb::Principal {
                 system_id: system_id.clone(),
-                user_id: if service { String::new() } else { format!("key_{}", key.id) },
+                user_id: if service { String::new() } else { switchboard_kit::principal::client_key(&key.id) },
             }),
             scope: scope_pb(&key.scope),
             revocation_id: key.id.clone(),

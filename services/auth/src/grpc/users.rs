@@ -2,6 +2,7 @@
 
 use std::str::FromStr;
 
+use switchboard_kit::principal;
 use switchboard_kit::time::{now_ms, to_timestamp};
 use switchboard_proto::auth::v1 as pb;
 
@@ -44,6 +45,11 @@ impl AuthGrpc {
         req: pb::RegisterUserRequest,
     ) -> Result<pb::RegisterUserResponse, AuthError> {
         let system_id = self.tenant(&req.system_id)?;
+        if !self.registration_systems.contains(&system_id) {
+            return Err(AuthError::PermissionDenied(format!(
+                "sign-up is closed for system_id {system_id:?}; an operator opens it with SWITCHBOARD_REGISTRATION_SYSTEMS"
+            )));
+        }
         let username = req.username.trim().to_owned();
         passwords::check_username(&username)?;
         passwords::check_password(&req.password)?;
@@ -84,7 +90,7 @@ impl AuthGrpc {
             _ => return Err(AuthError::BadLogin),
         };
         let issued = jwt
-            .issue(&user.system_id, &user.username, self.jwt_ttl_secs)
+            .issue(&user.system_id, &principal::password_user(&user.username), self.jwt_ttl_secs)
             .map_err(|e| AuthError::Unexpected(format!("signing a token: {e}")))?;
         Ok(pb::LoginResponse {
             access_token: issued.token,

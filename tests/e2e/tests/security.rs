@@ -1,0 +1,257 @@
+//! Holes a security review found, each reproduced as an attacker would try it. Every test here
+//! failed before its fix.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use serde_json::{Value, json};
+use switchboard_e2e::{SERVICE_KEY, TestApp, base_env, openai_env, spawn_app};
+use switchboard_kit::Env;
+use switchboard_proto::llm::v1 as llm;
+use switchboard_test_support::{MockUpstream, db};
+use tonic::Request;
+
+const JWT_SECRET: &str = "0123456789abcdef0123456789abcdef-test-secret";
+const ADMIN_TOKEN: &str = "admin-token-for-tests-0123456789";
+const PASSWORD: &str = "Passw0rdX";
+
+fn secure_env(env: Env) -> Env {
+    env.with("CHAT_GATEWAY_JWT_SECRET", JWT_SECRET).with("SWITCHBOARD_ADMIN_TOKEN", ADMIN_TOKEN)
+}
+
+async fn register(app: &TestApp, username: &str, system_id: &str) -> reqwest::Response {
+    app.client
+        .post(format!("{}/register", app.http))
+        .json(&json!({"username": username, "password": PASSWORD, "system_id": system_id}))
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn login(app: &TestApp, username: &str, system_id: &str) -> String {
+    let answer = app
+        .client
+        .post(format!("{}/token", app.http))
+        .form(&[("username", username), ("password", PASSWORD), ("system_id", system_id)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200, "login of {username}");
+    answer.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_owned()
+}
+
+async fn conversations_with_bearer(app: &TestApp, token: &str) -> Value {
+    let answer = app.client.get(format!("{}/v1/conversations", app.http)).bearer_auth(token).send().await.unwrap();
+    assert_eq!(answer.status(), 200);
+    answer.json().await.unwrap()
+}
+
+async fn issue_key(app: &TestApp, body: Value) -> Value {
+    let answer = app
+        .client
+        .post(format!("{}/api-keys", app.http))
+        .header("X-Admin-Token", ADMIN_TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    answer.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn registering_a_backend_users_id_does_not_reach_that_users_history() {
+    let test_db = db::sqlite();
+    let env = secure_env(base_env(&test_db.url)).with("SWITCHBOARD_REGISTRATION_SYSTEMS", "default,drillquiz");
+    let app = spawn_app(env).await;
+    // DrillQuiz's backend keeps user 12345's history with its service key.
+    let chat =
+        app.post("/v1/chat", json!({"system_id": "drillquiz", "user_id": "12345", "message": "my secret"})).await;
+    assert_eq!(chat.status(), 200);
+
+    // Someone signs up with that id as a username and logs in.
+    assert_eq!(register(&app, "12345", "drillquiz").await.status(), 201);
+    let token = login(&app, "12345", "drillquiz").await;
+    let seen = conversations_with_bearer(&app, &token).await;
+    assert_eq!(seen["data"], json!([]), "a self-registered user saw a backend user's history: {seen}");
+
+    // /users/me still names the user by the username they chose.
+    let me: Value = app
+        .client
+        .get(format!("{}/users/me", app.http))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["username"], "12345");
+    assert_eq!(me["system_id"], "drillquiz");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn registering_a_client_keys_principal_does_not_reach_that_keys_history() {
+    let test_db = db::sqlite();
+    let app = spawn_app(secure_env(base_env(&test_db.url))).await;
+    let key = issue_key(&app, json!({"client_name": "gpt-action"})).await;
+    let plaintext = key["api_key"].as_str().unwrap();
+    let id = plaintext.strip_prefix("sb_").unwrap().split('_').next().unwrap();
+    let chat = app
+        .client
+        .post(format!("{}/v1/chat", app.http))
+        .header("X-API-Key", plaintext)
+        .json(&json!({"message": "the key's own secret"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(chat.status(), 200);
+
+    let username = format!("key_{id}");
+    assert_eq!(register(&app, &username, "default").await.status(), 201);
+    let token = login(&app, &username, "default").await;
+    let seen = conversations_with_bearer(&app, &token).await;
+    assert_eq!(seen["data"], json!([]), "a self-registered user saw a client key's history: {seen}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn open_registration_is_off_for_tenants_not_listed() {
+    let test_db = db::sqlite();
+    let app = spawn_app(secure_env(base_env(&test_db.url))).await;
+    let refused = register(&app, "mallory", "drillquiz").await;
+    assert_eq!(refused.status(), 403);
+    let body: Value = refused.json().await.unwrap();
+    assert!(body["detail"].as_str().unwrap().contains("SWITCHBOARD_REGISTRATION_SYSTEMS"), "{body}");
+    assert_eq!(register(&app, "mallory", "default").await.status(), 201, "`default` is open by default");
+    // Seed 004's sign-up takes the same rule (it has no tenant field: `default`).
+    let join = app
+        .client
+        .post(format!("{}/api/v1/users/join", app.http))
+        .json(&json!({"username": "mallory2", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(join.status(), 201);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_service_key_cannot_assert_a_signed_in_users_or_a_keys_identity() {
+    let test_db = db::sqlite();
+    let app = spawn_app(secure_env(base_env(&test_db.url))).await;
+    assert_eq!(register(&app, "alice_1", "default").await.status(), 201);
+    let token = login(&app, "alice_1", "default").await;
+    let chat = app
+        .client
+        .post(format!("{}/v1/chat", app.http))
+        .bearer_auth(&token)
+        .json(&json!({"message": "alice's secret"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(chat.status(), 200);
+    let key = issue_key(&app, json!({"client_name": "bot"})).await;
+    let id = key["api_key"].as_str().unwrap().strip_prefix("sb_").unwrap().split('_').next().unwrap().to_owned();
+
+    for reserved in ["user:alice_1".to_owned(), format!("key_{id}")] {
+        let listed = app.get(&format!("/v1/conversations?system_id=default&user_id={reserved}")).await;
+        assert_eq!(listed.status(), 403, "service key listed {reserved}'s history");
+        let sent = app.post("/v1/chat", json!({"system_id": "default", "user_id": reserved, "message": "x"})).await;
+        assert_eq!(sent.status(), 403, "service key chatted as {reserved}");
+        let minted = app.get(&format!("/v1/chat-token?system_id=default&user_id={reserved}")).await;
+        assert_eq!(minted.status(), 403, "service key minted a chat token for {reserved}");
+    }
+    app.stop().await;
+}
+
+/// A service key bound to one tenant, as a gRPC caller would hold it.
+async fn tenant_key(app: &TestApp, system_id: &str) -> String {
+    let key = issue_key(app, json!({"client_name": "quiz-backend", "scope": "service", "system_id": system_id})).await;
+    key["api_key"].as_str().unwrap().to_owned()
+}
+
+fn with_key<T>(message: T, key: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    request.metadata_mut().insert("x-api-key", key.parse().unwrap());
+    request
+}
+
+#[tokio::test]
+async fn the_llm_proxy_acts_for_exactly_the_principal_it_checked() {
+    let upstream = MockUpstream::start().await;
+    let test_db = db::sqlite();
+    let app = spawn_app(secure_env(openai_env(&test_db.url, &upstream.base_url()))).await;
+    let drillquiz_key = tenant_key(&app, "drillquiz").await;
+    let mut llm_client = app.llm().await;
+
+    // The drillquiz key names user "u" without a tenant: it means drillquiz's user "u".
+    let principal = llm::Principal { system_id: String::new(), user_id: "u".into() };
+    let set = llm_client
+        .set_model_choice(with_key(
+            llm::SetModelChoiceRequest { principal: Some(principal.clone()), model: "gpt-test-mini".into() },
+            &drillquiz_key,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(set.into_inner().model, "gpt-test-mini");
+
+    let choice_of = |system_id: &str| {
+        let mut client = llm_client.clone();
+        let request = with_key(
+            llm::GetModelChoiceRequest {
+                principal: Some(llm::Principal { system_id: system_id.into(), user_id: "u".into() }),
+            },
+            SERVICE_KEY,
+        );
+        async move { client.get_model_choice(request).await.unwrap().into_inner() }
+    };
+    let default_users = choice_of("default").await;
+    assert!(!default_users.chosen, "a drillquiz key changed tenant `default`'s user: {default_users:?}");
+    let drillquiz_users = choice_of("drillquiz").await;
+    assert!(drillquiz_users.chosen && drillquiz_users.model == "gpt-test-mini", "{drillquiz_users:?}");
+
+    // A drillquiz-bound key naming another tenant outright is refused.
+    let other = llm_client
+        .set_model_choice(with_key(
+            llm::SetModelChoiceRequest {
+                principal: Some(llm::Principal { system_id: "default".into(), user_id: "u".into() }),
+                model: "gpt-test".into(),
+            },
+            &drillquiz_key,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(other.code(), tonic::Code::PermissionDenied);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_tenant_bound_client_key_stays_in_its_tenant_on_every_service() {
+    let upstream = MockUpstream::start().await;
+    let test_db = db::sqlite();
+    let app = spawn_app(secure_env(openai_env(&test_db.url, &upstream.base_url()))).await;
+    let key = issue_key(&app, json!({"client_name": "quiz-widget", "system_id": "drillquiz"})).await;
+    let plaintext = key["api_key"].as_str().unwrap().to_owned();
+    let id = plaintext.strip_prefix("sb_").unwrap().split('_').next().unwrap().to_owned();
+    let mut llm_client = app.llm().await;
+    // Naming its own user id without the tenant must not move it to `default`.
+    let set = llm_client
+        .set_model_choice(with_key(
+            llm::SetModelChoiceRequest {
+                principal: Some(llm::Principal { system_id: String::new(), user_id: format!("key_{id}") }),
+                model: "gpt-test-mini".into(),
+            },
+            &plaintext,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(set.into_inner().model, "gpt-test-mini");
+    let own = llm_client
+        .get_model_choice(with_key(llm::GetModelChoiceRequest { principal: None }, &plaintext))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(own.chosen, "the key's choice was stored under another tenant: {own:?}");
+    app.stop().await;
+}
