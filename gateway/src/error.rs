@@ -174,7 +174,12 @@ impl ApiError {
     }
 
     fn into_response_in(self, dialect: Dialect) -> Response {
-        let mut response = (self.status, axum::Json(self.body(dialect))).into_response();
+        // OpenAI answers every invalid request with 400, where FastAPI's clients expect 422.
+        let status = match (dialect, self.status) {
+            (Dialect::OpenAi, StatusCode::UNPROCESSABLE_ENTITY) => StatusCode::BAD_REQUEST,
+            (_, status) => status,
+        };
+        let mut response = (status, axum::Json(self.body(dialect))).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer, ApiKey"));
         }
@@ -198,7 +203,9 @@ impl IntoResponse for ApiError {
 
 /// The error dialect of a path (see the table in `routes`).
 pub fn dialect_of(path: &str) -> Dialect {
-    if path.starts_with("/api-keys") || matches!(path, "/models" | "/model" | "/query" | "/history") {
+    if matches!(path, "/v1/chat/completions" | "/v1/models") {
+        Dialect::OpenAi
+    } else if path.starts_with("/api-keys") || matches!(path, "/models" | "/model" | "/query" | "/history") {
         Dialect::Classic
     } else if path.starts_with("/api/v1/") {
         Dialect::EnvelopeWithErrors

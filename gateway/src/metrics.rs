@@ -28,6 +28,8 @@ pub struct Metrics {
     requests: Family<HttpLabels, Counter>,
     latency: Family<HttpLabels, Histogram>,
     rate_limited: Family<GroupLabels, Counter>,
+    tokens: Family<TokenLabels, Counter>,
+    cost: Family<ModelLabels, Counter>,
     /// Rate-limit decisions taken in-process because Redis could not be reached.
     pub rate_limit_fallbacks: Counter,
 }
@@ -36,6 +38,21 @@ pub struct Metrics {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct GroupLabels {
     group: &'static str,
+}
+
+/// Labels of completion metrics: values come from the model catalogue, so they are bounded.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModelLabels {
+    provider: String,
+    model: String,
+}
+
+/// [`ModelLabels`] and which tokens (`prompt` or `completion`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TokenLabels {
+    provider: String,
+    model: String,
+    kind: &'static str,
 }
 
 impl Default for Metrics {
@@ -55,7 +72,15 @@ impl Default for Metrics {
             "Rate-limit decisions taken in-process because Redis could not be reached",
             rate_limit_fallbacks.clone(),
         );
-        Self { registry, requests, latency, rate_limited, rate_limit_fallbacks }
+        let tokens = Family::<TokenLabels, Counter>::default();
+        registry.register("completion_tokens", "Tokens of OpenAI-compatible completions, by model", tokens.clone());
+        let cost = Family::<ModelLabels, Counter>::default();
+        registry.register(
+            "completion_cost_micro_usd",
+            "Estimated cost of OpenAI-compatible completions in micro-dollars, by model",
+            cost.clone(),
+        );
+        Self { registry, requests, latency, rate_limited, tokens, cost, rate_limit_fallbacks }
     }
 }
 
@@ -63,6 +88,17 @@ impl Metrics {
     /// Counts a 429 of `group`.
     pub fn rate_limited(&self, group: &'static str) {
         self.rate_limited.get_or_create(&GroupLabels { group }).inc();
+    }
+
+    /// Counts one completion's tokens and cost.
+    pub fn completion(&self, account: &switchboard_proto::llm::v1::CompletionAccount) {
+        let usage = account.usage.unwrap_or_default();
+        for (kind, n) in [("prompt", usage.prompt_tokens), ("completion", usage.completion_tokens)] {
+            let labels = TokenLabels { provider: account.provider.clone(), model: account.model.clone(), kind };
+            self.tokens.get_or_create(&labels).inc_by(u64::from(n));
+        }
+        let labels = ModelLabels { provider: account.provider.clone(), model: account.model.clone() };
+        self.cost.get_or_create(&labels).inc_by(account.cost_micros);
     }
 
     /// The registry in Prometheus text format.

@@ -269,7 +269,7 @@ pub fn too_many(group: Group, quota: Quota, decision: Decision) -> ApiError {
 
 /// The group a request counts against; `None` for probes and metrics.
 pub fn group_of(method: &axum::http::Method, path: &str) -> Option<Group> {
-    const CHAT: [&str; 2] = ["/v1/chat", "/query"];
+    const CHAT: [&str; 3] = ["/v1/chat", "/v1/chat/completions", "/query"];
     const LOGIN: [&str; 4] = ["/token", "/register", "/api/v1/users/login", "/api/v1/users/join"];
     match path {
         "/healthz" | "/readyz" | "/metrics" => None,

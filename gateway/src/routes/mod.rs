@@ -10,11 +10,13 @@
 //! | `/api-keys*`, `/models`, `/model`, `/query`, `/history` | seed 000 | `{"error": "..."}` |
 //! | `/api/*` | seed 001 | `{success, message, data}` |
 //! | `/api/v1/*` | seed 004 | `{success, message, data, errors}` |
+//! | `/v1/chat/completions`, `/v1/models` | OpenAI | `{"error": {message, type, param, code}}` |
 
 mod api;
 mod api_keys;
 mod classic;
 mod health;
+mod openai;
 mod users;
 mod v1;
 
@@ -65,6 +67,7 @@ pub fn router(state: AppState, body_limit: usize) -> Router {
         .route("/api/v1/keys/{pk}", delete(api::v1::keys::delete))
         .route("/api/v1/keys/{pk}/", delete(api::v1::keys::delete))
         .route("/api/v1/keys/{pk}/statics", get(api::v1::keys::statistics))
+        .merge(openai::router())
         .fallback(health::not_found)
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::ratelimit::enforce))
         .layer(axum::middleware::from_fn(crate::error::render_in_dialect))

@@ -1,7 +1,10 @@
 //! The `switchboard.llm.v1.LlmService` implementation: translates protobuf to the catalogue
 //! and providers, and errors to statuses.
 
+mod chat_completions;
 mod keys;
+
+pub(crate) use chat_completions::Accounting;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -27,6 +30,7 @@ pub(crate) struct LlmGrpc {
     keys: Arc<dyn ProviderKeyStore>,
     sealer: Option<Sealer>,
     tally: KeyUsageTally,
+    accounting: Accounting,
     upstream_timeout: std::time::Duration,
 }
 
@@ -36,6 +40,7 @@ pub(crate) struct Deps {
     pub keys: Arc<dyn ProviderKeyStore>,
     pub sealer: Option<Sealer>,
     pub tally: KeyUsageTally,
+    pub usage: crate::usage::UsageRollups,
     pub upstream_timeout: std::time::Duration,
 }
 
@@ -46,6 +51,7 @@ impl LlmGrpc {
             choices: deps.choices,
             keys: deps.keys,
             sealer: deps.sealer,
+            accounting: Accounting { tally: deps.tally.clone(), usage: deps.usage },
             tally: deps.tally,
             upstream_timeout: deps.upstream_timeout,
         }
@@ -310,6 +316,22 @@ impl LlmService for LlmGrpc {
             }
         });
         Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(rx)))
+    }
+
+    async fn chat_completion(
+        &self,
+        request: Request<pb::ChatCompletionRequest>,
+    ) -> Result<Response<pb::ChatCompletionResponse>, Status> {
+        Ok(Response::new(self.do_chat_completion(request).await?))
+    }
+
+    type StreamChatCompletionStream = tokio_stream::wrappers::ReceiverStream<Result<pb::ChatCompletionChunk, Status>>;
+
+    async fn stream_chat_completion(
+        &self,
+        request: Request<pb::ChatCompletionRequest>,
+    ) -> Result<Response<Self::StreamChatCompletionStream>, Status> {
+        Ok(Response::new(self.do_stream_chat_completion(request).await?))
     }
 
     async fn list_upstream_conversations(

@@ -5,11 +5,13 @@ pub mod catalogue;
 mod error;
 mod grpc;
 mod key_usage;
+pub mod openai_compat;
 pub mod providers;
 pub mod resilience;
 pub mod sealing;
 mod settings;
 pub mod store;
+pub mod usage;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -29,6 +31,7 @@ pub struct Application {
     verifier: switchboard_kit::auth::Verifier,
     store: Arc<store::SqlStore>,
     tally: key_usage::KeyUsageTally,
+    usage: usage::UsageRollups,
 }
 
 /// Why the service could not start or stopped.
@@ -67,6 +70,7 @@ impl Application {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(3), catalogue.discover()).await;
         let store = Arc::new(store::SqlStore::new(db.clone()));
         let tally = key_usage::KeyUsageTally::default();
+        let usage = usage::UsageRollups::default();
         let verifier = switchboard_kit::auth::Verifier::from_settings(&settings.verifier, hub)?;
         let (listener, local) = switchboard_kit::net::bind(settings.addr, "SWITCHBOARD_LLM_ADDR").await?;
         tracing::info!(
@@ -80,9 +84,10 @@ impl Application {
             keys: store.clone(),
             sealer: settings.encryption_key.as_ref().map(sealing::Sealer::new),
             tally: tally.clone(),
+            usage: usage.clone(),
             upstream_timeout: settings.upstream_timeout,
         };
-        Ok(Self { listener, service: grpc::LlmGrpc::new(catalogue, deps), db, verifier, store, tally })
+        Ok(Self { listener, service: grpc::LlmGrpc::new(catalogue, deps), db, verifier, store, tally, usage })
     }
 
     /// The bound port (useful when built on port 0).
@@ -105,6 +110,10 @@ impl Application {
         let tally = tokio::spawn(self.tally.clone().run(self.store.clone(), async move {
             let _ = tally_stopped.await;
         }));
+        let (stop_usage, usage_stopped) = tokio::sync::oneshot::channel::<()>();
+        let usage = tokio::spawn(self.usage.clone().run(self.store.clone(), async move {
+            let _ = usage_stopped.await;
+        }));
         let routes = tonic::service::Routes::new(LlmServiceServer::new(self.service));
         let result =
             switchboard_kit::grpc::serve(self.listener, routes, &[SERVICE_NAME], Some(self.verifier), shutdown).await;
@@ -112,6 +121,10 @@ impl Application {
         let _ = stop_tally.send(());
         if let Err(e) = tally.await {
             tracing::error!(error = %e, "provider key usage writer failed");
+        }
+        let _ = stop_usage.send(());
+        if let Err(e) = usage.await {
+            tracing::error!(error = %e, "usage rollup writer failed");
         }
         self.db.close().await;
         tracing::info!("llm-proxy stopped");

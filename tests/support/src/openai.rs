@@ -109,14 +109,34 @@ impl MockUpstream {
     }
 }
 
-/// The deterministic answer: `upstream reply to: <last user message>`.
+/// The deterministic answer: `upstream reply to: <last user message>`, or after a tool's
+/// result, `tool said: <result>`.
 pub fn answer_for(body: &Value) -> String {
+    if let Some(result) = tool_result(body) {
+        return format!("tool said: {result}");
+    }
     let last = body["messages"]
         .as_array()
         .and_then(|m| m.iter().rev().find(|m| m["role"] == "user"))
         .and_then(|m| m["content"].as_str())
         .unwrap_or_default();
     format!("upstream reply to: {last}")
+}
+
+/// The content of the last message when it is a tool's result.
+fn tool_result(body: &Value) -> Option<String> {
+    let last = body["messages"].as_array()?.last()?;
+    (last["role"] == "tool").then(|| last["content"].as_str().unwrap_or_default().to_owned())
+}
+
+/// A call of the first tool offered, when tools are offered and none has answered yet.
+fn tool_call(body: &Value) -> Option<Value> {
+    let name = body["tools"].as_array()?.first()?.pointer("/function/name")?.as_str()?;
+    if tool_result(body).is_some() {
+        return None;
+    }
+    let arguments = json!({"query": answer_for(body)}).to_string();
+    Some(json!([{"id": "call_mock_1", "type": "function", "function": {"name": name, "arguments": arguments}}]))
 }
 
 fn refused(shared: &Shared, headers: &HeaderMap) -> Option<Response> {
@@ -162,26 +182,35 @@ async fn chat_completions(State(shared): State<Arc<Shared>>, headers: HeaderMap,
         .map(|m| m.iter().filter_map(|m| m["content"].as_str()).map(|c| c.split_whitespace().count()).sum())
         .unwrap_or(0);
     let completion_tokens = answer.split_whitespace().count();
+    let usage = json!({"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                       "total_tokens": prompt_tokens + completion_tokens});
     if body["stream"].as_bool().unwrap_or(false) {
-        return stream(model, answer, cut.0, cut.1);
+        let usage =
+            body.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false).then_some(usage);
+        return stream(model, answer, usage, cut.0, cut.1);
     }
+    let logprobs = body["logprobs"].as_bool().unwrap_or(false).then(|| json!({"content": []}));
+    let (message, finish_reason) = match tool_call(&body) {
+        Some(calls) => (json!({"role": "assistant", "content": null, "tool_calls": calls}), "tool_calls"),
+        None => (json!({"role": "assistant", "content": answer}), "stop"),
+    };
     Json(json!({
         "id": "chatcmpl-mock",
         "object": "chat.completion",
         "created": 0,
         "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                  "total_tokens": prompt_tokens + completion_tokens}
+        "system_fingerprint": "fp_mock",
+        "choices": [{"index": 0, "message": message, "logprobs": logprobs, "finish_reason": finish_reason}],
+        "usage": usage
     }))
     .into_response()
 }
 
-fn stream(model: String, answer: String, cut: Option<usize>, chunk_delay: Duration) -> Response {
+fn stream(model: String, answer: String, usage: Option<Value>, cut: Option<usize>, chunk_delay: Duration) -> Response {
     use futures::StreamExt;
     let words: Vec<String> = answer.split_inclusive(' ').map(str::to_owned).collect();
     let total = words.len();
-    let events = async_stream(model, words, cut, total).then(move |frame| async move {
+    let events = async_stream(model, words, usage, cut, total).then(move |frame| async move {
         if !chunk_delay.is_zero() {
             tokio::time::sleep(chunk_delay).await;
         }
@@ -196,6 +225,7 @@ fn stream(model: String, answer: String, cut: Option<usize>, chunk_delay: Durati
 fn async_stream(
     model: String,
     words: Vec<String>,
+    usage: Option<Value>,
     cut: Option<usize>,
     total: usize,
 ) -> impl futures::Stream<Item = Result<String, std::io::Error>> {
@@ -213,6 +243,11 @@ fn async_stream(
         let last = json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "model": model,
             "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]});
         frames.push(Ok(format!("data: {last}\n\n")));
+        if let Some(usage) = usage {
+            let chunk = json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "model": model,
+                "choices": [], "usage": usage});
+            frames.push(Ok(format!("data: {chunk}\n\n")));
+        }
         frames.push(Ok("data: [DONE]\n\n".to_owned()));
     }
     futures::stream::iter(frames)

@@ -105,6 +105,9 @@ pub enum StreamEvent {
 /// A streamed completion.
 pub type EventStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<StreamEvent, ProviderError>> + Send>>;
 
+/// A pass-through stream: the `data:` payloads of an OpenAI-compatible upstream's events.
+pub type RawStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<String, ProviderError>> + Send>>;
+
 /// An upstream failure, classified for retries and for the client's status code.
 #[derive(Debug, thiserror::Error)]
 pub enum ProviderError {

@@ -239,6 +239,69 @@ impl OpenAi {
         }))
     }
 
+    /// Sends an OpenAI request body as it is (pass-through); an error status becomes
+    /// [`ProviderError::Status`].
+    async fn send_raw(&self, body: &bytes::Bytes, stream: bool) -> Result<reqwest::Response, ProviderError> {
+        let mut call = self
+            .http
+            .post(format!("{}/chat/completions", self.base_url))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.clone());
+        if stream {
+            call = call.header(reqwest::header::ACCEPT, "text/event-stream");
+        } else {
+            call = call.timeout(self.timeout);
+        }
+        if let Some(key) = &self.api_key {
+            call = call.bearer_auth(key.expose_secret());
+        }
+        send_checked(call, self.timeout).await
+    }
+
+    /// One pass-through completion: `body` is an OpenAI request (its model already the
+    /// upstream's name); the answer is the upstream's JSON as it came. Retried like
+    /// [`Self::complete`].
+    pub async fn complete_raw(&self, body: &bytes::Bytes) -> Result<bytes::Bytes, ProviderError> {
+        self.breaker.allow()?;
+        let outcome = self
+            .retry
+            .run(&self.budget, || async {
+                let response = self.send_raw(body, false).await?;
+                response.bytes().await.map_err(classify)
+            })
+            .await;
+        self.breaker.record(&outcome);
+        outcome
+    }
+
+    /// A pass-through stream: the `data:` payloads of the upstream's events, in order, up to
+    /// `[DONE]` (not included). Opening is retried; nothing after the first byte is.
+    pub async fn stream_raw(&self, body: &bytes::Bytes) -> Result<super::RawStream, ProviderError> {
+        use eventsource_stream::Eventsource;
+        use futures::StreamExt;
+
+        self.breaker.allow()?;
+        let opened = self.retry.run(&self.budget, || self.send_raw(body, true)).await;
+        self.breaker.record(&opened);
+        let response = opened?;
+        let idle = self.idle_timeout;
+        let mut events = response.bytes_stream().eventsource();
+        Ok(Box::pin(async_stream::try_stream! {
+            loop {
+                let event = match tokio::time::timeout(idle, events.next()).await {
+                    Err(_) => Err(ProviderError::Timeout)?,
+                    Ok(None) => Err(ProviderError::InvalidResponse("the stream ended without [DONE]".into()))?,
+                    Ok(Some(Err(e))) => Err(ProviderError::InvalidResponse(format!("stream broke: {e}")))?,
+                    Ok(Some(Ok(event))) => event,
+                };
+                if event.data.trim() == "[DONE]" {
+                    break;
+                }
+                yield event.data;
+            }
+        }))
+    }
+
     async fn complete_once(&self, request: &CompletionRequest) -> Result<CompletionOutput, ProviderError> {
         let response = self.send(request, false).await?;
         let parsed: WireResponse = response.json().await.map_err(|e| {

@@ -214,3 +214,103 @@ impl ProviderKeyStore for SqlStore {
         })
     }
 }
+
+/// What one usage rollup row counts: a principal's completions with one key and one model
+/// in one hour.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RollupKey {
+    /// Tenant.
+    pub system_id: String,
+    /// User.
+    pub user_id: String,
+    /// Public id of the API key used; empty for other credentials.
+    pub key_id: String,
+    /// Catalogue model.
+    pub model: String,
+    /// Start of the hour, Unix ms.
+    pub hour: i64,
+}
+
+/// Totals of a rollup row.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, sqlx::FromRow)]
+pub struct Rollup {
+    /// Completions.
+    pub requests: i64,
+    /// Prompt tokens.
+    pub prompt_tokens: i64,
+    /// Completion tokens.
+    pub completion_tokens: i64,
+    /// Cost in micro-dollars.
+    pub cost_micros: i64,
+}
+
+impl Rollup {
+    /// Adds `other` to these totals.
+    pub fn add(&mut self, other: &Self) {
+        self.requests += other.requests;
+        self.prompt_tokens += other.prompt_tokens;
+        self.completion_tokens += other.completion_tokens;
+        self.cost_micros = self.cost_micros.saturating_add(other.cost_micros);
+    }
+}
+
+/// Usage rolled up per principal, key, model and hour.
+#[async_trait]
+pub trait UsageStore: Send + Sync + 'static {
+    /// Adds the totals to their rows (creating them), in one transaction.
+    async fn add_rollups(&self, rollups: &[(RollupKey, Rollup)]) -> Result<(), sqlx::Error>;
+    /// The totals of a principal since `from` (Unix ms), over every key and model.
+    async fn principal_totals(&self, system_id: &str, user_id: &str, from: i64) -> Result<Rollup, sqlx::Error>;
+}
+
+#[async_trait]
+impl UsageStore for SqlStore {
+    async fn add_rollups(&self, rollups: &[(RollupKey, Rollup)]) -> Result<(), sqlx::Error> {
+        if rollups.is_empty() {
+            return Ok(());
+        }
+        db_run!(&self.db, |pool| {
+            let mut tx = pool.begin().await?;
+            for (k, r) in rollups {
+                sqlx::query(
+                    "INSERT INTO usage_rollups (system_id, user_id, key_id, model, hour, requests, prompt_tokens, \
+                     completion_tokens, cost_micros) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                     ON CONFLICT (system_id, user_id, key_id, model, hour) DO UPDATE SET \
+                     requests = usage_rollups.requests + excluded.requests, \
+                     prompt_tokens = usage_rollups.prompt_tokens + excluded.prompt_tokens, \
+                     completion_tokens = usage_rollups.completion_tokens + excluded.completion_tokens, \
+                     cost_micros = usage_rollups.cost_micros + excluded.cost_micros",
+                )
+                .bind(&k.system_id)
+                .bind(&k.user_id)
+                .bind(&k.key_id)
+                .bind(&k.model)
+                .bind(k.hour)
+                .bind(r.requests)
+                .bind(r.prompt_tokens)
+                .bind(r.completion_tokens)
+                .bind(r.cost_micros)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await
+        })
+    }
+
+    async fn principal_totals(&self, system_id: &str, user_id: &str, from: i64) -> Result<Rollup, sqlx::Error> {
+        db_run!(&self.db, |pool| {
+            sqlx::query_as(
+                "SELECT CAST(COALESCE(SUM(requests), 0) AS BIGINT) AS requests, \
+                 CAST(COALESCE(SUM(prompt_tokens), 0) AS BIGINT) AS prompt_tokens, \
+                 CAST(COALESCE(SUM(completion_tokens), 0) AS BIGINT) AS completion_tokens, \
+                 CAST(COALESCE(SUM(cost_micros), 0) AS BIGINT) AS cost_micros \
+                 FROM usage_rollups WHERE system_id = $1 AND user_id = $2 AND hour >= $3",
+            )
+            .bind(system_id)
+            .bind(user_id)
+            .bind(from)
+            .fetch_one(pool)
+            .await
+        })
+    }
+}

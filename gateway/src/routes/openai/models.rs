@@ -1,0 +1,45 @@
+//! `GET /v1/models`: the catalogue as OpenAI's model list.
+
+use axum::Json;
+use axum::extract::State;
+use serde::Serialize;
+use switchboard_proto::llm::v1 as pb;
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// OpenAI's `list` object.
+#[derive(Debug, Serialize)]
+pub struct ModelList {
+    object: &'static str,
+    data: Vec<ModelObject>,
+}
+
+/// OpenAI's `model` object.
+#[derive(Debug, Serialize)]
+pub struct ModelObject {
+    id: String,
+    object: &'static str,
+    created: i64,
+    owned_by: String,
+}
+
+/// Lists the models (aliases included, as names a client may ask for).
+pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<ModelList>, ApiError> {
+    let answer = state.llm.clone().list_models(caller.request(pb::ListModelsRequest::default())).await?.into_inner();
+    let data = answer
+        .models
+        .into_iter()
+        .flat_map(|m| {
+            let owner = m.provider;
+            std::iter::once(m.id).chain(m.aliases).map(move |id| ModelObject {
+                id,
+                object: "model",
+                created: 0,
+                owned_by: owner.clone(),
+            })
+        })
+        .collect();
+    Ok(Json(ModelList { object: "list", data }))
+}

@@ -1,0 +1,78 @@
+//! Usage of every completion, rolled up per principal, API key, model and hour in memory and
+//! written once a second in one transaction, so no completion waits on a database write.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use crate::store::{Rollup, RollupKey, UsageStore};
+
+const HOUR_MS: i64 = 3_600_000;
+
+/// One completion, as counted.
+#[derive(Debug, Clone, Copy)]
+pub struct Completion<'a> {
+    /// Tenant.
+    pub system_id: &'a str,
+    /// User.
+    pub user_id: &'a str,
+    /// Public id of the API key used; empty for other credentials.
+    pub key_id: &'a str,
+    /// Catalogue model that answered.
+    pub model: &'a str,
+    /// Prompt tokens.
+    pub prompt_tokens: u32,
+    /// Completion tokens.
+    pub completion_tokens: u32,
+    /// Cost in micro-dollars.
+    pub cost_micros: u64,
+    /// When, Unix ms.
+    pub at: i64,
+}
+
+/// The pending rollups.
+#[derive(Clone, Default)]
+pub struct UsageRollups {
+    pending: Arc<Mutex<HashMap<RollupKey, Rollup>>>,
+}
+
+impl UsageRollups {
+    /// Counts one completion.
+    pub fn add(&self, c: Completion<'_>) {
+        let key = RollupKey {
+            system_id: c.system_id.to_owned(),
+            user_id: c.user_id.to_owned(),
+            key_id: c.key_id.to_owned(),
+            model: c.model.to_owned(),
+            hour: c.at - c.at.rem_euclid(HOUR_MS),
+        };
+        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        pending.entry(key).or_default().add(&Rollup {
+            requests: 1,
+            prompt_tokens: i64::from(c.prompt_tokens),
+            completion_tokens: i64::from(c.completion_tokens),
+            cost_micros: i64::try_from(c.cost_micros).unwrap_or(i64::MAX),
+        });
+    }
+
+    /// Writes what is pending; kept for the next flush when the store fails.
+    pub async fn flush(&self, store: &dyn UsageStore) {
+        let batch: Vec<(RollupKey, Rollup)> =
+            std::mem::take(&mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner)).into_iter().collect();
+        if batch.is_empty() {
+            return;
+        }
+        if let Err(e) = store.add_rollups(&batch).await {
+            tracing::warn!(error = %e, rows = batch.len(), "cannot write usage rollups; retrying next flush");
+            let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+            for (key, rollup) in batch {
+                pending.entry(key).or_default().add(&rollup);
+            }
+        }
+    }
+
+    /// Flushes every second until `stop`, then once more.
+    pub async fn run(self, store: Arc<dyn UsageStore>, stop: impl std::future::Future<Output = ()>) {
+        switchboard_kit::periodic::until_stopped(Duration::from_secs(1), stop, || self.flush(&*store)).await;
+    }
+}
