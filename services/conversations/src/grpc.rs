@@ -143,6 +143,39 @@ impl ConversationGrpc {
         }
     }
 
+    /// A conversation the caller may read. A principal named in full must own it; a service
+    /// credential may leave either field empty and read any conversation of its tenants by
+    /// id, the fields given acting as filters. Anything else is NOT_FOUND, like a missing id.
+    async fn readable<T>(
+        &self,
+        request: &Request<T>,
+        named: Option<&pb::Principal>,
+        id: &str,
+    ) -> Result<Conversation, Status> {
+        let caller = switchboard_kit::auth::caller(request)?;
+        let (system_id, user_id) = named.map_or(("", ""), |p| (p.system_id.trim(), p.user_id.trim()));
+        if !caller.service || (!system_id.is_empty() && !user_id.is_empty()) {
+            let owner = owner(request, named)?;
+            return Ok(self.owned(&owner, id).await?);
+        }
+        if id.trim().is_empty() {
+            return Err(ConversationError::invalid("conversation_id", "is required").into());
+        }
+        let conversation = self
+            .store
+            .find_conversation(id.trim())
+            .await
+            .map_err(ConversationError::from)?
+            .ok_or(ConversationError::NotFound)?;
+        let owner = &conversation.owner;
+        let filtered_out = (!system_id.is_empty() && owner.system_id != system_id)
+            || (!user_id.is_empty() && owner.user_id != user_id);
+        if filtered_out || caller.check(&owner.system_id, &owner.user_id).is_err() {
+            return Err(ConversationError::NotFound.into());
+        }
+        Ok(conversation)
+    }
+
     async fn owned(&self, owner: &Principal, id: &str) -> Result<Conversation, ConversationError> {
         if id.trim().is_empty() {
             return Err(ConversationError::invalid("conversation_id", "is required"));
@@ -325,9 +358,9 @@ impl ConversationService for ConversationGrpc {
         &self,
         request: Request<pb::ListMessagesRequest>,
     ) -> Result<Response<pb::ListMessagesResponse>, Status> {
-        let owner = owner(&request, request.get_ref().principal.as_ref())?;
+        let conversation =
+            self.readable(&request, request.get_ref().principal.as_ref(), &request.get_ref().conversation_id).await?;
         let req = request.into_inner();
-        let conversation = self.owned(&owner, &req.conversation_id).await?;
         let page = PageRequest {
             size: page_size(req.page_size, 100, 500),
             cursor: Cursor::decode(&req.page_token, "page_token")?,

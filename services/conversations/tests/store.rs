@@ -93,6 +93,10 @@ async fn another_principals_conversation_is_invisible(f: Fixture) {
     let other_tenant = Principal::parse("cointutor", "alice").unwrap();
     assert!(f.store.get_conversation(&bob, &conversation.id).await.unwrap().is_none());
     assert!(f.store.get_conversation(&other_tenant, &conversation.id).await.unwrap().is_none());
+    // By id alone (service credentials check the owner themselves) it is found, with its owner.
+    let found = f.store.find_conversation(&conversation.id).await.unwrap().unwrap();
+    assert_eq!(found.owner, alice());
+    assert!(f.store.find_conversation("no-such-id").await.unwrap().is_none());
     let page = PageRequest { size: 10, cursor: None };
     assert!(f.store.list_conversations(&bob, &ConversationFilter::default(), &page).await.unwrap().items.is_empty());
     assert_eq!(

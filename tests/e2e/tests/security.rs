@@ -255,3 +255,40 @@ async fn a_tenant_bound_client_key_stays_in_its_tenant_on_every_service() {
     assert!(own.chosen, "the key's choice was stored under another tenant: {own:?}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_service_key_reads_a_conversation_by_id_alone_within_its_tenants() {
+    let test_db = db::sqlite();
+    let app = spawn_app(secure_env(base_env(&test_db.url))).await;
+    let chat: Value = app
+        .post("/v1/chat", json!({"system_id": "drillquiz", "user_id": "12345", "message": "hello"}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = chat["conversation_id"].as_str().unwrap();
+    // Seed 003 documents these routes without query parameters.
+    for path in [format!("/v1/conversations/{id}/messages"), format!("/v1/cache/conversations/{id}/messages")] {
+        let read = app.get(&path).await;
+        assert_eq!(read.status(), 200, "{path}");
+        let body: Value = read.json().await.unwrap();
+        assert_eq!(body["data"].as_array().unwrap().len(), 2, "{body}");
+    }
+    // Given, the ids are filters: a conversation that does not match is missing.
+    assert_eq!(app.get(&format!("/v1/conversations/{id}/messages?user_id=12345")).await.status(), 200);
+    assert_eq!(app.get(&format!("/v1/conversations/{id}/messages?user_id=999")).await.status(), 404);
+    assert_eq!(app.get(&format!("/v1/conversations/{id}/messages?system_id=cointutor")).await.status(), 404);
+    // A key of another tenant sees nothing, exactly as for a missing id.
+    let cointutor = tenant_key(&app, "cointutor").await;
+    let get = |key: String, path: String| {
+        let app = &app;
+        async move { app.client.get(format!("{}{path}", app.http)).header("X-API-Key", key).send().await.unwrap() }
+    };
+    let foreign = get(cointutor.clone(), format!("/v1/conversations/{id}/messages")).await;
+    assert_eq!(foreign.status(), 404);
+    let missing = get(cointutor, "/v1/conversations/no-such-id/messages".into()).await;
+    assert_eq!(foreign.text().await.unwrap(), missing.text().await.unwrap());
+    let drillquiz = tenant_key(&app, "drillquiz").await;
+    assert_eq!(get(drillquiz, format!("/v1/conversations/{id}/messages")).await.status(), 200);
+    app.stop().await;
+}

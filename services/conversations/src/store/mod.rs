@@ -69,6 +69,9 @@ pub trait ConversationStore: Send + Sync + 'static {
     async fn create_conversation(&self, owner: &Principal, title: &str) -> Result<Conversation, sqlx::Error>;
     /// A conversation, only if `owner` owns it.
     async fn get_conversation(&self, owner: &Principal, id: &str) -> Result<Option<Conversation>, sqlx::Error>;
+    /// A conversation by id alone, whoever owns it (for service credentials, which check the
+    /// owner themselves).
+    async fn find_conversation(&self, id: &str) -> Result<Option<Conversation>, sqlx::Error>;
     /// The owner's conversations, most recently updated first.
     async fn list_conversations(
         &self,

@@ -136,6 +136,13 @@ impl ConversationStore for SqlStore {
         Ok(row.map(Into::into))
     }
 
+    async fn find_conversation(&self, id: &str) -> Result<Option<Conversation>, sqlx::Error> {
+        let sql = format!("SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = $1");
+        let row: Option<ConversationRow> =
+            db_run!(&self.db, |pool| sqlx::query_as(&sql).bind(id).fetch_optional(pool).await)?;
+        Ok(row.map(Into::into))
+    }
+
     async fn list_conversations(
         &self,
         owner: &Principal,
