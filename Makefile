@@ -7,6 +7,7 @@ TOOLS_DIR ?= $(CACHE_DIR)/tools
 BUF_VERSION ?= 1.75.0
 export SWITCHBOARD_BUF ?= $(TOOLS_DIR)/node_modules/.bin/buf
 OPENAI_SDK_VERSION ?= 3.54.0
+SCHEMATHESIS_VERSION ?= 4.32.5
 export SWITCHBOARD_PYTHON ?= $(TOOLS_DIR)/venv/bin/python
 export SWITCHBOARD_TEST_POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/test
 export SWITCHBOARD_TEST_REDIS_URL ?= redis://127.0.0.1:6379
@@ -20,7 +21,7 @@ help:
 	@echo "make run    - build and start every component on embedded defaults (SQLite, mock model)"
 	@echo "make test   - run every test (needs PostgreSQL and Redis on 127.0.0.1; see README)"
 	@echo "make lint   - rustfmt check and clippy with warnings as errors"
-	@echo "make tools  - install the test tools (buf for gRPC reflection, the openai SDK in a virtualenv)"
+	@echo "make tools  - install the test tools (buf for gRPC reflection; the openai SDK and Schemathesis in a virtualenv)"
 	@echo "make bench  - latency side by side: upstream directly, LLM proxy, whole gateway"
 
 build:
@@ -32,7 +33,7 @@ run: build
 	fi
 	CHAT_GATEWAY_API_KEY="$${CHAT_GATEWAY_API_KEY:-$(DEMO_KEY)}" $(CARGO_TARGET_DIR)/release/switchboard
 
-tools: $(SWITCHBOARD_BUF) $(TOOLS_DIR)/venv/.openai-$(OPENAI_SDK_VERSION)
+tools: $(SWITCHBOARD_BUF) $(TOOLS_DIR)/venv/.openai-$(OPENAI_SDK_VERSION) $(TOOLS_DIR)/venv/.schemathesis-$(SCHEMATHESIS_VERSION)
 
 $(SWITCHBOARD_BUF):
 	mkdir -p $(TOOLS_DIR)
@@ -44,6 +45,12 @@ $(TOOLS_DIR)/venv/.openai-$(OPENAI_SDK_VERSION):
 	mkdir -p $(TOOLS_DIR)
 	python3 -m venv $(TOOLS_DIR)/venv
 	$(TOOLS_DIR)/venv/bin/pip install --quiet --disable-pip-version-check 'openai==$(OPENAI_SDK_VERSION)'
+	touch $@
+
+# Schemathesis, for the test that fuzzes every route from /openapi.json (same virtualenv).
+$(TOOLS_DIR)/venv/.schemathesis-$(SCHEMATHESIS_VERSION): $(TOOLS_DIR)/venv/.openai-$(OPENAI_SDK_VERSION)
+	$(TOOLS_DIR)/venv/bin/pip install --quiet --disable-pip-version-check 'schemathesis==$(SCHEMATHESIS_VERSION)'
+	$(TOOLS_DIR)/venv/bin/schemathesis --version
 	touch $@
 
 # Doc examples are not tests here; the last line sums every test binary's result.

@@ -19,9 +19,21 @@ pub struct Principal {
     pub user_id: String,
 }
 
-/// An authenticated caller.
+/// An authenticated caller, and the route it called (internal calls name it, so usage per
+/// endpoint is counted by the services).
 #[derive(Debug, Clone)]
-pub struct Caller(pub switchboard_kit::auth::Caller);
+pub struct Caller(pub switchboard_kit::auth::Caller, pub Endpoint);
+
+/// `<METHOD> <route template>` of a request, as gRPC metadata: sent with the request's first
+/// internal call only, so a request that makes several calls is counted once.
+#[derive(Debug, Clone, Default)]
+pub struct Endpoint(std::sync::Arc<std::sync::Mutex<Option<tonic::metadata::AsciiMetadataValue>>>);
+
+impl Endpoint {
+    fn take(&self) -> Option<tonic::metadata::AsciiMetadataValue> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
+    }
+}
 
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
@@ -40,7 +52,11 @@ impl FromRequestParts<AppState> for Caller {
         };
         let caller = state.verifier.verify(&credential).await?;
         parts.extensions.insert(caller.clone());
-        Ok(Self(caller))
+        let endpoint = parts
+            .extensions
+            .get::<axum::extract::MatchedPath>()
+            .and_then(|route| format!("{} {}", parts.method, route.as_str()).parse().ok());
+        Ok(Self(caller, Endpoint(std::sync::Arc::new(std::sync::Mutex::new(endpoint)))))
     }
 }
 
@@ -71,6 +87,9 @@ impl Caller {
     pub fn request<T>(&self, message: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
         self.0.credential.write_to(request.metadata_mut());
+        if let Some(endpoint) = self.1.take() {
+            request.metadata_mut().insert("sb-endpoint", endpoint);
+        }
         request
     }
 }

@@ -2,11 +2,16 @@
 //! statuses map to HTTP codes in one table ([`From<Status>`]); 5xx bodies stay opaque and the
 //! detail goes to the log once, in the request trace.
 
+use std::collections::BTreeMap;
+
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
-use switchboard_kit::grpc::{FIELD_METADATA, UPSTREAM_METADATA};
+use serde::Serialize;
+use switchboard_kit::grpc::{FIELD_METADATA, RETRY_AFTER_METADATA, UPSTREAM_METADATA};
 use tonic::Code;
+use utoipa::ToSchema;
+
+use crate::openapi::Null;
 
 /// Detail of a failed request, for the trace layer to log (never sent to the client).
 #[derive(Debug, Clone)]
@@ -81,6 +86,9 @@ impl From<tonic::Status> for ApiError {
     fn from(status: tonic::Status) -> Self {
         let meta = |key| status.metadata().get(key).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let upstream = meta(UPSTREAM_METADATA);
+        let retry_after = meta(RETRY_AFTER_METADATA)
+            .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|v| HeaderValue::from_str(&v).ok());
         let detail = Some(format!("{:?}: {}", status.code(), status.message()));
         let opaque =
             |code: StatusCode, kind, message: &str| Self { detail: detail.clone(), ..Self::new(code, kind, message) };
@@ -108,6 +116,11 @@ impl From<tonic::Status> for ApiError {
             Code::Unavailable | Code::FailedPrecondition if upstream.is_some() => {
                 opaque(StatusCode::BAD_GATEWAY, "upstream_error", "the model upstream failed; your message was saved")
             }
+            // A service shed the request under load and said when to come back.
+            Code::Unavailable if retry_after.is_some() => Self {
+                headers: retry_after.into_iter().map(|v| (header::RETRY_AFTER, v)).collect(),
+                ..opaque(StatusCode::SERVICE_UNAVAILABLE, "overloaded", "too busy right now; retry after Retry-After")
+            },
             // A feature that is switched off here (e.g. "set SWITCHBOARD_ENCRYPTION_KEY").
             Code::FailedPrecondition => Self::new(StatusCode::SERVICE_UNAVAILABLE, "not_configured", status.message()),
             Code::Unavailable | Code::Cancelled => {
@@ -119,7 +132,8 @@ impl From<tonic::Status> for ApiError {
 }
 
 /// How an API family writes its errors. Each seed's API keeps the error shape its clients
-/// already parse; all are rendered from the same [`ApiError`].
+/// already parse; all are rendered from the same [`ApiError`]. A family picks its dialect once,
+/// where its routes are declared (`routes::Family`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
     /// FastAPI (seeds 002, 003 and the canonical `/v1` API): `{"detail": "..."}`, and
@@ -135,6 +149,133 @@ pub enum Dialect {
     OpenAi,
 }
 
+/// FastAPI's error body.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FastApiError {
+    /// What went wrong: a sentence, or for invalid input one entry per field at fault.
+    pub detail: FastApiDetail,
+}
+
+/// `detail` of a FastAPI error.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum FastApiDetail {
+    /// A sentence.
+    Message(String),
+    /// Invalid input, one entry per field at fault.
+    Validation(Vec<ValidationIssue>),
+}
+
+/// One invalid field, as FastAPI reports it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ValidationIssue {
+    /// Where the field is: `body` or `query` (or `header`), then its path.
+    pub loc: Vec<String>,
+    /// What is wrong with it.
+    pub msg: String,
+    /// Machine-readable kind (`missing`, `type_error`, `value_error`, ...).
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+/// Seed 000's error body.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ClassicError {
+    /// What went wrong; an invalid field is named first (`input: Field required`).
+    pub error: String,
+}
+
+/// Seed 001's error envelope.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EnvelopeError {
+    /// Always `false`.
+    pub success: bool,
+    /// What went wrong; an invalid field is named first.
+    pub message: String,
+    /// Always `null`.
+    pub data: Null,
+    /// Same as `message`.
+    pub error: String,
+}
+
+/// Seed 004's error envelope.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EnvelopeWithErrorsError {
+    /// Always `false`.
+    pub success: bool,
+    /// What went wrong; an invalid field is named first.
+    pub message: String,
+    /// Always `null`.
+    pub data: Null,
+    /// Messages by invalid field, or `null` when no one field is at fault.
+    pub errors: Option<BTreeMap<String, Vec<String>>>,
+}
+
+/// OpenAI's error body.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OpenAiError {
+    /// The error.
+    pub error: OpenAiErrorDetail,
+}
+
+/// The `error` object of an OpenAI error.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OpenAiErrorDetail {
+    /// What went wrong.
+    pub message: String,
+    /// OpenAI's error class: `invalid_request_error`, `authentication_error`,
+    /// `permission_error`, `not_found_error`, `rate_limit_error` or `api_error`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// The request field at fault, if any.
+    pub param: Option<String>,
+    /// Machine-readable kind (`missing`, `unauthenticated`, `upstream_error`, ...).
+    pub code: &'static str,
+}
+
+/// The body of an error in some dialect.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum ErrorBody {
+    /// [`Dialect::FastApi`].
+    FastApi(FastApiError),
+    /// [`Dialect::Classic`].
+    Classic(ClassicError),
+    /// [`Dialect::Envelope`].
+    Envelope(EnvelopeError),
+    /// [`Dialect::EnvelopeWithErrors`].
+    EnvelopeWithErrors(EnvelopeWithErrorsError),
+    /// [`Dialect::OpenAi`].
+    OpenAi(OpenAiError),
+}
+
+impl Dialect {
+    /// The schema of this dialect's error body, by name, for the OpenAPI document.
+    pub fn schema(self) -> (String, utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>) {
+        fn named<T: ToSchema>() -> (String, utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>) {
+            (T::name().into_owned(), T::schema())
+        }
+        match self {
+            Self::FastApi => named::<FastApiError>(),
+            Self::Classic => named::<ClassicError>(),
+            Self::Envelope => named::<EnvelopeError>(),
+            Self::EnvelopeWithErrors => named::<EnvelopeWithErrorsError>(),
+            Self::OpenAi => named::<OpenAiError>(),
+        }
+    }
+
+    /// The schemas `schema()` refers to, for the OpenAPI document's components.
+    pub fn referenced_schemas() -> Vec<(String, utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>)> {
+        let mut schemas = Vec::new();
+        for dialect in [Self::FastApi, Self::Classic, Self::Envelope, Self::EnvelopeWithErrors, Self::OpenAi] {
+            schemas.push(dialect.schema());
+        }
+        FastApiError::schemas(&mut schemas);
+        OpenAiError::schemas(&mut schemas);
+        schemas
+    }
+}
+
 impl ApiError {
     fn message_with_field(&self) -> String {
         match self.field() {
@@ -144,21 +285,29 @@ impl ApiError {
     }
 
     /// The body in `dialect`.
-    pub fn body(&self, dialect: Dialect) -> serde_json::Value {
+    pub fn body(&self, dialect: Dialect) -> ErrorBody {
         match dialect {
-            Dialect::FastApi => match &self.loc {
-                Some(loc) => json!({"detail": [{"loc": loc, "msg": self.message, "type": self.kind}]}),
-                None => json!({"detail": self.message}),
-            },
-            Dialect::Classic => json!({"error": self.message_with_field()}),
+            Dialect::FastApi => ErrorBody::FastApi(FastApiError {
+                detail: match &self.loc {
+                    Some(loc) => FastApiDetail::Validation(vec![ValidationIssue {
+                        loc: loc.clone(),
+                        msg: self.message.clone(),
+                        kind: self.kind.to_owned(),
+                    }]),
+                    None => FastApiDetail::Message(self.message.clone()),
+                },
+            }),
+            Dialect::Classic => ErrorBody::Classic(ClassicError { error: self.message_with_field() }),
             Dialect::Envelope => {
                 let message = self.message_with_field();
-                json!({"success": false, "message": message, "data": null, "error": message})
+                ErrorBody::Envelope(EnvelopeError { success: false, error: message.clone(), message, data: Null })
             }
-            Dialect::EnvelopeWithErrors => {
-                let errors = self.field().map(|f| json!({ f: [self.message] }));
-                json!({"success": false, "message": self.message_with_field(), "data": null, "errors": errors})
-            }
+            Dialect::EnvelopeWithErrors => ErrorBody::EnvelopeWithErrors(EnvelopeWithErrorsError {
+                success: false,
+                message: self.message_with_field(),
+                data: Null,
+                errors: self.field().map(|f| BTreeMap::from([(f.to_owned(), vec![self.message.clone()])])),
+            }),
             Dialect::OpenAi => {
                 let kind = match self.status.as_u16() {
                     401 => "authentication_error",
@@ -168,7 +317,14 @@ impl ApiError {
                     400..=499 => "invalid_request_error",
                     _ => "api_error",
                 };
-                json!({"error": {"message": self.message_with_field(), "type": kind, "param": self.field(), "code": self.kind}})
+                ErrorBody::OpenAi(OpenAiError {
+                    error: OpenAiErrorDetail {
+                        message: self.message_with_field(),
+                        kind,
+                        param: self.field().map(str::to_owned),
+                        code: self.kind,
+                    },
+                })
             }
         }
     }
@@ -192,45 +348,36 @@ impl ApiError {
         response.extensions_mut().insert(self);
         response
     }
+
+    /// Renders a response in `dialect` if it is an error in another one; keeps the headers set on
+    /// the way out (rate-limit state). The middleware of [`Dialect::render_errors`].
+    fn rerender(response: Response, dialect: Dialect) -> Response {
+        match response.extensions().get::<ApiError>() {
+            Some(error) if dialect != Dialect::FastApi => {
+                let mut fresh = error.clone().into_response_in(dialect);
+                for (name, value) in response.headers() {
+                    if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+                        fresh.headers_mut().insert(name.clone(), value.clone());
+                    }
+                }
+                fresh
+            }
+            _ => response,
+        }
+    }
 }
 
 impl IntoResponse for ApiError {
-    /// FastAPI's dialect; [`in_dialect`] re-renders it for routes of other dialects.
+    /// FastAPI's dialect; a family of another dialect re-renders it ([`Dialect::render_errors`]).
     fn into_response(self) -> Response {
         self.into_response_in(Dialect::FastApi)
     }
 }
 
-/// The error dialect of a path (see the table in `routes`).
-pub fn dialect_of(path: &str) -> Dialect {
-    if matches!(path, "/v1/chat/completions" | "/v1/models") {
-        Dialect::OpenAi
-    } else if path.starts_with("/api-keys") || matches!(path, "/models" | "/model" | "/query" | "/history") {
-        Dialect::Classic
-    } else if path.starts_with("/api/v1/") {
-        Dialect::EnvelopeWithErrors
-    } else if path.starts_with("/api/") {
-        Dialect::Envelope
-    } else {
-        Dialect::FastApi
-    }
-}
-
-/// Middleware: re-renders error responses in the dialect of the request's path.
-pub async fn render_in_dialect(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    let dialect = dialect_of(request.uri().path());
-    let response = next.run(request).await;
-    match response.extensions().get::<ApiError>() {
-        Some(error) if dialect != Dialect::FastApi => {
-            let mut fresh = error.clone().into_response_in(dialect);
-            // Keep headers set on the way out (rate-limit state).
-            for (name, value) in response.headers() {
-                if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
-                    fresh.headers_mut().insert(name.clone(), value.clone());
-                }
-            }
-            fresh
-        }
-        _ => response,
+impl Dialect {
+    /// Middleware for a family's routes: their errors (from handlers, extractors and the rate
+    /// limiter inside it) answer in this dialect.
+    pub async fn render_errors(self, request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+        ApiError::rerender(next.run(request).await, self)
     }
 }

@@ -1,11 +1,13 @@
-//! The Switchboard edge gateway: the REST API over the three gRPC services, with credential
-//! checks, metrics and health endpoints.
+//! The Switchboard edge gateway: the REST APIs (one module per API family, documented at
+//! `/openapi.json`) over the three gRPC services, with credential checks, rate limits, CORS,
+//! metrics and health endpoints.
 
 pub mod admin;
 pub mod auth;
 pub mod error;
 pub mod extract;
 pub mod metrics;
+mod openapi;
 pub mod ratelimit;
 mod routes;
 mod settings;
@@ -92,7 +94,7 @@ impl Application {
             llm = %settings.llm_addr,
             "gateway listening"
         );
-        Ok(Self { listener, router: routes::router(state, settings.body_limit) })
+        Ok(Self { listener, router: routes::router(state, &settings) })
     }
 
     /// The bound port.

@@ -158,6 +158,16 @@ impl Limiter {
         }
     }
 
+    /// Whether the shared Redis answers a PING; `None` when the limiter runs in process.
+    pub async fn redis_ok(&self) -> Option<bool> {
+        let redis = self.redis.as_ref()?;
+        let ping = async {
+            let mut conn = redis.conn().await?;
+            redis::cmd("PING").query_async::<String>(&mut conn).await
+        };
+        Some(matches!(tokio::time::timeout(std::time::Duration::from_secs(1), ping).await, Ok(Ok(_))))
+    }
+
     /// The per-credential (or per-address) quota of a group.
     pub fn quota(&self, group: Group) -> Option<Quota> {
         match group {
@@ -267,18 +277,6 @@ pub fn too_many(group: Group, quota: Quota, decision: Decision) -> ApiError {
     err
 }
 
-/// The group a request counts against; `None` for probes and metrics.
-pub fn group_of(method: &axum::http::Method, path: &str) -> Option<Group> {
-    const CHAT: [&str; 3] = ["/v1/chat", "/v1/chat/completions", "/query"];
-    const LOGIN: [&str; 4] = ["/token", "/register", "/api/v1/users/login", "/api/v1/users/join"];
-    match path {
-        "/healthz" | "/readyz" | "/metrics" => None,
-        p if LOGIN.contains(&p) => Some(Group::Login),
-        p if *method == axum::http::Method::POST && CHAT.contains(&p) => Some(Group::Chat),
-        _ => Some(Group::Api),
-    }
-}
-
 /// Who a request counts as before it is authenticated: a digest of its credential, or its
 /// client address when it has none (and always for the login group).
 fn subject(request: &axum::extract::Request, group: Group) -> String {
@@ -302,14 +300,14 @@ fn subject(request: &axum::extract::Request, group: Group) -> String {
     }
 }
 
-/// Middleware: the per-credential (or per-address) quota of the request's group.
+/// Middleware: the per-credential (or per-address) quota of `group`. A family attaches it to
+/// each of its routes with the group they count against (`routes::RouteExt::limit`).
 pub async fn enforce(
-    axum::extract::State(state): axum::extract::State<crate::state::AppState>,
+    axum::extract::State((state, group)): axum::extract::State<(crate::state::AppState, Group)>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
-    let Some(group) = group_of(request.method(), request.uri().path()) else { return next.run(request).await };
     let Some(quota) = state.limiter.quota(group) else { return next.run(request).await };
     let key = format!("{}:k:{}", group.name(), subject(&request, group));
     let decision = state.limiter.check(&key, quota).await;

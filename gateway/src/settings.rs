@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 
+use axum::http::HeaderValue;
 use switchboard_kit::auth::VerifierSettings;
 
 use crate::ratelimit::RateLimitSettings;
@@ -27,6 +28,9 @@ pub struct Settings {
     pub body_limit: usize,
     /// Rate-limit quotas.
     pub rate_limits: RateLimitSettings,
+    /// `SWITCHBOARD_CORS_ORIGINS`: browser origins allowed to call the API cross-origin
+    /// (`https://app.example.com`); empty, the default, sends no CORS headers at all.
+    pub cors_origins: Vec<HeaderValue>,
 }
 
 impl Settings {
@@ -46,6 +50,55 @@ impl Settings {
             llm_addr: env.get_or("SWITCHBOARD_LLM_ADDR", switchboard_llm_proxy::settings_default_addr()).to_owned(),
             body_limit,
             rate_limits: RateLimitSettings::from_env(env)?,
+            cors_origins: cors_origins(env)?,
         })
+    }
+}
+
+/// Parses `SWITCHBOARD_CORS_ORIGINS`: comma-separated origins, each `http(s)://host[:port]`
+/// exactly as a browser sends it in `Origin` (no path, no trailing slash, no wildcard).
+fn cors_origins(env: &Env) -> Result<Vec<HeaderValue>, ConfigError> {
+    const VAR: &str = "SWITCHBOARD_CORS_ORIGINS";
+    env.list(VAR)
+        .into_iter()
+        .map(|origin| {
+            let host = origin
+                .strip_prefix("https://")
+                .or_else(|| origin.strip_prefix("http://"))
+                .ok_or_else(|| ConfigError::invalid(VAR, format!("{origin:?} must start with https:// or http://")))?;
+            let valid = !host.is_empty()
+                && host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'));
+            if !valid {
+                return Err(ConfigError::invalid(
+                    VAR,
+                    format!("{origin:?} is not an origin (scheme://host[:port], no path or wildcard)"),
+                ));
+            }
+            HeaderValue::from_str(&origin).map_err(|e| ConfigError::invalid(VAR, e.to_string()))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cors_origins_are_off_by_default_and_must_be_origins() {
+        assert!(cors_origins(&Env::default()).unwrap().is_empty());
+        let env = Env::default().with("SWITCHBOARD_CORS_ORIGINS", "https://app.example.com, http://localhost:3000");
+        assert_eq!(cors_origins(&env).unwrap(), ["https://app.example.com", "http://localhost:3000"]);
+        for bad in ["*", "app.example.com", "https://app.example.com/", "https://app.example.com/path"] {
+            let env = Env::default().with("SWITCHBOARD_CORS_ORIGINS", bad);
+            let err = cors_origins(&env).unwrap_err().to_string();
+            assert!(err.contains("SWITCHBOARD_CORS_ORIGINS"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn debug_output_never_shows_a_secret() {
+        let env = Env::default().with("REDIS_URL", "redis://:redis-password-0123@redis.internal:6379/0");
+        let printed = format!("{:?}", Settings::from_env(&env).unwrap());
+        assert!(!printed.contains("redis-password-0123"), "{printed}");
     }
 }

@@ -1,23 +1,26 @@
-//! `/api-keys` (seed 000, errors `{"error": "..."}`): issue, list, revoke and rotate API keys.
+//! `/api-keys` (seed 000's family, see `classic.rs`): issue, list, revoke and rotate API keys.
 //! Issuing needs the admin token unless `SWITCHBOARD_OPEN_KEY_REGISTRATION=true`; revoking
 //! needs the admin token or the key itself; listing and rotating need the admin token.
 
 use axum::Json;
 use axum::extract::{Path, State};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 use switchboard_kit::time::timestamp_rfc3339;
 use switchboard_proto::auth::v1 as pb;
+use utoipa::{IntoParams, ToSchema};
 
+use super::classic::Done;
 use crate::admin::AdminToken;
 use crate::error::ApiError;
 use crate::extract::{ValidJson, ValidQuery, parse_json};
 use crate::state::AppState;
 
 /// `POST /api-keys` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct CreateKey {
+    /// Who the key is for, shown in listings.
     client_name: String,
+    /// Days until it expires (1-3650); never when absent.
     expires_in_days: Option<i64>,
     /// Tenant of the key (admin only); `default` when absent.
     system_id: Option<String>,
@@ -26,21 +29,38 @@ pub struct CreateKey {
 }
 
 /// An issued key as answered.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct KeyBody {
+    /// The key itself: in the answer that issues it, and never again.
     #[serde(skip_serializing_if = "Option::is_none")]
     api_key: Option<String>,
+    /// Public id (for listing, rotating and revoking by an admin).
     key_id: String,
+    /// The first characters of the key, to recognise it.
     prefix: String,
+    /// Who it is for.
     client_name: String,
+    /// Its tenant.
     system_id: String,
+    /// `client` (acts as itself) or `service` (acts for any user of its tenant).
     scope: &'static str,
+    /// RFC 3339.
     created_at: Option<String>,
+    /// RFC 3339; `null` for never.
     expires_at: Option<String>,
+    /// RFC 3339, when revoked.
     #[serde(skip_serializing_if = "Option::is_none")]
     revoked_at: Option<String>,
+    /// RFC 3339, roughly (recorded off the request path).
     #[serde(skip_serializing_if = "Option::is_none")]
     last_used_at: Option<String>,
+}
+
+/// The key list.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct KeyList {
+    /// The keys, never their secrets.
+    data: Vec<KeyBody>,
 }
 
 fn key_body(key: pb::ApiKey, secret: Option<String>) -> KeyBody {
@@ -58,7 +78,12 @@ fn key_body(key: pb::ApiKey, secret: Option<String>) -> KeyBody {
     }
 }
 
-/// Issues a key; the plaintext is in this answer only.
+/// Issues an API key.
+///
+/// The plaintext is in this answer only. Needs the admin token unless open key registration is on.
+#[utoipa::path(post, path = "/api-keys", operation_id = "createApiKey", request_body = CreateKey,
+    security((), ("AdminToken" = [])),
+    responses((status = 200, description = "The new key, shown once.", body = KeyBody)))]
 pub async fn create(
     State(state): State<AppState>,
     admin: AdminToken,
@@ -87,46 +112,65 @@ pub async fn create(
 }
 
 /// `GET /api-keys` query.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Only this tenant's keys.
     system_id: Option<String>,
+    /// Include revoked and expired keys.
     include_inactive: Option<bool>,
 }
 
-/// Lists keys (admin), never their secrets.
+/// Lists API keys (admin), never their secrets.
+#[utoipa::path(get, path = "/api-keys", operation_id = "listApiKeys", params(ListQuery),
+    security(("AdminToken" = [])),
+    responses((status = 200, description = "The keys.", body = KeyList)))]
 pub async fn list(
     State(state): State<AppState>,
     admin: AdminToken,
     ValidQuery(query): ValidQuery<ListQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<KeyList>, ApiError> {
     let request = admin.request(pb::ListApiKeysRequest {
         system_id: query.system_id.unwrap_or_default(),
         include_inactive: query.include_inactive.unwrap_or(false),
     });
     let answer = state.auth.clone().list_api_keys(request).await?.into_inner();
-    let data: Vec<KeyBody> = answer.keys.into_iter().map(|k| key_body(k, None)).collect();
-    Ok(Json(json!({ "data": data })))
+    let data = answer.keys.into_iter().map(|k| key_body(k, None)).collect();
+    Ok(Json(KeyList { data }))
 }
 
-/// Revokes a key, named by its plaintext (anyone holding it) or its id (admin).
+/// Revokes an API key.
+///
+/// Named by its plaintext (anyone holding it) or by its id (admin).
+#[utoipa::path(delete, path = "/api-keys/{api_key}", operation_id = "revokeApiKey",
+    params(("api_key" = String, Path, description = "The key itself, or its id (admin).")),
+    security((), ("AdminToken" = [])),
+    responses((status = 200, description = "Revoked.", body = Done)))]
 pub async fn revoke(
     State(state): State<AppState>,
     admin: AdminToken,
     Path(api_key): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Done>, ApiError> {
     let request = admin.request(pb::RevokeApiKeyRequest { key: api_key });
     state.auth.clone().revoke_api_key(request).await?;
-    Ok(Json(json!({"message": "API 키가 비활성화되었습니다."})))
+    Ok(Json(Done { message: "API 키가 비활성화되었습니다." }))
 }
 
 /// `POST /api-keys/{id}/rotate` body.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct RotateKey {
-    /// How long the old key keeps working; one hour when absent.
+    /// How long the old key keeps working, in seconds; one hour when absent.
     overlap_seconds: Option<i64>,
 }
 
-/// Issues a successor key; the old one keeps working for the overlap window (admin).
+/// Rotates an API key (admin).
+///
+/// Issues a successor; the old key keeps working for the overlap window.
+#[utoipa::path(post, path = "/api-keys/{id}/rotate", operation_id = "rotateApiKey",
+    params(("id" = String, Path, description = "Id of the key to replace.")),
+    request_body(content = Option<RotateKey>, description = "Optional."),
+    security(("AdminToken" = [])),
+    responses((status = 200, description = "The successor key, shown once.", body = KeyBody)))]
 pub async fn rotate(
     State(state): State<AppState>,
     admin: AdminToken,

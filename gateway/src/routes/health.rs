@@ -1,26 +1,61 @@
-//! `/healthz` (the process is up), `/readyz` (every gRPC service answers its health check)
-//! and `/metrics` (Prometheus).
+//! The ops family: `/healthz` (the process is up), `/readyz` (every gRPC service answers its
+//! health check) and `/metrics` (Prometheus). No credential, no rate limit. The documentation
+//! routes (`/openapi.json`, `/docs`, `/redoc`) are in `docs.rs`.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use serde_json::{Map, Value, json};
+use serde::Serialize;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::error::ApiError;
+use super::Family;
+use crate::error::Dialect;
 use crate::state::AppState;
 
+/// The ops family's routes.
+pub fn router() -> OpenApiRouter<AppState> {
+    let routes = OpenApiRouter::new().routes(routes!(healthz)).routes(routes!(readyz)).routes(routes!(metrics));
+    Family { tag: "ops", dialect: Dialect::FastApi }.serve(routes)
+}
+
+/// Liveness.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Liveness {
+    /// Always `ok`.
+    status: &'static str,
+}
+
+/// Readiness of the gateway and each service behind it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Readiness {
+    /// `ready` when every service is `serving`, else `not_ready`.
+    status: &'static str,
+    /// `serving`, `not_serving` or `unreachable`, by service (`auth`, `conversations`, `llm-proxy`).
+    services: BTreeMap<&'static str, &'static str>,
+}
+
 /// Liveness: answers as long as the process serves HTTP.
-pub async fn healthz() -> Json<Value> {
-    Json(json!({"status": "ok"}))
+#[utoipa::path(get, path = "/healthz", operation_id = "healthz", security(()),
+    responses((status = 200, description = "The process serves HTTP.", body = Liveness)))]
+pub async fn healthz() -> Json<Liveness> {
+    Json(Liveness { status: "ok" })
 }
 
 /// Readiness: every service answers SERVING within a second.
+#[utoipa::path(get, path = "/readyz", operation_id = "readyz", security(()),
+    responses(
+        (status = 200, description = "Every service is serving.", body = Readiness),
+        (status = 503, description = "A service is not serving.", body = Readiness),
+    ))]
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let checks = state.channels.iter().map(|(name, channel)| {
         let mut client = HealthClient::new(channel.clone());
@@ -35,19 +70,16 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
             (*name, status)
         }
     });
-    let results = futures::future::join_all(checks).await;
-    let ready = results.iter().all(|(_, s)| *s == "serving");
-    let services: Map<String, Value> = results.into_iter().map(|(n, s)| (n.to_owned(), Value::from(s))).collect();
+    let services: BTreeMap<_, _> = futures::future::join_all(checks).await.into_iter().collect();
+    let ready = services.values().all(|s| *s == "serving");
     let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (code, Json(json!({"status": if ready { "ready" } else { "not_ready" }, "services": services})))
+    (code, Json(Readiness { status: if ready { "ready" } else { "not_ready" }, services }))
 }
 
 /// Prometheus text exposition.
+#[utoipa::path(get, path = "/metrics", operation_id = "metrics", security(()),
+    responses((status = 200, description = "Metrics in the OpenMetrics text format.", body = String,
+        content_type = "application/openmetrics-text")))]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], state.metrics.render())
-}
-
-/// Unknown paths.
-pub async fn not_found() -> ApiError {
-    ApiError::not_found("Not Found")
 }

@@ -1,30 +1,50 @@
-//! The HTTP surface. A route's path tells its file: `/v1/chat` is `routes/v1/chat.rs`,
-//! `/api/v1/users/join` is `routes/api/v1/users.rs`, `/api-keys` is `routes/api_keys.rs`,
-//! `/register` is `routes/users.rs`.
+//! The HTTP surface, one module per API family. A family's `router()` declares its routes, each
+//! with the rate-limit group it counts against, and hands them to [`Family::serve`], which
+//! attaches the family's error dialect and documents every operation in the OpenAPI document
+//! (its tag, its error body). Adding a route is one line in its family's `router()` and a
+//! `#[utoipa::path]` on its handler: the router and `/openapi.json` come from the same
+//! declaration (`utoipa_axum::routes!`).
 //!
-//! Each API family answers errors in the dialect its clients know (`error::dialect_of`):
+//! A route's path tells its file: `/v1/chat` is `routes/v1/chat.rs`, `/api/v1/users/join` is
+//! `routes/api/v1/users.rs`, `/api-keys` is `routes/api_keys.rs`, `/register` is
+//! `routes/users.rs`. A family with a path prefix has its `router()` in that prefix's
+//! `mod.rs`; the others in the file named below.
 //!
-//! | paths | from | errors |
-//! |---|---|---|
-//! | `/v1/*`, `/register`, `/token`, `/users/*` | seeds 003, 002 | FastAPI `{"detail": ...}` |
-//! | `/api-keys*`, `/models`, `/model`, `/query`, `/history` | seed 000 | `{"error": "..."}` |
-//! | `/api/*` | seed 001 | `{success, message, data}` |
-//! | `/api/v1/*` | seed 004 | `{success, message, data, errors}` |
-//! | `/v1/chat/completions`, `/v1/models` | OpenAI | `{"error": {message, type, param, code}}` |
+//! | family | router | paths | errors |
+//! |---|---|---|---|
+//! | seed 000 | `classic::router` | `/api-keys*`, `/models`, `/model`, `/query`, `/history` | `{"error": "..."}` |
+//! | seed 001 | `api::router` | `/api/*` but `/api/v1/*` | `{success, message, data, error}` |
+//! | seed 002 | `users::router` | `/register`, `/token`, `/users/me`, `/chat/*` | FastAPI `{"detail": ...}` |
+//! | seed 003 (canonical) | `v1::router` | `/v1/*` but the OpenAI paths | FastAPI `{"detail": ...}` |
+//! | seed 004 | `api::v1::router` | `/api/v1/*` | `{success, message, data, errors}` |
+//! | OpenAI | `openai::router` | `/v1/chat/completions`, `/v1/models` | `{"error": {message, type, param, code}}` |
+//! | ops | `health::router`, `docs::router` | `/healthz`, `/readyz`, `/metrics`, `/openapi.json`, `/docs`, `/redoc` | FastAPI |
 
 mod api;
 mod api_keys;
+mod chat;
 mod classic;
+mod docs;
 mod health;
 mod openai;
 mod users;
 mod v1;
 
+use std::time::Duration;
+
 use axum::Router;
-use axum::routing::{delete, get, post};
+use axum::http::{HeaderName, Method, header};
+use axum::routing::{MethodRouter, any};
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::trace::TraceLayer;
+use utoipa::openapi::path::Operation;
+use utoipa::openapi::{HttpMethod, OpenApi, Ref, RefOr, ResponseBuilder};
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter, UtoipaMethodRouterExt};
 
+use crate::Settings;
+use crate::error::{ApiError, Dialect};
+use crate::ratelimit::Group;
 use crate::state::AppState;
 
 /// The span of a request: method and route template, never the raw path or query, which
@@ -34,45 +54,204 @@ fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Spa
     tracing::debug_span!("request", method = %request.method(), route)
 }
 
-/// Every route, with body limit, metrics and tracing.
-pub fn router(state: AppState, body_limit: usize) -> Router {
-    Router::new()
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/metrics", get(health::metrics))
-        .route("/v1/chat", post(v1::chat::send))
-        .route("/v1/chat-token", get(v1::chat_token::issue))
-        .route("/v1/conversations", get(v1::conversations::list))
-        .route("/v1/conversations/{id}/messages", get(v1::conversations::messages))
-        .route("/v1/sync", post(v1::sync::run))
-        // The store is the cache of seed 003: both paths read it.
-        .route("/v1/cache/conversations", get(v1::conversations::list))
-        .route("/v1/cache/conversations/{id}/messages", get(v1::conversations::messages))
-        .route("/register", post(users::register))
-        .route("/token", post(users::token))
-        .route("/users/me", get(users::me))
-        .route("/api-keys", post(api_keys::create).get(api_keys::list))
-        .route("/api-keys/{api_key}", delete(api_keys::revoke))
-        .route("/api-keys/{id}/rotate", post(api_keys::rotate))
-        .route("/models", get(classic::models))
-        .route("/model", get(classic::current_model).post(classic::set_model))
-        .route("/query", post(classic::query))
-        .route("/history", get(classic::history).delete(classic::clear_history))
-        .route("/api/users", post(api::users::create).get(api::users::get))
-        .route("/api/v1/users/join", post(api::v1::users::join))
-        .route("/api/v1/users/login", post(api::v1::users::login))
-        .route("/api/v1/users/logout", post(api::v1::users::logout))
-        .route("/api/v1/keys", get(api::v1::keys::list).post(api::v1::keys::add))
-        .route("/api/v1/keys/", get(api::v1::keys::list).post(api::v1::keys::add))
-        .route("/api/v1/keys/{pk}", delete(api::v1::keys::delete))
-        .route("/api/v1/keys/{pk}/", delete(api::v1::keys::delete))
-        .route("/api/v1/keys/{pk}/statics", get(api::v1::keys::statistics))
-        .merge(openai::router())
-        .fallback(health::not_found)
-        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::ratelimit::enforce))
-        .layer(axum::middleware::from_fn(crate::error::render_in_dialect))
+/// Every family's routes and the OpenAPI document describing them.
+fn api(state: &AppState) -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(crate::openapi::base())
+        .merge(health::router())
+        .merge(classic::router(state))
+        .merge(api::router(state))
+        .merge(users::router(state))
+        .merge(v1::router(state))
+        .merge(api::v1::router(state))
+        .merge(openai::router(state))
+}
+
+/// Every route, with CORS, body limit, metrics and tracing.
+pub fn router(state: AppState, settings: &Settings) -> Router {
+    let (api, spec) = api(&state).split_for_parts();
+    let not_found = not_found_route(&state).with_state(state.clone());
+    let router = api
+        .merge(docs::router(spec))
+        .fallback_service(not_found)
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::metrics::track))
-        .layer(RequestBodyLimitLayer::new(body_limit))
-        .layer(TraceLayer::new_for_http().make_span_with(request_span))
-        .with_state(state)
+        .layer(RequestBodyLimitLayer::new(settings.body_limit));
+    let router = match cors(&settings.cors_origins) {
+        Some(cors) => router.layer(cors),
+        None => router,
+    };
+    router.layer(TraceLayer::new_for_http().make_span_with(request_span)).with_state(state)
+}
+
+/// The CORS policy: only the configured origins, and none (no CORS headers at all) by default.
+fn cors(origins: &[axum::http::HeaderValue]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    Some(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(origins.iter().cloned()))
+            .allow_methods([Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                header::ACCEPT,
+                HeaderName::from_static("x-api-key"),
+                HeaderName::from_static("idempotency-key"),
+            ])
+            .expose_headers([
+                header::RETRY_AFTER,
+                HeaderName::from_static("ratelimit"),
+                HeaderName::from_static("ratelimit-policy"),
+            ])
+            .max_age(Duration::from_secs(600)),
+    )
+}
+
+/// Unknown paths (and, per family, unknown paths under its prefix), counting against the API
+/// quota as any authenticated call does.
+fn not_found_route(state: &AppState) -> MethodRouter<AppState> {
+    async fn not_found() -> ApiError {
+        ApiError::not_found("Not Found")
+    }
+    any(not_found).layer(axum::middleware::from_fn_with_state((state.clone(), Group::Api), crate::ratelimit::enforce))
+}
+
+/// `route`, counting against `group`'s per-credential quota.
+fn limited(route: MethodRouter<AppState>, state: &AppState, group: Group) -> MethodRouter<AppState> {
+    route.route_layer(axum::middleware::from_fn_with_state((state.clone(), group), crate::ratelimit::enforce))
+}
+
+/// What a route declaration can say besides its handler.
+pub(crate) trait RouteExt: Sized {
+    /// The route counts against `group`'s per-credential (or per-address) quota; a route
+    /// without it (probes, documentation) has none.
+    fn limit(self, state: &AppState, group: Group) -> Self;
+    /// The route is also served without its trailing slash (a Django-style path such as
+    /// `/api/v1/keys/` answers `/api/v1/keys` too), documented as its own operation.
+    fn slash_twin(self) -> Self;
+}
+
+impl RouteExt for UtoipaMethodRouter<AppState> {
+    fn limit(self, state: &AppState, group: Group) -> Self {
+        self.map(|route| limited(route, state, group))
+    }
+
+    fn slash_twin(self) -> Self {
+        let (schemas, mut paths, route) = self;
+        let twins: Vec<_> = paths
+            .paths
+            .iter()
+            .filter(|(path, _)| path.len() > 1 && path.ends_with('/'))
+            .map(|(path, item)| {
+                let mut item = item.clone();
+                for operation in operations(&mut item) {
+                    operation.operation_id = operation.operation_id.take().map(|id| format!("{id}NoSlash"));
+                    let note = format!("The same operation as `{path}`, without the trailing slash.");
+                    operation.description = Some(match operation.description.take() {
+                        Some(description) => format!("{description}\n\n{note}"),
+                        None => note,
+                    });
+                }
+                (path.trim_end_matches('/').to_owned(), item)
+            })
+            .collect();
+        paths.paths.extend(twins);
+        (schemas, paths, route)
+    }
+}
+
+/// A route whose handler has no `#[utoipa::path]` yet: served like any other, and documented by
+/// its method, path, path parameters and summary only (bodies as free-form JSON, any 2xx).
+/// Temporary: give the handler its `#[utoipa::path]` and typed `ToSchema` bodies, then declare
+/// it with `routes!` instead.
+pub(crate) fn provisional<H, T>(
+    method: HttpMethod,
+    path: &str,
+    handler: H,
+    operation_id: &str,
+    summary: &str,
+) -> UtoipaMethodRouter<AppState>
+where
+    H: axum::handler::Handler<T, AppState>,
+    T: 'static,
+{
+    use utoipa::openapi::path::{OperationBuilder, ParameterBuilder, ParameterIn};
+    use utoipa::openapi::request_body::RequestBodyBuilder;
+    use utoipa::openapi::{ContentBuilder, ObjectBuilder, Required};
+    use utoipa_axum::PathItemExt;
+
+    let json = || ContentBuilder::new().schema(Some(ObjectBuilder::new())).build();
+    let mut operation = OperationBuilder::new()
+        .operation_id(Some(operation_id))
+        .summary(Some(summary))
+        .response("2XX", ResponseBuilder::new().description("Done.").content("application/json", json()));
+    for name in path.split('/').filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}'))) {
+        operation = operation.parameter(
+            ParameterBuilder::new()
+                .name(name)
+                .parameter_in(ParameterIn::Path)
+                .required(Required::True)
+                .schema(Some(ObjectBuilder::new().schema_type(utoipa::openapi::schema::Type::String))),
+        );
+    }
+    if matches!(method, HttpMethod::Post | HttpMethod::Put | HttpMethod::Patch) {
+        operation = operation.request_body(Some(RequestBodyBuilder::new().content("application/json", json()).build()));
+    }
+    let mut paths = utoipa::openapi::path::Paths::new();
+    let route = MethodRouter::new().on(method.to_method_filter(), handler);
+    paths.add_path_operation(path, vec![method], operation.build());
+    (Vec::new(), paths, route)
+}
+
+fn operations(item: &mut utoipa::openapi::PathItem) -> impl Iterator<Item = &mut Operation> {
+    [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.options, &mut item.head, &mut item.patch]
+        .into_iter()
+        .filter_map(Option::as_mut)
+}
+
+/// An API family: routes that answer errors in one dialect, grouped under one OpenAPI tag.
+pub(crate) struct Family {
+    /// OpenAPI tag of every operation (described in `openapi::base`).
+    pub tag: &'static str,
+    /// How errors are written.
+    pub dialect: Dialect,
+}
+
+impl Family {
+    /// The family's routes, their errors rendered in its dialect, every operation tagged and
+    /// documented with its error body as the `default` response.
+    pub fn serve<S: Clone + Send + Sync + 'static>(self, routes: OpenApiRouter<S>) -> OpenApiRouter<S> {
+        let Self { tag, dialect } = self;
+        let mut routes = if dialect == Dialect::FastApi {
+            routes
+        } else {
+            routes.layer(axum::middleware::from_fn(move |request, next| dialect.render_errors(request, next)))
+        };
+        document(routes.get_openapi_mut(), tag, dialect);
+        routes
+    }
+}
+
+fn document(spec: &mut OpenApi, tag: &str, dialect: Dialect) {
+    let (schema_name, _) = dialect.schema();
+    for item in spec.paths.paths.values_mut() {
+        for operation in operations(item) {
+            operation.tags = Some(vec![tag.to_owned()]);
+            operation.responses.responses.entry("default".to_owned()).or_insert_with(|| {
+                RefOr::T(
+                    ResponseBuilder::new()
+                        .description("An error, in this API's error shape.")
+                        .content(
+                            "application/json",
+                            utoipa::openapi::ContentBuilder::new()
+                                .schema(Some(RefOr::<utoipa::openapi::schema::Schema>::Ref(Ref::from_schema_name(
+                                    schema_name.clone(),
+                                ))))
+                                .build(),
+                        )
+                        .build(),
+                )
+            });
+        }
+    }
 }

@@ -32,6 +32,12 @@ pub enum AuthError {
     /// A feature needs configuration it does not have.
     #[error("{0}")]
     NotConfigured(String),
+    /// Too many password checks at once: this one was shed to bound memory.
+    #[error("too many sign-ins at once; retry in {retry_after_secs} s")]
+    Overloaded {
+        /// Seconds to wait before retrying.
+        retry_after_secs: u64,
+    },
     /// Storage failed.
     #[error("storage: {0}")]
     Store(#[from] sqlx::Error),
@@ -56,6 +62,9 @@ impl From<AuthError> for Status {
             AuthError::Conflict(_) => Status::already_exists(err.to_string()),
             AuthError::NotFound(_) => Status::not_found(err.to_string()),
             AuthError::NotConfigured(_) => Status::failed_precondition(err.to_string()),
+            AuthError::Overloaded { retry_after_secs } => {
+                switchboard_kit::grpc::shed(err.to_string(), *retry_after_secs)
+            }
             AuthError::Store(e) => {
                 tracing::error!(error = %e, "auth storage failure");
                 Status::unavailable("auth storage unavailable")

@@ -18,6 +18,7 @@ use tonic::{Request, Response, Status};
 use crate::error::AuthError;
 use crate::jwt::Jwt;
 use crate::last_used::LastUsed;
+use crate::passwords::HashPool;
 use crate::settings::Settings;
 use crate::store::{KeyStore, UserStore};
 
@@ -35,6 +36,7 @@ pub(crate) struct AuthGrpc {
     users: Arc<dyn UserStore>,
     last_used: LastUsed,
     bus: RevocationBus,
+    hashing: HashPool,
 }
 
 /// Where the auth service keeps things and announces revocations.
@@ -60,6 +62,7 @@ impl AuthGrpc {
             users: deps.users,
             last_used: deps.last_used,
             bus: deps.bus,
+            hashing: HashPool::new(settings.password_hash_concurrency, settings.password_hash_queue),
         }
     }
 

@@ -1,7 +1,13 @@
-//! Usernames and passwords: the rules (seeds 002, 004) and argon2id hashing.
+//! Usernames and passwords: the rules (seeds 002, 004), argon2id hashing, and the bound on how
+//! many hashes run at once ([`HashPool`]), since each one holds 19 MiB while it runs.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString, rand_core::OsRng};
 use argon2::{Algorithm, Argon2, Params, Version};
+use tokio::sync::Semaphore;
 
 use crate::error::AuthError;
 
@@ -56,6 +62,83 @@ pub fn decoy_hash() -> &'static str {
     DECOY.get_or_init(|| hash("Decoy-password-0").unwrap_or_default())
 }
 
+/// Longest a password check waits for a free hashing slot before it is shed.
+pub const MAX_WAIT: Duration = Duration::from_secs(2);
+/// What a shed caller is told to wait before retrying, in seconds: a hash takes milliseconds.
+pub const RETRY_AFTER_SECS: u64 = 1;
+
+/// Runs password hashes on blocking threads, at most `concurrency` at once (each holds 19 MiB,
+/// so this bounds their memory), with at most `queue` callers waiting for a slot and none for
+/// longer than [`MAX_WAIT`]. Callers beyond that are shed with [`AuthError::Overloaded`].
+#[derive(Clone)]
+pub struct HashPool {
+    permits: Arc<Semaphore>,
+    queue: usize,
+    waiting: Arc<AtomicUsize>,
+    running: Arc<AtomicUsize>,
+}
+
+/// Counts one in, and out again when dropped, so a cancelled or panicking task is counted out.
+struct Counted(Arc<AtomicUsize>);
+
+impl Counted {
+    /// Counts one in; with how many were counted before.
+    fn new(counter: &Arc<AtomicUsize>) -> (Self, usize) {
+        let before = counter.fetch_add(1, Ordering::SeqCst);
+        (Self(counter.clone()), before)
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl HashPool {
+    /// A pool running at most `concurrency` (at least one) hashes, with `queue` waiting.
+    pub fn new(concurrency: usize, queue: usize) -> Self {
+        Self {
+            permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            queue,
+            waiting: Arc::default(),
+            running: Arc::default(),
+        }
+    }
+
+    /// How many hashes are running now.
+    pub fn running(&self) -> usize {
+        self.running.load(Ordering::SeqCst)
+    }
+
+    /// Runs `work` on a blocking thread once a slot is free. The slot is held until `work`
+    /// ends, even if the caller gives up first: the memory is in use until then.
+    pub async fn run<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> Result<T, AuthError> {
+        let overloaded = || AuthError::Overloaded { retry_after_secs: RETRY_AFTER_SECS };
+        let permit = match self.permits.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                let (_waiting, ahead) = Counted::new(&self.waiting);
+                if ahead >= self.queue {
+                    return Err(overloaded());
+                }
+                match tokio::time::timeout(MAX_WAIT, self.permits.clone().acquire_owned()).await {
+                    Ok(Ok(permit)) => permit,
+                    _ => return Err(overloaded()),
+                }
+            }
+        };
+        let running = self.running.clone();
+        tokio::task::spawn_blocking(move || {
+            let (_running, _) = Counted::new(&running);
+            let _permit = permit;
+            work()
+        })
+        .await
+        .map_err(|e| AuthError::Unexpected(format!("password task: {e}")))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,5 +165,59 @@ mod tests {
         assert!(verify("Passw0rdX", &a));
         assert!(!verify("passw0rdX", &a));
         assert!(!verify("Passw0rdX", "garbage"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn at_most_the_configured_number_of_hashes_run_at_once_and_callers_beyond_the_queue_are_shed() {
+        let pool = HashPool::new(2, 3);
+        let peak = Arc::new(AtomicUsize::new(0));
+        // Work blocks until the test lets go of the gate.
+        let gate = Arc::new(tokio::sync::RwLock::new(()));
+        let closed = gate.clone().write_owned().await;
+        let calls: Vec<_> = (0..8)
+            .map(|_| {
+                let (pool, peak, gate) = (pool.clone(), peak.clone(), gate.clone());
+                tokio::spawn(async move {
+                    let counted = pool.clone();
+                    pool.run(move || {
+                        peak.fetch_max(counted.running(), Ordering::SeqCst);
+                        drop(gate.blocking_read());
+                    })
+                    .await
+                })
+            })
+            .collect();
+        let settled = async {
+            while pool.running() < 2 || calls.iter().filter(|c| c.is_finished()).count() < 3 {
+                tokio::task::yield_now().await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), settled).await.unwrap();
+        assert_eq!(pool.waiting.load(Ordering::SeqCst), 3, "two run, three wait, three are shed");
+        drop(closed);
+        let mut shed = 0;
+        for call in calls {
+            match call.await.unwrap() {
+                Ok(()) => {}
+                Err(AuthError::Overloaded { retry_after_secs }) => {
+                    assert_eq!(retry_after_secs, RETRY_AFTER_SECS);
+                    shed += 1;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(shed, 3);
+        assert_eq!(peak.load(Ordering::SeqCst), 2, "never more than two at once");
+        assert_eq!(pool.running(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_check_that_waits_longer_than_the_limit_for_a_slot_is_shed() {
+        let pool = HashPool::new(1, 10);
+        let _busy = pool.permits.clone().acquire_owned().await.unwrap();
+        let started = tokio::time::Instant::now();
+        let outcome = pool.run(|| ()).await;
+        assert!(matches!(outcome, Err(AuthError::Overloaded { .. })), "{outcome:?}");
+        assert_eq!(started.elapsed(), MAX_WAIT);
     }
 }

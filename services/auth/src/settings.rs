@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
+use switchboard_kit::db::DatabaseUrl;
 use switchboard_kit::redis::RedisSettings;
 use switchboard_kit::{ConfigError, Env};
 
@@ -19,8 +20,8 @@ pub const MIN_STATIC_SECRET_CHARS: usize = 16;
 pub struct Settings {
     /// `SWITCHBOARD_AUTH_ADDR`.
     pub addr: SocketAddr,
-    /// `AUTH_DATABASE_URL`, else `DATABASE_URL`.
-    pub database_url: String,
+    /// `AUTH_DATABASE_URL`, else `DATABASE_URL` (printed without its password).
+    pub database_url: DatabaseUrl,
     /// Which variable the URL came from.
     pub database_var: &'static str,
     /// `CHAT_GATEWAY_API_KEY`: static service keys (comma-separated).
@@ -42,6 +43,13 @@ pub struct Settings {
     pub open_key_registration: bool,
     /// `REDIS_URL`: revocations are published there for every replica.
     pub redis: Option<RedisSettings>,
+    /// `SWITCHBOARD_PASSWORD_HASH_CONCURRENCY`: password hashes run at once, each holding
+    /// 19 MiB while it runs; default the number of cores.
+    pub password_hash_concurrency: usize,
+    /// `SWITCHBOARD_PASSWORD_HASH_QUEUE`: sign-ins and sign-ups that may wait for a free
+    /// hashing slot (default 16); more are refused with UNAVAILABLE and a retry hint, which
+    /// the gateway answers as 503 with `Retry-After`.
+    pub password_hash_queue: usize,
 }
 
 impl Settings {
@@ -58,13 +66,23 @@ impl Settings {
                 format!("must be at least {MIN_JWT_SECRET_BYTES} bytes (try `openssl rand -hex 32`)"),
             ));
         }
-        let static_keys: Vec<SecretString> =
+        let mut static_keys: Vec<SecretString> =
             env.list("CHAT_GATEWAY_API_KEY").into_iter().map(SecretString::from).collect();
         if static_keys.iter().any(|k| k.expose_secret().chars().count() < MIN_STATIC_SECRET_CHARS) {
             return Err(ConfigError::invalid(
                 "CHAT_GATEWAY_API_KEY",
                 format!("every key must be at least {MIN_STATIC_SECRET_CHARS} characters"),
             ));
+        }
+        // Seed 001's secret is one more static service key.
+        if let Some(secret) = env.secret("API_SECRET_KEY") {
+            if secret.expose_secret().chars().count() < MIN_STATIC_SECRET_CHARS {
+                return Err(ConfigError::invalid(
+                    "API_SECRET_KEY",
+                    format!("must be at least {MIN_STATIC_SECRET_CHARS} characters"),
+                ));
+            }
+            static_keys.push(secret);
         }
         let admin_token = env.secret("SWITCHBOARD_ADMIN_TOKEN");
         if admin_token.as_ref().is_some_and(|t| t.expose_secret().chars().count() < MIN_STATIC_SECRET_CHARS) {
@@ -73,13 +91,22 @@ impl Settings {
                 format!("must be at least {MIN_STATIC_SECRET_CHARS} characters"),
             ));
         }
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        let password_hash_concurrency: usize = env.parse_or("SWITCHBOARD_PASSWORD_HASH_CONCURRENCY", cores)?;
+        if !(1..=1024).contains(&password_hash_concurrency) {
+            return Err(ConfigError::invalid("SWITCHBOARD_PASSWORD_HASH_CONCURRENCY", "must be between 1 and 1024"));
+        }
+        let password_hash_queue: usize = env.parse_or("SWITCHBOARD_PASSWORD_HASH_QUEUE", 16)?;
+        if password_hash_queue > 100_000 {
+            return Err(ConfigError::invalid("SWITCHBOARD_PASSWORD_HASH_QUEUE", "must be at most 100000"));
+        }
         let jwt_ttl: u64 = env.parse_or("SWITCHBOARD_JWT_TTL_SECS", 86_400)?;
         if !(60..=30 * 86_400).contains(&jwt_ttl) {
             return Err(ConfigError::invalid("SWITCHBOARD_JWT_TTL_SECS", "must be between 60 and 2592000 (30 days)"));
         }
         Ok(Self {
             addr,
-            database_url,
+            database_url: database_url.into(),
             database_var,
             static_keys,
             jwt_secret,
@@ -93,6 +120,36 @@ impl Settings {
             admin_token,
             open_key_registration: env.flag("SWITCHBOARD_OPEN_KEY_REGISTRATION", false)?,
             redis: RedisSettings::from_env(env)?,
+            password_hash_concurrency,
+            password_hash_queue,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_never_shows_a_secret() {
+        let secrets = [
+            "db-password-0123",
+            "redis-password-0123",
+            "jwt-secret-0123456789abcdef0123456789",
+            "static-service-key-0123",
+            "admin-token-0123456789",
+        ];
+        let env = Env::from_pairs([
+            ("DATABASE_URL", format!("postgres://switchboard:{}@db.internal:5432/switchboard", secrets[0])),
+            ("REDIS_URL", format!("redis://:{}@redis.internal:6379/0", secrets[1])),
+            ("CHAT_GATEWAY_JWT_SECRET", secrets[2].to_owned()),
+            ("CHAT_GATEWAY_API_KEY", secrets[3].to_owned()),
+            ("SWITCHBOARD_ADMIN_TOKEN", secrets[4].to_owned()),
+        ]);
+        let printed = format!("{:?}", Settings::from_env(&env).unwrap());
+        for secret in secrets {
+            assert!(!printed.contains(secret), "{secret} is printed: {printed}");
+        }
+        assert!(printed.contains("db.internal"), "the rest of the URL stays readable: {printed}");
     }
 }

@@ -80,9 +80,36 @@ impl ContextCache {
                     completion_tokens: 0,
                     error: String::new(),
                     created_at: m.created_at,
+                    // Context goes upstream as text; its numbers are not needed.
+                    number: 0,
                 })
                 .collect()
         })
+    }
+
+    /// Forgets the cached contexts of deleted conversations.
+    pub async fn forget(&self, conversation_ids: &[String]) {
+        if conversation_ids.is_empty() {
+            return;
+        }
+        match self {
+            Self::Local(map) => {
+                let mut map = map.lock().unwrap_or_else(PoisonError::into_inner);
+                for id in conversation_ids {
+                    map.remove(id);
+                }
+            }
+            Self::Redis(redis) => {
+                let keys: Vec<String> = conversation_ids.iter().map(|id| redis.key(&format!("ctx:{id}"))).collect();
+                let deleted = async {
+                    let mut conn = redis.conn().await?;
+                    redis::cmd("DEL").arg(keys).query_async::<()>(&mut conn).await
+                };
+                if let Err(e) = deleted.await {
+                    tracing::warn!(error = %e, "cannot forget cached contexts; they expire by themselves");
+                }
+            }
+        }
     }
 
     /// Caches `messages` (oldest first, at most `keep`) as the context at `message_count`.

@@ -121,6 +121,8 @@ pub struct Conversation {
     pub updated_at: i64,
     /// Number of messages.
     pub message_count: i64,
+    /// Whole-number alias (for APIs with integer ids), in creation order.
+    pub number: i64,
 }
 
 /// A stored message.
@@ -146,6 +148,8 @@ pub struct Message {
     pub error: String,
     /// Created, Unix ms.
     pub created_at: i64,
+    /// Whole-number alias (for APIs with integer ids), in creation order.
+    pub number: i64,
 }
 
 /// How a message ends up.

@@ -17,8 +17,10 @@ use switchboard_proto::llm::v1 as llm;
 use switchboard_proto::llm::v1::llm_service_client::LlmServiceClient;
 use tonic::transport::Channel;
 
+use crate::api_usage::ApiUsageTally;
 use crate::store::{
-    Claim, ConversationFilter, ConversationStore, IdempotencyStore, UpstreamConversation, UpstreamMessage,
+    ApiUsageStore, Claim, ClaimTerms, ConversationFilter, ConversationStore, IdempotencyStore, UpstreamConversation,
+    UpstreamMessage,
 };
 use crate::turn::{TurnRequest, Turns};
 
@@ -28,10 +30,15 @@ pub(crate) struct ConversationGrpc {
     idempotency: Arc<dyn IdempotencyStore>,
     turns: Turns,
     llm: LlmServiceClient<Channel>,
+    api_usage: ApiUsageTally,
+    usage_store: Arc<dyn ApiUsageStore>,
 }
 
 /// How long an idempotency key is remembered.
 const IDEMPOTENCY_TTL_MS: i64 = 24 * 3600 * 1000;
+/// How long a claimed key is its turn's alone. The turn stores its outcome itself, so the
+/// lease matters only when its process died: then a retry after the lease runs the turn.
+const IDEMPOTENCY_LEASE_MS: i64 = 10 * 60 * 1000;
 
 impl ConversationGrpc {
     pub(crate) fn new(
@@ -39,8 +46,15 @@ impl ConversationGrpc {
         idempotency: Arc<dyn IdempotencyStore>,
         turns: Turns,
         llm: LlmServiceClient<Channel>,
+        api_usage: (ApiUsageTally, Arc<dyn ApiUsageStore>),
     ) -> Self {
-        Self { store, idempotency, turns, llm }
+        Self { store, idempotency, turns, llm, api_usage: api_usage.0, usage_store: api_usage.1 }
+    }
+
+    /// Counts a request of `owner` (seed 001's API usage): under the endpoint the gateway
+    /// names, or the RPC for direct callers.
+    fn counted<T>(&self, request: &Request<T>, owner: &Principal) {
+        self.api_usage.count(&owner.system_id, &owner.user_id, &endpoint_of(request), switchboard_kit::time::now_ms());
     }
 
     /// Pulls one principal's upstream conversations and messages into the store; `None` when
@@ -109,29 +123,45 @@ impl ConversationGrpc {
         }
         let owner = turn.owner.clone();
         let now = switchboard_kit::time::now_ms();
-        let claim = self
-            .idempotency
-            .claim(&owner, key, &fingerprint(&turn), now, now - IDEMPOTENCY_TTL_MS)
-            .await
-            .map_err(ConversationError::from)?;
+        let holder = uuid::Uuid::now_v7().to_string();
+        let hash = fingerprint(&turn);
+        let terms = ClaimTerms {
+            hash: &hash,
+            holder: &holder,
+            now,
+            lease_until: now + IDEMPOTENCY_LEASE_MS,
+            expired_before: now - IDEMPOTENCY_TTL_MS,
+        };
+        let claim = self.idempotency.claim(&owner, key, &terms).await.map_err(ConversationError::from)?;
         match claim {
-            Claim::New => match self.turns.run(turn).await {
-                Ok(result) => {
-                    let answer = turn_pb(result);
-                    self.idempotency
-                        .finish(&owner, key, &answer.encode_to_vec())
-                        .await
-                        .map_err(ConversationError::from)?;
-                    Ok(answer)
-                }
-                Err(e) => {
-                    // A failed turn is not remembered: retrying it runs again.
-                    if let Err(release) = self.idempotency.release(&owner, key).await {
-                        tracing::error!(error = %release, "cannot release an idempotency key");
+            // The turn and the key's outcome run in a task of their own: a caller that leaves
+            // (client gone, deadline) must not leave the key claimed with its answer stored.
+            Claim::New => {
+                let (turns, idempotency, key) = (self.turns.clone(), self.idempotency.clone(), key.to_owned());
+                let task = tokio::spawn(async move {
+                    match turns.run(turn).await {
+                        Ok(result) => {
+                            let answer = turn_pb(result);
+                            idempotency
+                                .finish(&owner, &key, &holder, &answer.encode_to_vec())
+                                .await
+                                .map_err(ConversationError::from)?;
+                            Ok(answer)
+                        }
+                        Err(e) => {
+                            // A failed turn is not remembered: retrying it runs again.
+                            if let Err(release) = idempotency.release(&owner, &key, &holder).await {
+                                tracing::error!(error = %release, "cannot release an idempotency key");
+                            }
+                            Err(e)
+                        }
                     }
-                    Err(e.into())
+                });
+                match task.await {
+                    Ok(outcome) => outcome.map_err(Status::from),
+                    Err(e) => Err(Status::internal(format!("turn task failed: {e}"))),
                 }
-            },
+            }
             Claim::Replay(bytes) => pb::SendMessageResponse::decode(bytes.as_slice())
                 .map_err(|e| Status::internal(format!("stored answer unreadable: {e}"))),
             Claim::InProgress => Err(Status::aborted("a request with this Idempotency-Key is still being processed")),
@@ -150,29 +180,37 @@ impl ConversationGrpc {
         &self,
         request: &Request<T>,
         named: Option<&pb::Principal>,
-        id: &str,
+        lookup: Lookup<'_>,
     ) -> Result<Conversation, Status> {
         let caller = switchboard_kit::auth::caller(request)?;
         let (system_id, user_id) = named.map_or(("", ""), |p| (p.system_id.trim(), p.user_id.trim()));
-        if !caller.service || (!system_id.is_empty() && !user_id.is_empty()) {
-            let owner = owner(request, named)?;
-            return Ok(self.owned(&owner, id).await?);
+        let owner = if !caller.service || (!system_id.is_empty() && !user_id.is_empty()) {
+            Some(owner(request, named)?)
+        } else {
+            None
+        };
+        let found = match lookup {
+            Lookup::Id("") => return Err(ConversationError::invalid("conversation_id", "is required").into()),
+            Lookup::Id(id) => match &owner {
+                Some(owner) => {
+                    self.counted(request, owner);
+                    return Ok(self.owned(owner, id).await?);
+                }
+                None => self.store.find_conversation(id).await,
+            },
+            Lookup::Number(number) => self.store.find_conversation_by_number(number).await,
+        };
+        let conversation = found.map_err(ConversationError::from)?.ok_or(ConversationError::NotFound)?;
+        if owner.as_ref().is_some_and(|o| *o != conversation.owner) {
+            return Err(ConversationError::NotFound.into());
         }
-        if id.trim().is_empty() {
-            return Err(ConversationError::invalid("conversation_id", "is required").into());
-        }
-        let conversation = self
-            .store
-            .find_conversation(id.trim())
-            .await
-            .map_err(ConversationError::from)?
-            .ok_or(ConversationError::NotFound)?;
         let owner = &conversation.owner;
         let filtered_out = (!system_id.is_empty() && owner.system_id != system_id)
             || (!user_id.is_empty() && owner.user_id != user_id);
         if filtered_out || caller.check(&owner.system_id, &owner.user_id).is_err() {
             return Err(ConversationError::NotFound.into());
         }
+        self.counted(request, owner);
         Ok(conversation)
     }
 
@@ -182,6 +220,24 @@ impl ConversationGrpc {
         }
         self.store.get_conversation(owner, id.trim()).await?.ok_or(ConversationError::NotFound)
     }
+}
+
+/// The endpoint a call serves: as the gateway names it, or the RPC for direct callers.
+fn endpoint_of<T>(request: &Request<T>) -> String {
+    request
+        .metadata()
+        .get(crate::api_usage::ENDPOINT_METADATA)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| request.extensions().get::<tonic::GrpcMethod>().map(|m| format!("rpc {}", m.method())))
+        .unwrap_or_default()
+}
+
+/// How a conversation is named: by id, or by its whole-number alias.
+#[derive(Debug, Clone, Copy)]
+enum Lookup<'a> {
+    Id(&'a str),
+    Number(i64),
 }
 
 /// The request's principal, validated, once the caller is known to be allowed to act for it.
@@ -195,6 +251,7 @@ fn owner<T>(request: &Request<T>, p: Option<&pb::Principal>) -> Result<Principal
 
 fn turn_pb(result: crate::turn::TurnResult) -> pb::SendMessageResponse {
     pb::SendMessageResponse {
+        conversation_number: u64::try_from(result.conversation.number).unwrap_or_default(),
         conversation_id: result.conversation.id,
         user_message: Some(message_pb(result.user_message)),
         assistant_message: Some(message_pb(result.assistant_message)),
@@ -217,9 +274,13 @@ fn fingerprint(turn: &TurnRequest) -> String {
 }
 
 /// The turn a `SendMessageRequest` asks for, once its caller may act for its principal.
-fn turn_request(request: Request<pb::SendMessageRequest>) -> Result<TurnRequest, Status> {
+fn turn_request(request: Request<pb::SendMessageRequest>, usage: &ApiUsageTally) -> Result<TurnRequest, Status> {
     let owner = owner(&request, request.get_ref().principal.as_ref())?;
-    let credential = switchboard_kit::auth::caller(&request)?.credential.clone();
+    let endpoint = endpoint_of(&request);
+    usage.count(&owner.system_id, &owner.user_id, &endpoint, switchboard_kit::time::now_ms());
+    let caller = switchboard_kit::auth::caller(&request)?;
+    // The verified key, never one named in the body.
+    let (credential, key_id) = (caller.credential.clone(), caller.key_id.clone());
     let deadline = switchboard_kit::grpc::deadline(request.metadata());
     let req = request.into_inner();
     Ok(TurnRequest {
@@ -229,7 +290,7 @@ fn turn_request(request: Request<pb::SendMessageRequest>) -> Result<TurnRequest,
         conversation_id: non_empty(&req.conversation_id),
         model: req.model.trim().to_owned(),
         lang: req.lang,
-        key_id: req.key_id,
+        key_id,
         temperature: req.temperature,
         max_tokens: req.max_tokens,
         credential,
@@ -249,6 +310,7 @@ fn conversation_pb(c: Conversation) -> pb::Conversation {
         updated_at: Some(to_timestamp(c.updated_at)),
         message_count: u32::try_from(c.message_count).unwrap_or(u32::MAX),
         upstream_id: c.upstream_id.unwrap_or_default(),
+        number: u64::try_from(c.number).unwrap_or_default(),
     }
 }
 
@@ -280,6 +342,7 @@ pub(crate) fn message_pb(m: Message) -> pb::Message {
         model: m.model,
         error: m.error,
         created_at: Some(to_timestamp(m.created_at)),
+        number: u64::try_from(m.number).unwrap_or_default(),
     }
 }
 
@@ -295,7 +358,7 @@ impl ConversationService for ConversationGrpc {
         request: Request<pb::SendMessageRequest>,
     ) -> Result<Response<pb::SendMessageResponse>, Status> {
         let key = request.get_ref().idempotency_key.trim().to_owned();
-        let turn = turn_request(request)?;
+        let turn = turn_request(request, &self.api_usage)?;
         if key.is_empty() {
             return Ok(Response::new(turn_pb(self.turns.run(turn).await?)));
         }
@@ -308,7 +371,7 @@ impl ConversationService for ConversationGrpc {
         &self,
         request: Request<pb::SendMessageRequest>,
     ) -> Result<Response<Self::StreamMessageStream>, Status> {
-        let events = self.turns.stream(turn_request(request)?).await?;
+        let events = self.turns.stream(turn_request(request, &self.api_usage)?).await?;
         Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(events)))
     }
 
@@ -317,6 +380,7 @@ impl ConversationService for ConversationGrpc {
         request: Request<pb::ListConversationsRequest>,
     ) -> Result<Response<pb::ListConversationsResponse>, Status> {
         let owner = owner(&request, request.get_ref().principal.as_ref())?;
+        self.counted(&request, &owner);
         let req = request.into_inner();
         let page = PageRequest {
             size: page_size(req.page_size, 20, 100),
@@ -337,9 +401,13 @@ impl ConversationService for ConversationGrpc {
         &self,
         request: Request<pb::GetConversationRequest>,
     ) -> Result<Response<pb::GetConversationResponse>, Status> {
-        let owner = owner(&request, request.get_ref().principal.as_ref())?;
-        let req = request.into_inner();
-        let conversation = self.owned(&owner, &req.conversation_id).await?;
+        let req = request.get_ref();
+        let lookup = match (req.conversation_id.trim(), req.number) {
+            ("", 0) => return Err(ConversationError::invalid("conversation_id", "is required").into()),
+            ("", number) => Lookup::Number(i64::try_from(number).unwrap_or(i64::MAX)),
+            (id, _) => Lookup::Id(id),
+        };
+        let conversation = self.readable(&request, req.principal.as_ref(), lookup).await?;
         Ok(Response::new(pb::GetConversationResponse { conversation: Some(conversation_pb(conversation)) }))
     }
 
@@ -348,6 +416,7 @@ impl ConversationService for ConversationGrpc {
         request: Request<pb::CreateConversationRequest>,
     ) -> Result<Response<pb::CreateConversationResponse>, Status> {
         let owner = owner(&request, request.get_ref().principal.as_ref())?;
+        self.counted(&request, &owner);
         let req = request.into_inner();
         let title = domain::title_from(&req.title);
         let conversation = self.store.create_conversation(&owner, &title).await.map_err(ConversationError::from)?;
@@ -358,8 +427,8 @@ impl ConversationService for ConversationGrpc {
         &self,
         request: Request<pb::ListMessagesRequest>,
     ) -> Result<Response<pb::ListMessagesResponse>, Status> {
-        let conversation =
-            self.readable(&request, request.get_ref().principal.as_ref(), &request.get_ref().conversation_id).await?;
+        let id = request.get_ref().conversation_id.trim();
+        let conversation = self.readable(&request, request.get_ref().principal.as_ref(), Lookup::Id(id)).await?;
         let req = request.into_inner();
         let page = PageRequest {
             size: page_size(req.page_size, 100, 500),
@@ -377,9 +446,30 @@ impl ConversationService for ConversationGrpc {
         request: Request<pb::ClearHistoryRequest>,
     ) -> Result<Response<pb::ClearHistoryResponse>, Status> {
         let owner = owner(&request, request.get_ref().principal.as_ref())?;
+        self.counted(&request, &owner);
         let deleted = self.store.clear_history(&owner).await.map_err(ConversationError::from)?;
+        self.turns.forget(&deleted).await;
         Ok(Response::new(pb::ClearHistoryResponse {
-            deleted_conversations: u32::try_from(deleted).unwrap_or(u32::MAX),
+            deleted_conversations: u32::try_from(deleted.len()).unwrap_or(u32::MAX),
+        }))
+    }
+
+    async fn get_api_usage(
+        &self,
+        request: Request<pb::GetApiUsageRequest>,
+    ) -> Result<Response<pb::GetApiUsageResponse>, Status> {
+        let owner = owner(&request, request.get_ref().principal.as_ref())?;
+        let rows = self.usage_store.api_usage(&owner).await.map_err(ConversationError::from)?;
+        Ok(Response::new(pb::GetApiUsageResponse {
+            usage: rows
+                .into_iter()
+                .map(|r| pb::ApiUsage {
+                    endpoint: r.endpoint,
+                    request_count: u64::try_from(r.request_count).unwrap_or_default(),
+                    last_request_at: Some(to_timestamp(r.last_request_at)),
+                    created_at: Some(to_timestamp(r.created_at)),
+                })
+                .collect(),
         }))
     }
 

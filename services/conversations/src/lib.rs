@@ -1,6 +1,7 @@
 //! ConversationService: conversations, messages and usage records, and the chat turn that
 //! stores the user message, asks the LLM proxy and stores the answer.
 
+mod api_usage;
 mod context;
 pub mod domain;
 mod error;
@@ -56,6 +57,7 @@ pub struct Application {
     db: Db,
     store: Arc<dyn store::ConversationStore>,
     idempotency: Arc<dyn store::IdempotencyStore>,
+    sql: Arc<store::SqlStore>,
     llm: LlmServiceClient<tonic::transport::Channel>,
     history: u32,
     stale_turn: std::time::Duration,
@@ -73,7 +75,7 @@ impl Application {
         let (listener, local) = switchboard_kit::net::bind(settings.addr, "SWITCHBOARD_CONVERSATIONS_ADDR").await?;
         let sql = Arc::new(store::SqlStore::new(db.clone()));
         let store: Arc<dyn store::ConversationStore> = sql.clone();
-        let idempotency: Arc<dyn store::IdempotencyStore> = sql;
+        let idempotency: Arc<dyn store::IdempotencyStore> = sql.clone();
         let verifier = switchboard_kit::auth::Verifier::from_settings(&settings.verifier, hub)?;
         let redis = match &settings.verifier.redis {
             Some(r) => Some(switchboard_kit::redis::Redis::new(r).map_err(switchboard_kit::auth::VerifierError::from)?),
@@ -94,6 +96,7 @@ impl Application {
             db,
             store,
             idempotency,
+            sql,
             llm,
             history: settings.history_messages,
             stale_turn: settings.stale_turn,
@@ -113,11 +116,22 @@ impl Application {
         let sweeper = tokio::spawn(sweep_periodically(self.store.clone(), self.stale_turn));
         let context = Arc::new(context::ContextCache::new(self.redis.clone()));
         let turns = turn::Turns::new(self.store.clone(), self.llm.clone(), usage, self.history, context);
-        let service = grpc::ConversationGrpc::new(self.store, self.idempotency, turns, self.llm);
+        let api_usage = api_usage::ApiUsageTally::default();
+        let usage_store: Arc<dyn store::ApiUsageStore> = self.sql.clone();
+        let (stop_counts, counts_stopped) = tokio::sync::oneshot::channel::<()>();
+        let counts = tokio::spawn(api_usage.clone().run(usage_store.clone(), async move {
+            let _ = counts_stopped.await;
+        }));
+        let service =
+            grpc::ConversationGrpc::new(self.store, self.idempotency, turns, self.llm, (api_usage, usage_store));
         let routes = tonic::service::Routes::new(ConversationServiceServer::new(service));
         let result =
             switchboard_kit::grpc::serve(self.listener, routes, &[SERVICE_NAME], Some(self.verifier), shutdown).await;
         sweeper.abort();
+        let _ = stop_counts.send(());
+        if let Err(e) = counts.await {
+            tracing::error!(error = %e, "API usage writer failed");
+        }
         // The server (and with it every UsageWriter clone) is gone: the writer drains and ends.
         if let Err(e) = usage_task.await {
             tracing::error!(error = %e, "usage writer task failed");

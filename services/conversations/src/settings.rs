@@ -18,7 +18,7 @@ pub struct Settings {
     /// `SWITCHBOARD_CONVERSATIONS_ADDR`.
     pub addr: SocketAddr,
     /// `CONVERSATIONS_DATABASE_URL`, else `DATABASE_URL`.
-    pub database_url: String,
+    pub database_url: switchboard_kit::db::DatabaseUrl,
     /// Which variable the URL came from.
     pub database_var: &'static str,
     /// `SWITCHBOARD_LLM_ADDR`: where the LLM proxy listens.
@@ -43,7 +43,7 @@ impl Settings {
         }
         Ok(Self {
             addr,
-            database_url,
+            database_url: database_url.into(),
             database_var,
             llm_addr: env.get_or("SWITCHBOARD_LLM_ADDR", DEFAULT_LLM_ADDR).to_owned(),
             history_messages,

@@ -215,6 +215,11 @@ impl Turns {
         Ok(Begun { conversation, user_message, assistant, call, request, context, _turn: turn })
     }
 
+    /// Forgets the cached contexts of deleted conversations.
+    pub async fn forget(&self, conversation_ids: &[String]) {
+        self.context.forget(conversation_ids).await;
+    }
+
     /// Runs one turn to completion. The turn runs as a task of its own: a caller that goes
     /// away (or times out) does not cut it short halfway between two writes.
     pub async fn run(&self, request: TurnRequest) -> Result<TurnResult, ConversationError> {
@@ -299,6 +304,7 @@ impl Turns {
                             Ok(stored) => {
                                 this.remember(&conversation, &context, Some(&stored)).await;
                                 let completed = pb::SendMessageResponse {
+                                    conversation_number: u64::try_from(conversation.number).unwrap_or_default(),
                                     conversation_id: conversation.id.clone(),
                                     user_message: Some(crate::grpc::message_pb(user_message.clone())),
                                     assistant_message: Some(crate::grpc::message_pb(stored)),

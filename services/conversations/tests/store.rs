@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use switchboard_conversations::domain::{MessageOutcome, MessageStatus, PageRequest, Principal, Role, UsageRecord};
 use switchboard_conversations::store::{
-    Claim, ConversationFilter, ConversationStore, IdempotencyStore, NewMessage, SqlStore, UpstreamConversation,
-    UpstreamMessage,
+    Claim, ClaimTerms, ConversationFilter, ConversationStore, IdempotencyStore, NewMessage, SqlStore,
+    UpstreamConversation, UpstreamMessage,
 };
 use switchboard_conversations::{POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS};
 use switchboard_kit::db::Db;
@@ -50,6 +50,7 @@ on_both_backends!(
     idempotency_keys_replay_refuse_and_expire,
     upstream_conversations_and_messages_are_upserted_once,
     a_turn_lease_is_exclusive_owned_and_expires,
+    conversations_and_messages_get_whole_number_aliases_in_creation_order,
 );
 
 fn alice() -> Principal {
@@ -229,11 +230,27 @@ async fn finished_messages_keep_their_outcome_and_failed_ones_leave_the_context(
 
 async fn clearing_history_removes_only_the_owners_conversations(f: Fixture) {
     let bob = Principal::parse("drillquiz", "bob").unwrap();
+    let mut alices = Vec::new();
     for owner in [alice(), alice(), bob.clone()] {
         let c = f.store.create_conversation(&owner, "t").await.unwrap();
         f.store.append_message(user_message(&c.id, "hi")).await.unwrap();
+        if owner == alice() {
+            alices.push(c.id);
+        }
     }
-    assert_eq!(f.store.clear_history(&alice()).await.unwrap(), 2);
+    // An idempotent answer of each holds message text: Alice's goes with her history.
+    for owner in [alice(), bob.clone()] {
+        let claim = ClaimTerms { hash: "h", holder: "t", now: 1, lease_until: 2, expired_before: 0 };
+        assert_eq!(f.idempotency.claim(&owner, "k", &claim).await.unwrap(), Claim::New);
+        f.idempotency.finish(&owner, "k", "t", b"the answer").await.unwrap();
+    }
+    let mut deleted = f.store.clear_history(&alice()).await.unwrap();
+    deleted.sort();
+    alices.sort();
+    assert_eq!(deleted, alices);
+    let again = ClaimTerms { hash: "h", holder: "t2", now: 3, lease_until: 4, expired_before: 0 };
+    assert_eq!(f.idempotency.claim(&alice(), "k", &again).await.unwrap(), Claim::New, "Alice's answer is gone");
+    assert_eq!(f.idempotency.claim(&bob, "k", &again).await.unwrap(), Claim::Replay(b"the answer".to_vec()));
     let page = PageRequest { size: 10, cursor: None };
     assert!(
         f.store.list_conversations(&alice(), &ConversationFilter::default(), &page).await.unwrap().items.is_empty()
@@ -306,20 +323,38 @@ async fn answers_left_in_progress_are_closed_by_the_sweeper(f: Fixture) {
     assert_eq!(f.store.sweep_in_progress(now + 2, now + 2).await.unwrap(), 0);
 }
 
+fn terms<'a>(hash: &'a str, holder: &'a str, now: i64, expired_before: i64) -> ClaimTerms<'a> {
+    ClaimTerms { hash, holder, now, lease_until: now + 60_000, expired_before }
+}
+
 async fn idempotency_keys_replay_refuse_and_expire(f: Fixture) {
     let me = alice();
-    assert_eq!(f.idempotency.claim(&me, "k", "h1", 1_000, 0).await.unwrap(), Claim::New);
-    assert_eq!(f.idempotency.claim(&me, "k", "h1", 1_001, 0).await.unwrap(), Claim::InProgress);
-    assert_eq!(f.idempotency.claim(&me, "k", "h2", 1_002, 0).await.unwrap(), Claim::Mismatch);
-    f.idempotency.finish(&me, "k", b"answer").await.unwrap();
-    assert_eq!(f.idempotency.claim(&me, "k", "h1", 1_003, 0).await.unwrap(), Claim::Replay(b"answer".to_vec()));
+    let claim = |who: &Principal, hash: &'static str, holder: &'static str, now: i64, expired: i64| {
+        let (store, who) = (f.idempotency.clone(), who.clone());
+        async move { store.claim(&who, "k", &terms(hash, holder, now, expired)).await.unwrap() }
+    };
+    assert_eq!(claim(&me, "h1", "t1", 1_000, 0).await, Claim::New);
+    assert_eq!(claim(&me, "h1", "t2", 1_001, 0).await, Claim::InProgress);
+    assert_eq!(claim(&me, "h2", "t2", 1_002, 0).await, Claim::Mismatch);
+    // Only the holder stores the answer.
+    f.idempotency.finish(&me, "k", "t2", b"not mine").await.unwrap();
+    assert_eq!(claim(&me, "h1", "t2", 1_002, 0).await, Claim::InProgress);
+    f.idempotency.finish(&me, "k", "t1", b"answer").await.unwrap();
+    assert_eq!(claim(&me, "h1", "t3", 1_003, 0).await, Claim::Replay(b"answer".to_vec()));
     let bob = Principal::parse("drillquiz", "bob").unwrap();
-    assert_eq!(f.idempotency.claim(&bob, "k", "h9", 1_004, 0).await.unwrap(), Claim::New, "keys are per principal");
+    assert_eq!(claim(&bob, "h9", "t4", 1_004, 0).await, Claim::New, "keys are per principal");
     // Past its lifetime a key is forgotten.
-    assert_eq!(f.idempotency.claim(&me, "k", "h2", 90_000, 50_000).await.unwrap(), Claim::New);
-    // A released key can be claimed again.
-    f.idempotency.release(&bob, "k").await.unwrap();
-    assert_eq!(f.idempotency.claim(&bob, "k", "h9", 1_005, 0).await.unwrap(), Claim::New);
+    assert_eq!(claim(&me, "h2", "t5", 90_000, 50_000).await, Claim::New);
+    // A released key can be claimed again; only its holder releases it.
+    f.idempotency.release(&bob, "k", "someone-else").await.unwrap();
+    assert_eq!(claim(&bob, "h9", "t6", 1_005, 0).await, Claim::InProgress);
+    f.idempotency.release(&bob, "k", "t4").await.unwrap();
+    assert_eq!(claim(&bob, "h9", "t6", 1_006, 0).await, Claim::New);
+    // A claim whose holder died is taken over once its lease has run out (not before).
+    assert_eq!(claim(&bob, "h9", "t7", 1_007 + 30_000, 0).await, Claim::InProgress);
+    assert_eq!(claim(&bob, "h9", "t7", 1_006 + 60_001, 0).await, Claim::New);
+    f.idempotency.finish(&bob, "k", "t7", b"late").await.unwrap();
+    assert_eq!(claim(&bob, "h9", "t8", 70_000, 0).await, Claim::Replay(b"late".to_vec()));
 }
 
 async fn upstream_conversations_and_messages_are_upserted_once(f: Fixture) {
@@ -364,4 +399,20 @@ async fn a_turn_lease_is_exclusive_owned_and_expires(f: Fixture) {
     assert!(!f.store.lease_turn(&c.id, &alice(), "h3", 200, 300).await.unwrap(), "only the holder releases");
     f.store.release_turn(&c.id, "h2").await.unwrap();
     assert!(f.store.lease_turn(&c.id, &alice(), "h3", 200, 300).await.unwrap());
+}
+
+async fn conversations_and_messages_get_whole_number_aliases_in_creation_order(f: Fixture) {
+    let first = f.store.create_conversation(&alice(), "one").await.unwrap();
+    let second = f.store.create_conversation(&alice(), "two").await.unwrap();
+    assert!(first.number > 0 && second.number > first.number, "{} then {}", first.number, second.number);
+    let found = f.store.find_conversation_by_number(second.number).await.unwrap().unwrap();
+    assert_eq!(found.id, second.id);
+    assert_eq!(found.number, second.number);
+    assert!(f.store.find_conversation_by_number(second.number + 1000).await.unwrap().is_none());
+
+    let a = f.store.append_message(user_message(&first.id, "a")).await.unwrap();
+    let b = f.store.append_message(user_message(&second.id, "b")).await.unwrap();
+    assert!(a.number > 0 && b.number > a.number, "{} then {}", a.number, b.number);
+    let page = f.store.list_messages(&first.id, &PageRequest { size: 10, cursor: None }).await.unwrap();
+    assert_eq!(page.items[0].number, a.number, "read back as written");
 }

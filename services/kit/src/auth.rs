@@ -19,6 +19,9 @@ use crate::revocation::{Hub, Revocation};
 
 /// Largest number of cached verdicts; the cache is emptied when it would grow beyond.
 const CACHE_CAPACITY: usize = 50_000;
+/// Longest a credential check waits for the auth service: a hung one must not hang every
+/// request behind it.
+pub const AUTH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A credential as presented.
 #[derive(Clone, PartialEq, Eq)]
@@ -275,7 +278,8 @@ impl Verifier {
         Ok(Self::new(channel, settings.cache_ttl, hub))
     }
 
-    /// Who `credential` is. `UNAUTHENTICATED` when unknown, expired or revoked.
+    /// Who `credential` is. `UNAUTHENTICATED` when unknown, expired or revoked; `UNAVAILABLE`
+    /// when the auth service does not answer within [`AUTH_TIMEOUT`].
     pub async fn verify(&self, credential: &Credential) -> Result<Caller, Status> {
         let digest = credential.digest();
         let now = Instant::now();
@@ -284,14 +288,21 @@ impl Verifier {
         {
             return Ok(entry.caller.clone());
         }
-        let answer = self
-            .auth
-            .clone()
-            .authenticate(pb::AuthenticateRequest {
-                kind: credential.kind() as i32,
-                credential: credential.secret().to_owned(),
-            })
-            .await?
+        let mut request = tonic::Request::new(pb::AuthenticateRequest {
+            kind: credential.kind() as i32,
+            credential: credential.secret().to_owned(),
+        });
+        request.set_timeout(AUTH_TIMEOUT);
+        // Enforced here too: a server that never answers the HTTP/2 handshake never sees it.
+        let answer = tokio::time::timeout(AUTH_TIMEOUT, self.auth.clone().authenticate(request))
+            .await
+            .map_err(|_| Status::unavailable("the auth service did not answer in time"))?
+            .map_err(|status| match status.code() {
+                tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
+                    Status::unavailable("the auth service did not answer in time")
+                }
+                _ => status,
+            })?
             .into_inner();
         let caller = Caller::from_answer(answer, credential.clone());
         let until = caller.valid_until.map_or(now + self.ttl, |v| v.min(now + self.ttl));

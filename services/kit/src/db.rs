@@ -57,6 +57,50 @@ pub enum DbError {
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
 
+/// A database URL. It may carry a password, so `Debug` prints it with the password and the
+/// query (which may hold one too) masked; it dereferences to the URL itself to connect with.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    /// The URL with the password of its user info and its query replaced by `***`.
+    pub fn redacted(&self) -> String {
+        let Some((scheme, rest)) = self.0.split_once("://") else { return "***".to_owned() };
+        let (rest, query) = match rest.split_once('?') {
+            Some((rest, _)) => (rest, "?***"),
+            None => (rest, ""),
+        };
+        // The last `@` ends the user info, whatever the password holds.
+        match rest.rsplit_once('@') {
+            Some((userinfo, host)) => {
+                let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
+                format!("{scheme}://{user}:***@{host}{query}")
+            }
+            None => format!("{scheme}://{rest}{query}"),
+        }
+    }
+}
+
+impl From<String> for DatabaseUrl {
+    fn from(url: String) -> Self {
+        Self(url)
+    }
+}
+
+impl std::ops::Deref for DatabaseUrl {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&self.redacted(), f)
+    }
+}
+
 /// Runs `$body` with `$pool` bound to the concrete pool of `$db`; the body is compiled once
 /// per backend, so the same query text serves both.
 #[macro_export]
@@ -158,5 +202,21 @@ pub fn is_unique_violation(err: &sqlx::Error, constraint: &str) -> bool {
             None => true,
         },
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_urls_print_without_their_passwords() {
+        let shown = |url: &str| format!("{:?}", DatabaseUrl::from(url.to_owned()));
+        assert_eq!(shown("postgres://sb:s3cret@db:5432/sb"), "\"postgres://sb:***@db:5432/sb\"");
+        assert_eq!(shown("postgres://sb:p@ss/w:rd@db/sb?sslmode=require"), "\"postgres://sb:***@db/sb?***\"");
+        assert_eq!(shown("postgres://db/sb?password=s3cret"), "\"postgres://db/sb?***\"");
+        assert_eq!(shown("sqlite://./data/switchboard.db"), "\"sqlite://./data/switchboard.db\"");
+        assert_eq!(shown("not a url with s3cret"), "\"***\"");
+        assert_eq!(&*DatabaseUrl::from("postgres://sb:s3cret@db/sb".to_owned()), "postgres://sb:s3cret@db/sb");
     }
 }

@@ -91,6 +91,19 @@ pub const FIELD_METADATA: &str = "sb-field";
 /// `error` (the gateway answers 502) or `timeout` (504).
 pub const UPSTREAM_METADATA: &str = "sb-upstream";
 
+/// Metadata key of a status for load that was shed: seconds to wait before retrying, which
+/// the gateway answers as `Retry-After`.
+pub const RETRY_AFTER_METADATA: &str = "sb-retry-after";
+
+/// `UNAVAILABLE` for a request shed under load, telling the caller when to retry.
+pub fn shed(message: String, retry_after_secs: u64) -> tonic::Status {
+    let mut status = tonic::Status::unavailable(message);
+    if let Ok(value) = retry_after_secs.to_string().parse() {
+        status.metadata_mut().insert(RETRY_AFTER_METADATA, value);
+    }
+    status
+}
+
 /// `INVALID_ARGUMENT` about one request field.
 pub fn invalid_field(field: &'static str, message: String) -> tonic::Status {
     let mut status = tonic::Status::invalid_argument(message);
@@ -98,10 +111,15 @@ pub fn invalid_field(field: &'static str, message: String) -> tonic::Status {
     status
 }
 
-/// The deadline a caller set with `grpc-timeout`, as an instant, if any.
+/// The deadline a caller set with `grpc-timeout`, as an instant, if any. A value the gRPC
+/// spec does not allow (more than 8 digits) counts as none, as in tonic; so does one too far
+/// away for the clock to represent.
 pub fn deadline(metadata: &tonic::metadata::MetadataMap) -> Option<std::time::Instant> {
     let raw = metadata.get("grpc-timeout")?.to_str().ok()?;
     let (amount, unit) = raw.split_at(raw.len().checked_sub(1)?);
+    if amount.is_empty() || amount.len() > 8 {
+        return None;
+    }
     let amount: u64 = amount.parse().ok()?;
     let timeout = match unit {
         "H" => Duration::from_secs(amount.saturating_mul(3600)),
@@ -112,7 +130,7 @@ pub fn deadline(metadata: &tonic::metadata::MetadataMap) -> Option<std::time::In
         "n" => Duration::from_nanos(amount),
         _ => return None,
     };
-    Some(std::time::Instant::now() + timeout)
+    std::time::Instant::now().checked_add(timeout)
 }
 
 /// Passes what is left of `deadline` on to an outgoing call, keeping `margin` to record the
@@ -137,5 +155,17 @@ mod tests {
         assert!(left > Duration::from_millis(1400) && left <= Duration::from_millis(1500), "{left:?}");
         metadata.insert("grpc-timeout", "2Z".parse().unwrap());
         assert!(deadline(&metadata).is_none());
+    }
+
+    #[test]
+    fn absurd_grpc_timeouts_do_not_panic() {
+        let mut metadata = tonic::metadata::MetadataMap::new();
+        metadata.insert("grpc-timeout", "99999999H".parse().unwrap());
+        let left = deadline(&metadata).unwrap().saturating_duration_since(std::time::Instant::now());
+        assert!(left > Duration::from_secs(99_999_998 * 3600), "{left:?}");
+        for beyond_the_spec in ["9999999999999999999S", "18446744073709551615n", "123456789m", "H"] {
+            metadata.insert("grpc-timeout", beyond_the_spec.parse().unwrap());
+            assert!(deadline(&metadata).is_none(), "{beyond_the_spec}");
+        }
     }
 }

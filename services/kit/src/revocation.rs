@@ -11,6 +11,9 @@ use tokio::sync::broadcast;
 
 use crate::redis::Redis;
 
+/// How long a revocation keeps trying to reach Redis before giving up on other replicas.
+const PUBLISH_PATIENCE: Duration = Duration::from_secs(2);
+
 /// What was revoked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Revocation {
@@ -67,13 +70,22 @@ impl RevocationBus {
     /// Announces a revocation to this hub and, with Redis, to every replica.
     pub async fn publish(&self, id: &str) {
         let _ = self.hub.local.send(Revocation::One(id.to_owned()));
-        if let Some(redis) = &self.redis {
+        let Some(redis) = &self.redis else { return };
+        // Unlike a rate limit, a revocation has no in-process stand-in: it waits a little for
+        // a connection being re-established rather than failing fast.
+        let started = tokio::time::Instant::now();
+        loop {
             let sent = async {
                 let mut conn = redis.conn().await?;
                 redis::cmd("PUBLISH").arg(redis.key("revocations")).arg(id).query_async::<i64>(&mut conn).await
             };
-            if let Err(e) = sent.await {
-                tracing::error!(error = %e, "cannot publish a revocation to Redis; other replicas learn of it when their cache entries expire");
+            match sent.await {
+                Ok(_) => return,
+                Err(e) if started.elapsed() >= PUBLISH_PATIENCE => {
+                    tracing::error!(error = %e, "cannot publish a revocation to Redis; other replicas learn of it when their cache entries expire");
+                    return;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
             }
         }
     }

@@ -81,6 +81,16 @@ pub struct Catalogue {
     openai: Option<OpenAi>,
     default_model: String,
     fallbacks: Vec<String>,
+    tenants: std::collections::HashMap<String, Tenant>,
+}
+
+/// How one tenant is routed.
+#[derive(Debug, Clone, Default)]
+struct Tenant {
+    /// Resolved default model.
+    default_model: Option<String>,
+    /// Resolved ids of the models it may use; empty for all.
+    allowed: Vec<String>,
 }
 
 impl Catalogue {
@@ -134,6 +144,7 @@ impl Catalogue {
             openai,
             default_model: String::new(),
             fallbacks: vec![],
+            tenants: std::collections::HashMap::new(),
         };
         let default_model = match requested {
             Some(name) => match catalogue.resolve(&name) {
@@ -157,12 +168,74 @@ impl Catalogue {
                 )));
             }
         }
-        Ok(Self { default_model, fallbacks: settings.fallback_models.clone(), ..catalogue })
+        let mut tenants = std::collections::HashMap::new();
+        // A tenant with a Dify app of its own is routed to it by default (seed 003).
+        if dify.is_some() {
+            for system_id in settings.dify.by_system.keys() {
+                tenants
+                    .insert(system_id.clone(), Tenant { default_model: Some(DIFY_MODEL.to_owned()), allowed: vec![] });
+            }
+        }
+        for (system_id, config) in &settings.tenants {
+            let resolve = |name: &String| {
+                catalogue.resolve(name).map(|m| m.id).map_err(|_| {
+                    ProviderError::Setup(format!(
+                        "SWITCHBOARD_CONFIG: [tenants.{system_id}] names model {name:?}, which no upstream serves"
+                    ))
+                })
+            };
+            let tenant = tenants.entry(system_id.to_ascii_lowercase()).or_insert_with(Tenant::default);
+            if let Some(name) = &config.default_model {
+                tenant.default_model = Some(resolve(name)?);
+            }
+            tenant.allowed = config.allowed_models.iter().map(resolve).collect::<Result<_, _>>()?;
+            if tenant.default_model.is_none() && !tenant.allowed.is_empty() && !tenant.allowed.contains(&default_model)
+            {
+                tenant.default_model = tenant.allowed.first().cloned();
+            }
+            if let Some(default) = tenant.default_model.as_ref().filter(|_| !tenant.allowed.is_empty())
+                && !tenant.allowed.contains(default)
+            {
+                return Err(ProviderError::Setup(format!(
+                    "SWITCHBOARD_CONFIG: [tenants.{system_id}] default model {default:?} is not among its allowed_models"
+                )));
+            }
+        }
+        Ok(Self { default_model, fallbacks: settings.fallback_models.clone(), tenants, ..catalogue })
     }
 
     /// The default model's name.
     pub fn default_model(&self) -> &str {
         &self.default_model
+    }
+
+    /// The default model of tenant `system_id`: its own (configured, or its Dify app), else
+    /// the global one.
+    pub fn default_for(&self, system_id: &str) -> &str {
+        self.tenants
+            .get(&system_id.to_ascii_lowercase())
+            .and_then(|t| t.default_model.as_deref())
+            .unwrap_or(&self.default_model)
+    }
+
+    /// Whether tenant `system_id` may use model `id` (a resolved id).
+    pub fn allows(&self, system_id: &str, id: &str) -> bool {
+        self.tenants
+            .get(&system_id.to_ascii_lowercase())
+            .is_none_or(|t| t.allowed.is_empty() || t.allowed.iter().any(|a| a == id))
+    }
+
+    /// `name` (empty for the tenant's default) resolved for tenant `system_id`, refused when
+    /// the tenant may not use it.
+    pub fn resolve_for(&self, system_id: &str, name: &str) -> Result<ModelEntry, LlmError> {
+        let name = if name.trim().is_empty() { self.default_for(system_id) } else { name };
+        let entry = self.resolve(name)?;
+        if !self.allows(system_id, &entry.id) {
+            let allowed =
+                self.tenants.get(&system_id.to_ascii_lowercase()).map(|t| t.allowed.clone()).unwrap_or_default();
+            return Err(LlmError::UnknownModel { name: entry.id, available: allowed });
+        }
+        Ok(entry)
     }
 
     /// Every model: configured ones, then the ones the upstream listed.
@@ -200,11 +273,11 @@ impl Catalogue {
         Err(LlmError::UnknownModel { name: wanted.to_owned(), available })
     }
 
-    /// `first`, then the fallback models other than it, in order.
-    pub fn chain(&self, first: ModelEntry) -> Vec<ModelEntry> {
+    /// `first`, then the fallback models other than it that tenant `system_id` may use, in order.
+    pub fn chain(&self, system_id: &str, first: ModelEntry) -> Vec<ModelEntry> {
         let mut chain = vec![first];
         for name in &self.fallbacks {
-            if let Ok(m) = self.resolve(name)
+            if let Ok(m) = self.resolve_for(system_id, name)
                 && !chain.iter().any(|c| c.id == m.id)
             {
                 chain.push(m);

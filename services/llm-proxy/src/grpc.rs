@@ -5,6 +5,7 @@ mod chat_completions;
 mod keys;
 
 pub(crate) use chat_completions::Accounting;
+use chat_completions::Bill;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -29,7 +30,6 @@ pub(crate) struct LlmGrpc {
     choices: Arc<dyn ModelChoiceStore>,
     keys: Arc<dyn ProviderKeyStore>,
     sealer: Option<Sealer>,
-    tally: KeyUsageTally,
     accounting: Accounting,
     upstream_timeout: std::time::Duration,
 }
@@ -51,8 +51,7 @@ impl LlmGrpc {
             choices: deps.choices,
             keys: deps.keys,
             sealer: deps.sealer,
-            accounting: Accounting { tally: deps.tally.clone(), usage: deps.usage },
-            tally: deps.tally,
+            accounting: Accounting { tally: deps.tally, usage: deps.usage },
             upstream_timeout: deps.upstream_timeout,
         }
     }
@@ -71,13 +70,17 @@ impl LlmGrpc {
 
     /// The model to use: the one asked for, else the principal's choice, else the default.
     async fn pick(&self, principal: &(String, String), requested: &str) -> Result<ModelEntry, LlmError> {
+        let tenant = &principal.0;
         if !requested.trim().is_empty() {
-            return self.catalogue.resolve(requested);
+            return self.catalogue.resolve_for(tenant, requested);
         }
         match self.choices.get(&principal.0, &principal.1).await? {
-            // A choice whose model has since left the catalogue falls back to the default.
-            Some(chosen) => self.catalogue.resolve(&chosen).or_else(|_| self.catalogue.resolve("")),
-            None => self.catalogue.resolve(""),
+            // A choice whose model has since left the catalogue (or the tenant's allowed
+            // models) falls back to the tenant's default.
+            Some(chosen) => {
+                self.catalogue.resolve_for(tenant, &chosen).or_else(|_| self.catalogue.resolve_for(tenant, ""))
+            }
+            None => self.catalogue.resolve_for(tenant, ""),
         }
     }
 }
@@ -153,15 +156,18 @@ impl LlmService for LlmGrpc {
         &self,
         request: Request<pb::ListModelsRequest>,
     ) -> Result<Response<pb::ListModelsResponse>, Status> {
-        // The catalogue is the same for everyone; a principal, when named, must be the caller's.
-        if let Some(named) = request.get_ref().principal.as_ref() {
-            principal(&request, Some(named))?;
-        }
-        let default = self.catalogue.default_model();
+        // Without a principal, the whole catalogue; with one (which must be the caller's), the
+        // models its tenant may use and its default.
+        let tenant = match request.get_ref().principal.as_ref() {
+            Some(named) => Some(principal(&request, Some(named))?.0),
+            None => None,
+        };
+        let default = tenant.as_deref().map_or(self.catalogue.default_model(), |t| self.catalogue.default_for(t));
         let models = self
             .catalogue
             .models()
             .into_iter()
+            .filter(|m| tenant.as_deref().is_none_or(|t| self.catalogue.allows(t, &m.id)))
             .map(|m| pb::Model {
                 id: m.id.clone(),
                 provider: m.provider.name().into(),
@@ -179,9 +185,9 @@ impl LlmService for LlmGrpc {
     ) -> Result<Response<pb::GetModelChoiceResponse>, Status> {
         let who = principal(&request, request.get_ref().principal.as_ref())?;
         let chosen = self.choices.get(&who.0, &who.1).await.map_err(LlmError::from)?;
-        let answer = match chosen.and_then(|c| self.catalogue.resolve(&c).ok().map(|m| m.id.clone())) {
+        let answer = match chosen.and_then(|c| self.catalogue.resolve_for(&who.0, &c).ok().map(|m| m.id.clone())) {
             Some(model) => pb::GetModelChoiceResponse { model, chosen: true },
-            None => pb::GetModelChoiceResponse { model: self.catalogue.default_model().to_owned(), chosen: false },
+            None => pb::GetModelChoiceResponse { model: self.catalogue.default_for(&who.0).to_owned(), chosen: false },
         };
         Ok(Response::new(answer))
     }
@@ -195,40 +201,37 @@ impl LlmService for LlmGrpc {
         if req.model.trim().is_empty() {
             return Err(LlmError::InvalidArgument { field: "model", reason: "must not be empty".into() }.into());
         }
-        let model = self.catalogue.resolve(&req.model)?.id.clone();
+        let model = self.catalogue.resolve_for(&who.0, &req.model)?.id.clone();
         self.choices.set(&who.0, &who.1, &model).await.map_err(LlmError::from)?;
         Ok(Response::new(pb::SetModelChoiceResponse { model }))
     }
 
     async fn complete(&self, request: Request<pb::CompleteRequest>) -> Result<Response<pb::CompleteResponse>, Status> {
         let who = principal(&request, request.get_ref().principal.as_ref())?;
+        let caller_key = switchboard_kit::auth::caller(&request)?.key_id.clone();
         let req = request.into_inner();
         validate(&req)?;
         let first = self.pick(&who, &req.model).await?;
         let mut failure = None;
-        for entry in self.catalogue.chain(first) {
+        for entry in self.catalogue.chain(&who.0, first) {
             let (entry, key_id) = self.with_user_key(&who, entry).await?;
             let call = completion_request(&entry, &who, req.clone());
             let started = Instant::now();
             match entry.provider.complete(&call).await {
                 Ok(output) => {
-                    let latency_ms = u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX);
-                    let cost = entry.cost_micros(output.usage.prompt_tokens, output.usage.completion_tokens);
-                    if let Some(id) = &key_id {
-                        let now = switchboard_kit::time::now_ms();
-                        self.tally.add(id, output.usage.prompt_tokens, output.usage.completion_tokens, cost, now);
-                    }
-                    tracing::debug!(model = %entry.id, provider = entry.provider.name(), latency_ms, "completion done");
+                    let bill = Bill { who: &who, key_id: &caller_key, provider_key: key_id.as_deref() };
+                    let account = self.accounting.account(&bill, &entry, output.usage, started);
+                    tracing::debug!(model = %entry.id, provider = entry.provider.name(), latency_ms = account.latency_ms, "completion done");
                     return Ok(Response::new(pb::CompleteResponse {
                         content: output.content,
-                        model: entry.id.clone(),
-                        provider: entry.provider.name().into(),
-                        usage: Some(usage_pb(output.usage)),
+                        model: account.model,
+                        provider: account.provider,
+                        usage: account.usage,
                         finish_reason: output.finish_reason,
                         upstream_conversation_id: output.upstream_conversation_id,
                         upstream_message_id: output.upstream_message_id,
-                        latency_ms,
-                        cost_micros: cost,
+                        latency_ms: account.latency_ms,
+                        cost_micros: account.cost_micros,
                         provider_key_id: key_id.unwrap_or_default(),
                     }));
                 }
@@ -249,6 +252,7 @@ impl LlmService for LlmGrpc {
         request: Request<pb::CompleteRequest>,
     ) -> Result<Response<Self::StreamCompleteStream>, Status> {
         let who = principal(&request, request.get_ref().principal.as_ref())?;
+        let caller_key = switchboard_kit::auth::caller(&request)?.key_id.clone();
         let req = request.into_inner();
         validate(&req)?;
         let first = self.pick(&who, &req.model).await?;
@@ -257,7 +261,7 @@ impl LlmService for LlmGrpc {
         // upstream that refuses outright is a status, not a broken stream.
         let mut opened = None;
         let mut failure = None;
-        for candidate in self.catalogue.chain(first) {
+        for candidate in self.catalogue.chain(&who.0, first) {
             let (candidate, key_id) = self.with_user_key(&who, candidate).await?;
             match candidate.provider.stream(&completion_request(&candidate, &who, req.clone())).await {
                 Ok(events) => {
@@ -271,7 +275,7 @@ impl LlmService for LlmGrpc {
                 Err(e) => return Err(LlmError::from(e).into()),
             }
         }
-        let tally = self.tally.clone();
+        let accounting = self.accounting.clone();
         let Some((entry, key_id, mut events)) = opened else {
             return Err(LlmError::from(failure.unwrap_or(ProviderError::Setup("no model to try".into()))).into());
         };
@@ -287,21 +291,18 @@ impl LlmService for LlmGrpc {
                         })
                     }
                     Ok(StreamEvent::Done { usage, finish_reason, upstream_conversation_id, upstream_message_id }) => {
-                        let cost = entry.cost_micros(usage.prompt_tokens, usage.completion_tokens);
-                        if let Some(id) = &key_id {
-                            let now = switchboard_kit::time::now_ms();
-                            tally.add(id, usage.prompt_tokens, usage.completion_tokens, cost, now);
-                        }
+                        let bill = Bill { who: &who, key_id: &caller_key, provider_key: key_id.as_deref() };
+                        let account = accounting.account(&bill, &entry, usage, started);
                         let done = pb::CompleteResponse {
                             content: std::mem::take(&mut content),
-                            model: entry.id.clone(),
-                            provider: entry.provider.name().into(),
-                            usage: Some(usage_pb(usage)),
+                            model: account.model,
+                            provider: account.provider,
+                            usage: account.usage,
                             finish_reason,
                             upstream_conversation_id,
                             upstream_message_id,
-                            latency_ms: u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX),
-                            cost_micros: cost,
+                            latency_ms: account.latency_ms,
+                            cost_micros: account.cost_micros,
                             provider_key_id: key_id.clone().unwrap_or_default(),
                         };
                         Ok(pb::StreamCompleteResponse { event: Some(pb::stream_complete_response::Event::Done(done)) })

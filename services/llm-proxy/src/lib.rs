@@ -82,7 +82,7 @@ impl Application {
         let deps = grpc::Deps {
             choices: store.clone(),
             keys: store.clone(),
-            sealer: settings.encryption_key.as_ref().map(sealing::Sealer::new),
+            sealer: settings.encryption_key.as_ref().map(|k| sealing::Sealer::new(&k.0)),
             tally: tally.clone(),
             usage: usage.clone(),
             upstream_timeout: settings.upstream_timeout,

@@ -18,7 +18,7 @@ pub struct Settings {
     /// `SWITCHBOARD_LLM_ADDR`.
     pub addr: SocketAddr,
     /// `LLM_DATABASE_URL`, else `DATABASE_URL`.
-    pub database_url: String,
+    pub database_url: switchboard_kit::db::DatabaseUrl,
     /// Which variable the URL came from.
     pub database_var: &'static str,
     /// OpenAI-compatible upstream, when configured.
@@ -31,7 +31,7 @@ pub struct Settings {
     pub upstream_timeout: Duration,
     /// `SWITCHBOARD_ENCRYPTION_KEY`: 32 bytes (64 hex characters) sealing provider keys at
     /// rest; provider keys are off without it.
-    pub encryption_key: Option<[u8; 32]>,
+    pub encryption_key: Option<EncryptionKey>,
     /// `[[models]]` of the `SWITCHBOARD_CONFIG` file.
     pub models: Vec<ModelConfig>,
     /// `SWITCHBOARD_FALLBACK_MODELS`: models tried, in order, when the chosen one's upstream
@@ -39,6 +39,9 @@ pub struct Settings {
     pub fallback_models: Vec<String>,
     /// `SWITCHBOARD_UPSTREAM_RETRIES`: retries of a failed upstream call (429, 5xx, connect).
     pub upstream_retries: u32,
+    /// `[tenants.<system_id>]` of the `SWITCHBOARD_CONFIG` file: a tenant's default and
+    /// allowed models.
+    pub tenants: std::collections::HashMap<String, TenantConfig>,
     /// How callers' credentials are verified.
     pub verifier: VerifierSettings,
 }
@@ -75,12 +78,13 @@ impl Settings {
         }
         Ok(Self {
             addr,
-            database_url,
+            database_url: database_url.into(),
             database_var,
             openai,
             dify: dify_apps(env)?,
             default_model: env.get("SWITCHBOARD_DEFAULT_MODEL").map(str::to_owned).or(file.default_model),
             models: file.models,
+            tenants: file.tenants,
             encryption_key: encryption_key(env)?,
             upstream_timeout: Duration::from_secs(timeout),
             fallback_models: Some(env.list("SWITCHBOARD_FALLBACK_MODELS"))
@@ -98,7 +102,17 @@ impl Settings {
     }
 }
 
-fn encryption_key(env: &Env) -> Result<Option<[u8; 32]>, ConfigError> {
+/// The key sealing provider keys; never printed.
+#[derive(Clone)]
+pub struct EncryptionKey(pub [u8; 32]);
+
+impl std::fmt::Debug for EncryptionKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EncryptionKey(…)")
+    }
+}
+
+fn encryption_key(env: &Env) -> Result<Option<EncryptionKey>, ConfigError> {
     use secrecy::ExposeSecret;
     let Some(raw) = env.secret("SWITCHBOARD_ENCRYPTION_KEY") else { return Ok(None) };
     let bytes = hex::decode(raw.expose_secret()).ok().and_then(|b| <[u8; 32]>::try_from(b).ok()).ok_or_else(|| {
@@ -107,7 +121,7 @@ fn encryption_key(env: &Env) -> Result<Option<[u8; 32]>, ConfigError> {
             "must be 64 hex characters (32 bytes); try `openssl rand -hex 32`",
         )
     })?;
-    Ok(Some(bytes))
+    Ok(Some(EncryptionKey(bytes)))
 }
 
 /// A model of the `SWITCHBOARD_CONFIG` file.
@@ -131,6 +145,17 @@ pub struct ModelConfig {
     pub output_usd_per_mtok: Option<f64>,
 }
 
+/// A tenant's table of the `SWITCHBOARD_CONFIG` file.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    /// The tenant's default model (instead of the global one, or of its own Dify app).
+    pub default_model: Option<String>,
+    /// The only models the tenant may use; empty for every model.
+    #[serde(default)]
+    pub allowed_models: Vec<String>,
+}
+
 /// The optional TOML file named by `SWITCHBOARD_CONFIG` (providers, models, aliases). Its
 /// values give way to environment variables of the same meaning. It holds no secrets.
 #[derive(Debug, Default, serde::Deserialize)]
@@ -141,6 +166,8 @@ struct ConfigFile {
     fallback_models: Vec<String>,
     #[serde(default)]
     models: Vec<ModelConfig>,
+    #[serde(default)]
+    tenants: std::collections::HashMap<String, TenantConfig>,
 }
 
 impl ConfigFile {
@@ -209,6 +236,18 @@ mod tests {
     use secrecy::ExposeSecret;
 
     use super::*;
+
+    #[test]
+    fn debug_output_never_shows_the_encryption_key_or_a_database_password() {
+        let key = "ab".repeat(32);
+        let env = Env::from_pairs([
+            ("SWITCHBOARD_ENCRYPTION_KEY", key.as_str()),
+            ("DATABASE_URL", "postgres://sb:db-password-0123@db.internal/switchboard"),
+        ]);
+        let printed = format!("{:?}", Settings::from_env(&env).unwrap());
+        assert!(!printed.contains("db-password-0123"), "{printed}");
+        assert!(!printed.contains("171, 171") && !printed.contains(&key), "the key bytes are printed: {printed}");
+    }
 
     #[test]
     fn a_broken_config_file_is_named() {

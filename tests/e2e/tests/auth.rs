@@ -97,6 +97,20 @@ async fn jwt_attacks_are_refused_with_401() {
     app.stop().await;
 }
 
+/// GHSA-h395-gr6q-cpjc (CVE-2026-25537): jsonwebtoken before 10.3 took an `nbf` or `exp` it
+/// could not read as a number for an absent one, and skipped checking it.
+#[tokio::test]
+async fn a_token_whose_nbf_is_a_string_in_the_future_is_refused_with_401() {
+    let test_db = db::sqlite();
+    let app = spawn_app(auth_env(base_env(&test_db.url))).await;
+    let claims = |nbf: Value| json!({"system_id": "drillquiz", "user_id": "alice", "exp": now() + 7200, "nbf": nbf});
+    let numeric = sign(&claims(json!(now() + 3600)), JWT_SECRET.as_bytes());
+    assert_eq!(status_with_bearer(&app, "/v1/conversations", &numeric).await, 401, "the control");
+    let string = sign(&claims(json!((now() + 3600).to_string())), JWT_SECRET.as_bytes());
+    assert_eq!(status_with_bearer(&app, "/v1/conversations", &string).await, 401, "nbf as a string");
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn a_token_stops_working_after_logout() {
     let test_db = db::sqlite();

@@ -152,3 +152,41 @@ async fn sync_upserts_difys_conversations_and_messages_without_duplicates() {
     assert_eq!(elsewhere["users"], 0, "a tenant with no known users has nothing to pull");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_tenant_with_an_app_of_its_own_uses_it_by_default_and_the_config_can_route_a_tenant() {
+    let coin = MockDify::start("app-coin").await;
+    let test_db = db::sqlite();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("switchboard.toml");
+    std::fs::write(&config, "[tenants.quizland]\nallowed_models = [\"mock\"]\n").unwrap();
+    let env = base_env(&test_db.url)
+        .with("SWITCHBOARD_DEFAULT_MODEL", "mock")
+        .with("DIFY_COINTUTOR_BASE_URL", coin.base_url())
+        .with("DIFY_COINTUTOR_API_KEY", "app-coin")
+        .with("SWITCHBOARD_CONFIG", config.display().to_string());
+    let app = spawn_app(env).await;
+    let chat = |system_id: &'static str, model: Option<&'static str>| {
+        let app = &app;
+        async move {
+            let mut body = json!({"system_id": system_id, "user_id": "u1", "message": "hello"});
+            if let Some(model) = model {
+                body["model"] = json!(model);
+            }
+            app.post("/v1/chat", body).await
+        }
+    };
+    // The global default is `mock`, but CoinTutor's own app answers CoinTutor.
+    let coin_answer: Value = chat("cointutor", None).await.json().await.unwrap();
+    assert_eq!(coin_answer["model"], "dify", "{coin_answer}");
+    assert_eq!(coin.requests().len(), 1);
+    let other: Value = chat("drillquiz", None).await.json().await.unwrap();
+    assert_eq!(other["model"], "mock", "{other}");
+    assert_eq!(coin.requests().len(), 1, "another tenant does not reach CoinTutor's app");
+    // A tenant limited to some models may not use another.
+    let refused = chat("quizland", Some("dify")).await;
+    assert_eq!(refused.status(), 422);
+    let allowed: Value = chat("quizland", None).await.json().await.unwrap();
+    assert_eq!(allowed["model"], "mock");
+    app.stop().await;
+}

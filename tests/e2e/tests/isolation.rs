@@ -65,7 +65,7 @@ async fn check(owner: (String, String), intruder: (String, String), bogus: Strin
     let mut grpc = ConversationServiceClient::new(grpc_channel(app.conversations_port));
     let as_intruder = pb::Principal { system_id: intruder.0.clone(), user_id: intruder.1.clone() };
     let get = |conversation_id: String| {
-        grpc_request(pb::GetConversationRequest { principal: Some(as_intruder.clone()), conversation_id })
+        grpc_request(pb::GetConversationRequest { principal: Some(as_intruder.clone()), conversation_id, number: 0 })
     };
     let theirs = grpc.get_conversation(get(id.clone())).await.unwrap_err();
     let missing = grpc.get_conversation(get(bogus.clone())).await.unwrap_err();

@@ -132,3 +132,74 @@ async fn when_redis_is_down_limits_still_hold_in_process_and_the_fallback_is_cou
     assert!(metrics.contains("switchboard_rate_limited_requests_total{group=\"api\"} 1"), "{metrics}");
     app.stop().await;
 }
+
+/// A loopback port that accepts connections and never answers, as a hung or partitioned
+/// Redis does; the task holds the sockets open until it is aborted.
+async fn silent_port() -> (u16, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    (port, task)
+}
+
+async fn fallbacks(app: &switchboard_e2e::TestApp) -> f64 {
+    let metrics = app.client.get(format!("{}/metrics", app.http)).send().await.unwrap().text().await.unwrap();
+    metrics
+        .lines()
+        .find(|l| l.starts_with("switchboard_rate_limit_fallbacks_total"))
+        .and_then(|l| l.split_whitespace().last())
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn when_redis_hangs_fifty_concurrent_requests_are_answered_within_a_second() {
+    let test_db = db::sqlite();
+    let (port, silent) = silent_port().await;
+    let env = base_env(&test_db.url)
+        .with("REDIS_URL", format!("redis://127.0.0.1:{port}"))
+        .with("SWITCHBOARD_RATE_LIMIT_API", "1000/m")
+        .with("SWITCHBOARD_RATE_LIMIT_API_PRINCIPAL", "off");
+    let app = spawn_app(env).await;
+    let path = "/v1/conversations?system_id=drillquiz&user_id=u";
+    // The first request meets the hung Redis first, and connects the services' channels.
+    assert_eq!(app.get(path).await.status(), 200);
+    let started = std::time::Instant::now();
+    let responses = futures::future::join_all((0..50).map(|_| app.get(path))).await;
+    let elapsed = started.elapsed();
+    assert!(
+        responses.iter().all(|r| r.status() == 200),
+        "{:?}",
+        responses.iter().map(|r| r.status()).collect::<Vec<_>>()
+    );
+    assert!(elapsed < std::time::Duration::from_secs(1), "50 requests took {elapsed:?} with Redis hung");
+    assert!(fallbacks(&app).await >= 51.0, "the in-process limiter answered every request");
+    silent.abort();
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn when_redis_refuses_connections_fifty_concurrent_requests_are_answered_within_a_second() {
+    let test_db = db::sqlite();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let env = base_env(&test_db.url)
+        .with("REDIS_URL", format!("redis://127.0.0.1:{closed}"))
+        .with("SWITCHBOARD_RATE_LIMIT_API", "1000/m")
+        .with("SWITCHBOARD_RATE_LIMIT_API_PRINCIPAL", "off");
+    let app = spawn_app(env).await;
+    let path = "/v1/conversations?system_id=drillquiz&user_id=u";
+    assert_eq!(app.get(path).await.status(), 200);
+    let started = std::time::Instant::now();
+    let responses = futures::future::join_all((0..50).map(|_| app.get(path))).await;
+    let elapsed = started.elapsed();
+    assert!(responses.iter().all(|r| r.status() == 200));
+    assert!(elapsed < std::time::Duration::from_secs(1), "50 requests took {elapsed:?} with Redis refusing");
+    assert!(fallbacks(&app).await >= 51.0);
+    app.stop().await;
+}

@@ -292,3 +292,69 @@ async fn a_service_key_reads_a_conversation_by_id_alone_within_its_tenants() {
     assert_eq!(get(drillquiz, format!("/v1/conversations/{id}/messages")).await.status(), 200);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn an_idempotency_key_whose_caller_left_replays_the_stored_answer_instead_of_409() {
+    let upstream = MockUpstream::start().await;
+    upstream.set_delay(std::time::Duration::from_millis(800));
+    let test_db = db::sqlite();
+    let app = spawn_app(secure_env(openai_env(&test_db.url, &upstream.base_url()))).await;
+    let body = json!({"system_id": "drillquiz", "user_id": "12345", "message": "only once"});
+    let send = |timeout: std::time::Duration| {
+        let (app, body) = (&app, body.clone());
+        async move {
+            app.client
+                .post(format!("{}/v1/chat", app.http))
+                .header("X-API-Key", SERVICE_KEY)
+                .header("Idempotency-Key", "retry-me-1")
+                .timeout(timeout)
+                .json(&body)
+                .send()
+                .await
+        }
+    };
+    // The client gives up before the answer; the turn goes on and is stored.
+    assert!(send(std::time::Duration::from_millis(200)).await.is_err(), "the first call should time out");
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    upstream.set_delay(std::time::Duration::ZERO);
+    let retry = send(std::time::Duration::from_secs(10)).await.unwrap();
+    assert_eq!(retry.status(), 200, "the retry was refused: {}", retry.text().await.unwrap());
+    let answer: Value = retry.json().await.unwrap();
+    assert_eq!(answer["answer"], "upstream reply to: only once");
+    assert_eq!(upstream.calls(), 1, "the retry replayed the stored answer");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_api_key_name_with_control_characters_is_refused_naming_client_name() {
+    let test_db = db::sqlite();
+    let app = spawn_app(secure_env(base_env(&test_db.url))).await;
+    let create = |name: &str| {
+        app.client
+            .post(format!("{}/api-keys", app.http))
+            .header("X-Admin-Token", ADMIN_TOKEN)
+            .json(&json!({"client_name": name}))
+            .send()
+    };
+    // Each would forge or hide a line in the text log that records the key.
+    for name in [
+        "backend\nINFO API key revoked key_id=all",
+        "cr\rhere",
+        "tab\there",
+        "esc\u{1b}[2K",
+        "nul\0",
+        "ls\u{2028}here",
+        "rlo\u{202e}txt.exe",
+    ] {
+        let answer = create(name).await.unwrap();
+        assert_eq!(answer.status(), 422, "{name:?}");
+        let body: Value = answer.json().await.unwrap();
+        assert!(body["error"].as_str().unwrap().contains("client_name"), "{name:?}: {body}");
+    }
+    assert_eq!(
+        create("DrillQuiz 백엔드 (prod)").await.unwrap().status(),
+        200,
+        "printable names of any script are fine"
+    );
+    app.stop().await;
+}

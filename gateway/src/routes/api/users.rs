@@ -3,11 +3,12 @@
 
 use axum::Json;
 use axum::extract::State;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 use switchboard_kit::time::timestamp_rfc3339;
 use switchboard_proto::auth::v1 as pb;
+use utoipa::{IntoParams, ToSchema};
 
+use super::Envelope;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{ValidJson, ValidQuery};
@@ -15,31 +16,53 @@ use crate::ratelimit::Group;
 use crate::state::AppState;
 
 /// Body of `POST /api/users`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateUser {
+    /// The backend's id of the user.
     user_id: String,
+    /// Their name.
     name: String,
+    /// Their e-mail address.
     email: String,
+    /// Their tenant; the key's (or `default`) when absent.
     system_id: Option<String>,
 }
 
 /// Query of `GET /api/users`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query, rename_all = "camelCase")]
 pub struct UserQuery {
+    /// The backend's id of the user.
     user_id: String,
+    /// Their tenant; the key's (or `default`) when absent.
     system_id: Option<String>,
 }
 
-fn profile_json(p: pb::Profile) -> Value {
-    json!({
-        "user_id": p.user_id,
-        "name": p.name,
-        "email": p.email,
-        "system_id": p.system_id,
-        "created_at": timestamp_rfc3339(p.created_at.as_ref()),
-    })
+/// A user's profile.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProfileBody {
+    /// The backend's id of the user.
+    user_id: String,
+    /// Their name.
+    name: String,
+    /// Their e-mail address.
+    email: String,
+    /// Their tenant.
+    system_id: String,
+    /// RFC 3339.
+    created_at: Option<String>,
+}
+
+fn profile_body(p: pb::Profile) -> ProfileBody {
+    ProfileBody {
+        created_at: timestamp_rfc3339(p.created_at.as_ref()),
+        user_id: p.user_id,
+        name: p.name,
+        email: p.email,
+        system_id: p.system_id,
+    }
 }
 
 /// The tenant of a seed-001 request: the one named, else the caller's, else `default`.
@@ -52,12 +75,14 @@ fn tenant(caller: &Caller, named: Option<&str>) -> String {
         .unwrap_or_else(|| "default".to_owned())
 }
 
-/// Creates a profile; 409 when the user exists.
+/// Creates a user's profile; 409 when the user exists.
+#[utoipa::path(post, path = "/api/users", operation_id = "createUser", request_body = CreateUser,
+    responses((status = 200, description = "Created.", body = Envelope<ProfileBody>)))]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
     ValidJson(body): ValidJson<CreateUser>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Envelope<ProfileBody>>, ApiError> {
     let system_id = tenant(&caller, body.system_id.as_deref());
     let principal = caller.act_as(Some(&system_id), Some(&body.user_id), "body")?;
     state.limiter.principal(Group::Api, &principal.system_id, &principal.user_id).await?;
@@ -72,27 +97,21 @@ pub async fn create(
         create_only: true,
     });
     let answer = state.auth.clone().upsert_profile(request).await?.into_inner();
-    Ok(Json(json!({
-        "success": true,
-        "message": "User created successfully",
-        "data": profile_json(answer.profile.unwrap_or_default()),
-    })))
+    Ok(Json(Envelope::ok("User created successfully", profile_body(answer.profile.unwrap_or_default()))))
 }
 
-/// Reads a profile; 404 when there is none.
+/// Reads a user's profile; 404 when there is none.
+#[utoipa::path(get, path = "/api/users", operation_id = "getUser", params(UserQuery),
+    responses((status = 200, description = "Found.", body = Envelope<ProfileBody>)))]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
     ValidQuery(query): ValidQuery<UserQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Envelope<ProfileBody>>, ApiError> {
     let system_id = tenant(&caller, query.system_id.as_deref());
     let principal = caller.act_as(Some(&system_id), Some(&query.user_id), "query")?;
     state.limiter.principal(Group::Api, &principal.system_id, &principal.user_id).await?;
     let request = caller.request(pb::GetProfileRequest { system_id: principal.system_id, user_id: principal.user_id });
     let answer = state.auth.clone().get_profile(request).await?.into_inner();
-    Ok(Json(json!({
-        "success": true,
-        "message": "User found",
-        "data": profile_json(answer.profile.unwrap_or_default()),
-    })))
+    Ok(Json(Envelope::ok("User found", profile_body(answer.profile.unwrap_or_default()))))
 }

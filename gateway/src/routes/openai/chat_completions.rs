@@ -12,9 +12,11 @@ use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use serde::Deserialize;
 use switchboard_proto::llm::v1 as pb;
+use utoipa::ToSchema;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::openapi::ServerSentEvent;
 use crate::ratelimit::Group;
 use crate::state::AppState;
 
@@ -31,7 +33,55 @@ struct Peek {
     user: Option<String>,
 }
 
-/// Runs one completion.
+/// OpenAI's chat completion request, as documented here. The gateway reads only `stream` and
+/// `user` (`Peek`); every field reaches the upstream as sent.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct CompletionRequest {
+    /// Model id or alias from `/v1/models`.
+    model: String,
+    /// The conversation so far: `{role, content}` objects (and tool calls and results).
+    messages: Vec<serde_json::Value>,
+    /// Answer as Server-Sent Events of `chat.completion.chunk` objects, ending `data: [DONE]`.
+    stream: Option<bool>,
+    /// `{"include_usage": true}` adds a usage chunk to a stream.
+    stream_options: Option<serde_json::Value>,
+    /// The end user; a service key must name them.
+    user: Option<String>,
+    /// Tools the model may call.
+    tools: Option<Vec<serde_json::Value>>,
+    /// Sampling temperature.
+    temperature: Option<f64>,
+    /// Longest answer in tokens.
+    max_tokens: Option<u32>,
+}
+
+/// OpenAI's chat completion object, passed back from the upstream with every field it sent.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct Completion {
+    /// Completion id.
+    id: Option<String>,
+    /// `chat.completion`.
+    object: Option<String>,
+    /// Unix seconds.
+    created: Option<i64>,
+    /// The model that answered.
+    model: Option<String>,
+    /// The answers: `{index, message, finish_reason, logprobs}`.
+    choices: Option<Vec<serde_json::Value>>,
+    /// `{prompt_tokens, completion_tokens, total_tokens}`.
+    usage: Option<serde_json::Value>,
+}
+
+/// Creates a chat completion (OpenAI-compatible).
+///
+/// JSON, or with `"stream": true` Server-Sent Events of `chat.completion.chunk` objects ending
+/// `data: [DONE]`. Every field passes through both ways; `model` maps through the catalogue.
+#[utoipa::path(post, path = "/v1/chat/completions", operation_id = "createChatCompletion",
+    request_body = CompletionRequest,
+    responses((status = 200, description = "The completion; Server-Sent Events when streaming.",
+        content((Completion = "application/json"), (ServerSentEvent = "text/event-stream")))))]
 #[tracing::instrument(skip_all, fields(stream))]
 pub async fn create(State(state): State<AppState>, caller: Caller, body: Bytes) -> Result<Response, ApiError> {
     let peek: Peek = serde_json::from_slice(&body)
@@ -82,7 +132,8 @@ pub async fn create(State(state): State<AppState>, caller: Caller, body: Bytes) 
                 Some(Err(status)) => {
                     // Headers are gone: the error travels as an event, as OpenAI's does.
                     let error = ApiError::from(status);
-                    yield Ok(Event::default().data(error.body(crate::error::Dialect::OpenAi).to_string()));
+                    let body = serde_json::to_string(&error.body(crate::error::Dialect::OpenAi)).unwrap_or_default();
+                    yield Ok(Event::default().data(body));
                     break;
                 }
                 None => break,

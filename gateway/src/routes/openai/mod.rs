@@ -8,12 +8,18 @@
 pub mod chat_completions;
 pub mod models;
 
-use axum::Router;
-use axum::routing::{get, post};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use super::{Family, RouteExt};
+use crate::error::Dialect;
+use crate::ratelimit::Group;
 use crate::state::AppState;
 
 /// The OpenAI family's routes.
-pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/chat/completions", post(chat_completions::create)).route("/v1/models", get(models::list))
+pub fn router(state: &AppState) -> OpenApiRouter<AppState> {
+    let routes = OpenApiRouter::new()
+        .routes(routes!(chat_completions::create).limit(state, Group::Chat))
+        .routes(routes!(models::list).limit(state, Group::Api));
+    Family { tag: "openai", dialect: Dialect::OpenAi }.serve(routes)
 }

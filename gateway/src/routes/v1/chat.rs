@@ -10,43 +10,99 @@ use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 use switchboard_kit::time::timestamp_rfc3339;
 use switchboard_proto::conversation::v1 as pb;
+use utoipa::ToSchema;
 
 use super::{TURN_DEADLINE, UsageBody};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::ValidJson;
+use crate::openapi::ServerSentEvent;
 use crate::ratelimit::Group;
 use crate::state::AppState;
 
 /// Request body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct ChatRequest {
+    /// Tenant of the user (a service key names it; other credentials are their own).
     system_id: Option<String>,
+    /// The user the turn is for (likewise).
     user_id: Option<String>,
+    /// The user's message.
     message: String,
+    /// Continue this conversation; a new one when absent.
     conversation_id: Option<String>,
+    /// Model id or alias; the tenant's default when absent.
     model: Option<String>,
+    /// Language of the answer (`en`, `es`, `ko`, `zh`, `ja`).
     lang: Option<String>,
+    /// Answer as Server-Sent Events (so does `Accept: text/event-stream`).
     stream: Option<bool>,
+    /// Sampling temperature, passed to the model.
     temperature: Option<f32>,
+    /// Longest answer in tokens, passed to the model.
     max_tokens: Option<u32>,
 }
 
 /// Answer body.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ChatResponse {
+    /// The conversation (new or continued).
     conversation_id: String,
+    /// The stored answer's id.
     message_id: String,
+    /// The answer.
     answer: String,
+    /// The model that answered.
     model: String,
+    /// Tokens used.
     usage: UsageBody,
+    /// When the answer was stored (RFC 3339).
     created_at: Option<String>,
 }
 
-/// Runs one turn and answers with the stored reply.
+/// The `start` event of a streamed turn.
+#[derive(Debug, Serialize)]
+struct StartEvent<'a> {
+    conversation_id: &'a str,
+    user_message_id: &'a str,
+    message_id: &'a str,
+    model: &'a str,
+}
+
+/// A `delta` event: the next piece of the answer.
+#[derive(Debug, Serialize)]
+struct DeltaEvent<'a> {
+    conversation_id: &'a str,
+    message_id: &'a str,
+    delta: &'a str,
+}
+
+/// An `error` event: the turn failed after it started.
+#[derive(Debug, Serialize)]
+struct ErrorEvent<'a> {
+    conversation_id: &'a str,
+    message_id: &'a str,
+    status: u16,
+    detail: &'a str,
+}
+
+fn event(name: &'static str, data: &impl Serialize) -> Event {
+    Event::default().event(name).data(serde_json::to_string(data).unwrap_or_default())
+}
+
+/// Sends a message and answers with the model's stored reply.
+///
+/// A new conversation unless `conversation_id` names one. With `"stream": true` (or
+/// `Accept: text/event-stream`) the answer is Server-Sent Events: `start`, `delta`s, then `done`
+/// or `error`. With an `Idempotency-Key` a retry gets the first answer.
+#[utoipa::path(post, path = "/v1/chat", operation_id = "chat", request_body = ChatRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the same key returns the first answer.")),
+    responses(
+        (status = 200, description = "The stored answer; Server-Sent Events when streaming.",
+            content((ChatResponse = "application/json"), (ServerSentEvent = "text/event-stream"))),
+    ))]
 #[tracing::instrument(skip_all, fields(system_id, conversation_id))]
 pub async fn send(
     State(state): State<AppState>,
@@ -116,19 +172,12 @@ fn chat_response(answer: pb::SendMessageResponse) -> ChatResponse {
 fn replayed_as_events(answer: pb::SendMessageResponse) -> Response {
     let user_message_id = answer.user_message.as_ref().map(|m| m.id.clone()).unwrap_or_default();
     let body = chat_response(answer);
-    let ids = json!({"conversation_id": body.conversation_id, "message_id": body.message_id});
-    let mut delta = ids.clone();
-    delta["delta"] = Value::from(body.answer.clone());
+    let (conversation_id, message_id) = (body.conversation_id.as_str(), body.message_id.as_str());
+    let start = StartEvent { conversation_id, user_message_id: &user_message_id, message_id, model: &body.model };
     let events = vec![
-        Ok::<_, Infallible>(
-            Event::default().event("start").data(
-                json!({"conversation_id": body.conversation_id, "user_message_id": user_message_id,
-                   "message_id": body.message_id, "model": body.model})
-                .to_string(),
-            ),
-        ),
-        Ok(Event::default().event("delta").data(delta.to_string())),
-        Ok(Event::default().event("done").data(serde_json::to_string(&body).unwrap_or_default())),
+        Ok::<_, Infallible>(event("start", &start)),
+        Ok(event("delta", &DeltaEvent { conversation_id, message_id, delta: &body.answer })),
+        Ok(event("done", &body)),
     ];
     Sse::new(futures::stream::iter(events)).into_response()
 }
@@ -145,34 +194,29 @@ async fn stream(state: AppState, request: tonic::Request<pb::SendMessageRequest>
         _ => return Err(ApiError::from(tonic::Status::unavailable("the turn did not start"))),
     };
     tracing::Span::current().record("conversation_id", started.conversation_id.as_str());
-    let ids = json!({"conversation_id": started.conversation_id, "message_id": started.assistant_message_id});
     let sse = async_stream::stream! {
-        yield Ok::<_, Infallible>(Event::default().event("start").data(json!({
-            "conversation_id": started.conversation_id,
-            "user_message_id": started.user_message_id,
-            "message_id": started.assistant_message_id,
-            "model": started.model,
-        }).to_string()));
+        let (conversation_id, message_id) = (started.conversation_id.as_str(), started.assistant_message_id.as_str());
+        yield Ok::<_, Infallible>(event("start", &StartEvent {
+            conversation_id,
+            user_message_id: &started.user_message_id,
+            message_id,
+            model: &started.model,
+        }));
         loop {
             match events.message().await {
                 Ok(Some(pb::StreamMessageResponse { event: Some(Turn::Delta(delta)) })) => {
-                    let mut data = ids.clone();
-                    data["delta"] = Value::from(delta);
-                    yield Ok(Event::default().event("delta").data(data.to_string()));
+                    yield Ok(event("delta", &DeltaEvent { conversation_id, message_id, delta: &delta }));
                 }
                 Ok(Some(pb::StreamMessageResponse { event: Some(Turn::Completed(done)) })) => {
-                    let body = serde_json::to_string(&chat_response(done)).unwrap_or_default();
-                    yield Ok(Event::default().event("done").data(body));
+                    yield Ok(event("done", &chat_response(done)));
                     break;
                 }
                 Ok(Some(_)) => {}
                 Ok(None) => break,
                 Err(status) => {
                     let error = ApiError::from(status);
-                    let mut data = ids.clone();
-                    data["status"] = Value::from(error.status.as_u16());
-                    data["detail"] = Value::from(error.message);
-                    yield Ok(Event::default().event("error").data(data.to_string()));
+                    let status = error.status.as_u16();
+                    yield Ok(event("error", &ErrorEvent { conversation_id, message_id, status, detail: &error.message }));
                     break;
                 }
             }

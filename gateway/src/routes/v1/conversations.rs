@@ -1,10 +1,12 @@
-//! `GET /v1/conversations` and `GET /v1/conversations/{id}/messages`.
+//! `GET /v1/conversations` and `GET /v1/conversations/{id}/messages` (the same reads answer
+//! `/v1/cache/*`, see `cache.rs`).
 
 use axum::Json;
 use axum::extract::{Path, State};
 use serde::{Deserialize, Serialize};
 use switchboard_kit::time::{Timestamp, parse_date_ms, timestamp_rfc3339, to_timestamp};
 use switchboard_proto::conversation::v1 as pb;
+use utoipa::{IntoParams, ToSchema};
 
 use super::{ListBody, READ_DEADLINE, UsageBody};
 use crate::auth::Caller;
@@ -14,49 +16,75 @@ use crate::ratelimit::Group;
 use crate::state::AppState;
 
 /// Query of the conversation list.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Tenant of the user (a service key names it; other credentials are their own).
     system_id: Option<String>,
+    /// The user (likewise).
     user_id: Option<String>,
+    /// Page size (default 20, at most 100).
     limit: Option<u32>,
+    /// `next_cursor` of the previous page.
     cursor: Option<String>,
+    /// Only conversations active from this day (`YYYY-MM-DD`) or instant (RFC 3339).
     from_date: Option<String>,
+    /// Only conversations active until this day (inclusive) or instant.
     to_date: Option<String>,
 }
 
 /// A conversation as listed.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ConversationBody {
+    /// Conversation id.
     id: String,
+    /// Its title (the first line of its first message).
     title: String,
+    /// How many messages it holds.
     message_count: u32,
+    /// RFC 3339.
     created_at: Option<String>,
+    /// RFC 3339: its last message.
     updated_at: Option<String>,
 }
 
 /// Query of the message list.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct MessagesQuery {
+    /// Only if the conversation is this tenant's (a filter for service keys).
     system_id: Option<String>,
+    /// Only if the conversation is this user's (likewise).
     user_id: Option<String>,
+    /// Page size (default 100, at most 500).
     limit: Option<u32>,
+    /// `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
 /// A message as listed.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct MessageBody {
+    /// Message id.
     id: String,
+    /// Its conversation.
     conversation_id: String,
+    /// `user`, `assistant` or `system`.
     role: &'static str,
+    /// The text (so far, for an answer in progress).
     content: String,
+    /// `complete`, `in_progress`, `partial` (the stream was cut) or `failed`.
     status: &'static str,
+    /// The model that answered (answers only).
     #[serde(skip_serializing_if = "String::is_empty")]
     model: String,
+    /// Tokens used (answers only).
     #[serde(skip_serializing_if = "Option::is_none")]
     usage: Option<UsageBody>,
+    /// Why the answer failed.
     #[serde(skip_serializing_if = "String::is_empty")]
     error: String,
+    /// RFC 3339.
     created_at: Option<String>,
 }
 
@@ -70,7 +98,9 @@ fn date(raw: Option<&str>, field: &'static str, end_of_day: bool) -> Result<Opti
     Ok(Some(to_timestamp(ms)))
 }
 
-/// Lists the principal's conversations, newest first.
+/// Lists the user's conversations, newest first.
+#[utoipa::path(get, path = "/v1/conversations", operation_id = "listConversations", params(ListQuery),
+    responses((status = 200, description = "A page of conversations.", body = ListBody<ConversationBody>)))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -108,6 +138,11 @@ pub async fn list(
 }
 
 /// Lists a conversation's messages, oldest first.
+///
+/// A service key reads any conversation of its tenants by id; other credentials read their own.
+#[utoipa::path(get, path = "/v1/conversations/{id}/messages", operation_id = "listMessages",
+    params(("id" = String, Path, description = "Conversation id."), MessagesQuery),
+    responses((status = 200, description = "A page of messages.", body = ListBody<MessageBody>)))]
 pub async fn messages(
     State(state): State<AppState>,
     caller: Caller,

@@ -136,6 +136,12 @@ impl AuthGrpc {
         if client_name.is_empty() || client_name.chars().count() > 100 {
             return Err(AuthError::invalid("client_name", "must be 1-100 characters"));
         }
+        if client_name.chars().any(hides_or_breaks_a_line) {
+            return Err(AuthError::invalid(
+                "client_name",
+                "must not contain control characters (line breaks, tabs, escapes) or text-direction overrides",
+            ));
+        }
         if !(0..=10 * 365 * 86_400).contains(&req.ttl_seconds) {
             return Err(AuthError::invalid("ttl_seconds", "must be between 0 (no expiry) and ten years"));
         }
@@ -203,6 +209,12 @@ impl AuthGrpc {
         tracing::info!(old = %old.id, new = %successor.id, overlap_seconds = req.overlap_seconds, "API key rotated");
         Ok(pb::RotateApiKeyResponse { key: Some(key_pb(successor)), secret })
     }
+}
+
+/// Characters that would let a key's name forge or hide a line in a text log: control
+/// characters, Unicode line and paragraph separators, and bidirectional overrides.
+fn hides_or_breaks_a_line(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 fn new_key(client_name: &str, system_id: &str, scope: &str, now: i64, ttl_secs: Option<i64>) -> (StoredKey, String) {

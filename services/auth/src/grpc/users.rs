@@ -34,11 +34,6 @@ fn profile_pb(p: StoredProfile) -> pb::Profile {
     }
 }
 
-/// Runs CPU-heavy password work off the async threads.
-async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, AuthError> {
-    tokio::task::spawn_blocking(work).await.map_err(|e| AuthError::Unexpected(format!("password task: {e}")))
-}
-
 impl AuthGrpc {
     pub(super) async fn do_register(
         &self,
@@ -57,7 +52,7 @@ impl AuthGrpc {
             return Err(AuthError::Conflict(format!("username {username:?} is already taken")));
         }
         let password = req.password;
-        let password_hash = blocking(move || passwords::hash(&password)).await??;
+        let password_hash = self.hashing.run(move || passwords::hash(&password)).await??;
         let user = StoredUser {
             id: uuid::Uuid::now_v7().to_string(),
             system_id,
@@ -82,9 +77,15 @@ impl AuthGrpc {
         let system_id = self.tenant(&req.system_id)?;
         let user = self.users.find_user(&system_id, req.username.trim()).await?;
         // Unknown users cost a hash verification too, so timing does not tell them apart.
-        let stored_hash = user.as_ref().map_or_else(|| passwords::decoy_hash().to_owned(), |u| u.password_hash.clone());
+        let stored_hash = user.as_ref().map(|u| u.password_hash.clone());
         let password = req.password;
-        let matches = blocking(move || passwords::verify(&password, &stored_hash)).await?;
+        let matches = self
+            .hashing
+            .run(move || match &stored_hash {
+                Some(stored) => passwords::verify(&password, stored),
+                None => passwords::verify(&password, passwords::decoy_hash()),
+            })
+            .await?;
         let user = match user {
             Some(user) if matches => user,
             _ => return Err(AuthError::BadLogin),

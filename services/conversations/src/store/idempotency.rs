@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use switchboard_kit::db_run;
 
-use super::{Claim, IdempotencyStore, SqlStore};
+use super::{Claim, ClaimTerms, IdempotencyStore, SqlStore};
 use crate::domain::Principal;
 
 #[derive(sqlx::FromRow)]
@@ -15,14 +15,8 @@ struct Row {
 
 #[async_trait]
 impl IdempotencyStore for SqlStore {
-    async fn claim(
-        &self,
-        owner: &Principal,
-        key: &str,
-        hash: &str,
-        now: i64,
-        expired_before: i64,
-    ) -> Result<Claim, sqlx::Error> {
+    async fn claim(&self, owner: &Principal, key: &str, terms: &ClaimTerms<'_>) -> Result<Claim, sqlx::Error> {
+        let hash = terms.hash;
         let row: Option<Row> = db_run!(&self.db, |pool| {
             let mut tx = pool.begin().await?;
             sqlx::query(
@@ -31,21 +25,43 @@ impl IdempotencyStore for SqlStore {
             .bind(&owner.system_id)
             .bind(&owner.user_id)
             .bind(key)
-            .bind(expired_before)
+            .bind(terms.expired_before)
             .execute(&mut *tx)
             .await?;
-            let inserted = sqlx::query(
-                "INSERT INTO idempotency_keys (system_id, user_id, key, request_hash, status, created_at) \
-                 VALUES ($1, $2, $3, $4, 'in_progress', $5) ON CONFLICT (system_id, user_id, key) DO NOTHING",
+            // A claim whose holder died (its lease ran out) passes to this request.
+            let taken_over = sqlx::query(
+                "UPDATE idempotency_keys SET holder = $1, lease_until = $2 \
+                 WHERE system_id = $3 AND user_id = $4 AND key = $5 AND status = 'in_progress' \
+                 AND lease_until < $6 AND request_hash = $7",
             )
+            .bind(terms.holder)
+            .bind(terms.lease_until)
             .bind(&owner.system_id)
             .bind(&owner.user_id)
             .bind(key)
+            .bind(terms.now)
             .bind(hash)
-            .bind(now)
             .execute(&mut *tx)
             .await?
             .rows_affected();
+            let inserted = if taken_over == 1 {
+                1
+            } else {
+                sqlx::query(
+                    "INSERT INTO idempotency_keys (system_id, user_id, key, request_hash, status, created_at, holder, lease_until) \
+                     VALUES ($1, $2, $3, $4, 'in_progress', $5, $6, $7) ON CONFLICT (system_id, user_id, key) DO NOTHING",
+                )
+                .bind(&owner.system_id)
+                .bind(&owner.user_id)
+                .bind(key)
+                .bind(hash)
+                .bind(terms.now)
+                .bind(terms.holder)
+                .bind(terms.lease_until)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+            };
             let row = if inserted == 1 {
                 None
             } else {
@@ -72,31 +88,36 @@ impl IdempotencyStore for SqlStore {
         })
     }
 
-    async fn finish(&self, owner: &Principal, key: &str, response: &[u8]) -> Result<(), sqlx::Error> {
+    async fn finish(&self, owner: &Principal, key: &str, holder: &str, response: &[u8]) -> Result<(), sqlx::Error> {
         db_run!(&self.db, |pool| {
             sqlx::query(
                 "UPDATE idempotency_keys SET status = 'complete', response = $1 \
-                 WHERE system_id = $2 AND user_id = $3 AND key = $4",
+                 WHERE system_id = $2 AND user_id = $3 AND key = $4 AND holder = $5",
             )
             .bind(hex::encode(response))
             .bind(&owner.system_id)
             .bind(&owner.user_id)
             .bind(key)
+            .bind(holder)
             .execute(pool)
             .await
             .map(|_| ())
         })
     }
 
-    async fn release(&self, owner: &Principal, key: &str) -> Result<(), sqlx::Error> {
+    async fn release(&self, owner: &Principal, key: &str, holder: &str) -> Result<(), sqlx::Error> {
         db_run!(&self.db, |pool| {
-            sqlx::query("DELETE FROM idempotency_keys WHERE system_id = $1 AND user_id = $2 AND key = $3 AND status = 'in_progress'")
-                .bind(&owner.system_id)
-                .bind(&owner.user_id)
-                .bind(key)
-                .execute(pool)
-                .await
-                .map(|_| ())
+            sqlx::query(
+                "DELETE FROM idempotency_keys WHERE system_id = $1 AND user_id = $2 AND key = $3 \
+                 AND status = 'in_progress' AND holder = $4",
+            )
+            .bind(&owner.system_id)
+            .bind(&owner.user_id)
+            .bind(key)
+            .bind(holder)
+            .execute(pool)
+            .await
+            .map(|_| ())
         })
     }
 }

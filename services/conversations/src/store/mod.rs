@@ -1,6 +1,7 @@
 //! Storage of the conversation service. [`ConversationStore`] is the seam; [`SqlStore`]
 //! implements it for SQLite and PostgreSQL with the same queries.
 
+mod api_usage;
 mod idempotency;
 mod sql;
 
@@ -72,6 +73,8 @@ pub trait ConversationStore: Send + Sync + 'static {
     /// A conversation by id alone, whoever owns it (for service credentials, which check the
     /// owner themselves).
     async fn find_conversation(&self, id: &str) -> Result<Option<Conversation>, sqlx::Error>;
+    /// A conversation by its whole-number alias, whoever owns it (callers check the owner).
+    async fn find_conversation_by_number(&self, number: i64) -> Result<Option<Conversation>, sqlx::Error>;
     /// The owner's conversations, most recently updated first.
     async fn list_conversations(
         &self,
@@ -91,8 +94,9 @@ pub trait ConversationStore: Send + Sync + 'static {
     async fn list_messages(&self, conversation_id: &str, page: &PageRequest) -> Result<Page<Message>, sqlx::Error>;
     /// The last `limit` complete or partial messages, oldest first: the context of a turn.
     async fn recent_messages(&self, conversation_id: &str, limit: u32) -> Result<Vec<Message>, sqlx::Error>;
-    /// Deletes the owner's conversations and messages; returns how many conversations.
-    async fn clear_history(&self, owner: &Principal) -> Result<u64, sqlx::Error>;
+    /// Deletes the owner's conversations, messages and remembered idempotent answers (which
+    /// hold message text); returns the ids of the conversations deleted.
+    async fn clear_history(&self, owner: &Principal) -> Result<Vec<String>, sqlx::Error>;
     /// Closes answers left `in_progress` since before `before` (Unix ms) by a crash:
     /// `partial` when they hold text, `failed` otherwise. Returns how many.
     async fn sweep_in_progress(&self, before: i64, now: i64) -> Result<u64, sqlx::Error>;
@@ -150,18 +154,62 @@ pub enum Claim {
 /// Idempotency keys of chat POSTs.
 #[async_trait]
 pub trait IdempotencyStore: Send + Sync + 'static {
-    /// Claims `key` for a request whose fingerprint is `hash`; keys created before
-    /// `expired_before` (Unix ms) are forgotten first.
-    async fn claim(
-        &self,
-        owner: &Principal,
-        key: &str,
-        hash: &str,
-        now: i64,
-        expired_before: i64,
-    ) -> Result<Claim, sqlx::Error>;
-    /// Stores the answer of a claimed key.
-    async fn finish(&self, owner: &Principal, key: &str, response: &[u8]) -> Result<(), sqlx::Error>;
-    /// Forgets a claimed key whose request failed, so that a retry runs again.
-    async fn release(&self, owner: &Principal, key: &str) -> Result<(), sqlx::Error>;
+    /// Claims `key` for a request on `terms`; keys created before `terms.expired_before` are
+    /// forgotten first, and a claim still in progress past its lease is taken over.
+    async fn claim(&self, owner: &Principal, key: &str, terms: &ClaimTerms<'_>) -> Result<Claim, sqlx::Error>;
+    /// Stores the answer of a key `holder` claimed.
+    async fn finish(&self, owner: &Principal, key: &str, holder: &str, response: &[u8]) -> Result<(), sqlx::Error>;
+    /// Forgets a key `holder` claimed whose request failed, so that a retry runs again.
+    async fn release(&self, owner: &Principal, key: &str, holder: &str) -> Result<(), sqlx::Error>;
+}
+
+/// What a claim of an idempotency key states.
+#[derive(Debug, Clone, Copy)]
+pub struct ClaimTerms<'a> {
+    /// Fingerprint of the request.
+    pub hash: &'a str,
+    /// Who claims it (one turn).
+    pub holder: &'a str,
+    /// Now, Unix ms.
+    pub now: i64,
+    /// Until when the claim is the holder's alone, Unix ms.
+    pub lease_until: i64,
+    /// Keys created before this (Unix ms) are forgotten.
+    pub expired_before: i64,
+}
+
+/// `(system_id, user_id, endpoint)`: what one API usage row counts.
+pub type ApiUsageKey = (String, String, String);
+
+/// Requests counted for one principal and endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApiUsageCount {
+    /// Requests.
+    pub requests: i64,
+    /// First request, Unix ms.
+    pub first_at: i64,
+    /// Last request, Unix ms.
+    pub last_at: i64,
+}
+
+/// A principal's usage of one endpoint, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct ApiUsageRow {
+    /// Endpoint.
+    pub endpoint: String,
+    /// Requests.
+    pub request_count: i64,
+    /// Last request, Unix ms.
+    pub last_request_at: i64,
+    /// First request, Unix ms.
+    pub created_at: i64,
+}
+
+/// Seed 001's API usage table.
+#[async_trait]
+pub trait ApiUsageStore: Send + Sync + 'static {
+    /// Adds counts, keyed `(system_id, user_id, endpoint)`, in one transaction.
+    async fn add_api_usage(&self, counts: &[(ApiUsageKey, ApiUsageCount)]) -> Result<(), sqlx::Error>;
+    /// A principal's usage, most recently used endpoint first.
+    async fn api_usage(&self, owner: &Principal) -> Result<Vec<ApiUsageRow>, sqlx::Error>;
 }

@@ -35,6 +35,7 @@ struct ConversationRow {
     created_at: i64,
     updated_at: i64,
     message_count: i64,
+    number: Option<i64>,
 }
 
 impl From<ConversationRow> for Conversation {
@@ -47,6 +48,7 @@ impl From<ConversationRow> for Conversation {
             created_at: r.created_at,
             updated_at: r.updated_at,
             message_count: r.message_count,
+            number: r.number.unwrap_or_default(),
         }
     }
 }
@@ -63,6 +65,7 @@ struct MessageRow {
     completion_tokens: i64,
     error: String,
     created_at: i64,
+    number: Option<i64>,
 }
 
 impl From<MessageRow> for Message {
@@ -78,13 +81,27 @@ impl From<MessageRow> for Message {
             completion_tokens: r.completion_tokens,
             error: r.error,
             created_at: r.created_at,
+            number: r.number.unwrap_or_default(),
         }
     }
 }
 
-const CONVERSATION_COLUMNS: &str = "id, system_id, user_id, title, upstream_id, created_at, updated_at, message_count";
+const CONVERSATION_COLUMNS: &str =
+    "id, system_id, user_id, title, upstream_id, created_at, updated_at, message_count, number";
 const MESSAGE_COLUMNS: &str =
-    "id, conversation_id, role, content, status, model, prompt_tokens, completion_tokens, error, created_at";
+    "id, conversation_id, role, content, status, model, prompt_tokens, completion_tokens, error, created_at, number";
+
+impl SqlStore {
+    /// The `number` column and value of a new row of `table` (`conversations` or `messages`):
+    /// the column's sequence on PostgreSQL, MAX + 1 on SQLite (one writer at a time, so no two
+    /// rows race for a number).
+    fn numbered(&self, table: &str) -> (&'static str, String) {
+        match self.db {
+            Db::Sqlite(_) => (", number", format!(", (SELECT COALESCE(MAX(number), 0) + 1 FROM {table})")),
+            Db::Postgres(_) => ("", String::new()),
+        }
+    }
+}
 
 fn next_page<T>(mut items: Vec<T>, size: u32, key: impl Fn(&T) -> Cursor) -> Page<T> {
     let next = if items.len() > size as usize {
@@ -100,7 +117,7 @@ fn next_page<T>(mut items: Vec<T>, size: u32, key: impl Fn(&T) -> Cursor) -> Pag
 impl ConversationStore for SqlStore {
     async fn create_conversation(&self, owner: &Principal, title: &str) -> Result<Conversation, sqlx::Error> {
         let now = now_ms();
-        let conversation = Conversation {
+        let mut conversation = Conversation {
             id: new_id(),
             owner: owner.clone(),
             title: title.to_owned(),
@@ -108,20 +125,22 @@ impl ConversationStore for SqlStore {
             created_at: now,
             updated_at: now,
             message_count: 0,
+            number: 0,
         };
-        db_run!(&self.db, |pool| {
-            sqlx::query(
-                "INSERT INTO conversations (id, system_id, user_id, title, created_at, updated_at, message_count) \
-                 VALUES ($1, $2, $3, $4, $5, $5, 0)",
-            )
-            .bind(&conversation.id)
-            .bind(&owner.system_id)
-            .bind(&owner.user_id)
-            .bind(title)
-            .bind(now)
-            .execute(pool)
-            .await
-            .map(|_| ())
+        let (column, value) = self.numbered("conversations");
+        let sql = format!(
+            "INSERT INTO conversations (id, system_id, user_id, title, created_at, updated_at, message_count{column}) \
+             VALUES ($1, $2, $3, $4, $5, $5, 0{value}) RETURNING number"
+        );
+        conversation.number = db_run!(&self.db, |pool| {
+            sqlx::query_scalar(&sql)
+                .bind(&conversation.id)
+                .bind(&owner.system_id)
+                .bind(&owner.user_id)
+                .bind(title)
+                .bind(now)
+                .fetch_one(pool)
+                .await
         })?;
         Ok(conversation)
     }
@@ -133,6 +152,13 @@ impl ConversationStore for SqlStore {
         let row: Option<ConversationRow> = db_run!(&self.db, |pool| {
             sqlx::query_as(&sql).bind(id).bind(&owner.system_id).bind(&owner.user_id).fetch_optional(pool).await
         })?;
+        Ok(row.map(Into::into))
+    }
+
+    async fn find_conversation_by_number(&self, number: i64) -> Result<Option<Conversation>, sqlx::Error> {
+        let sql = format!("SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE number = $1");
+        let row: Option<ConversationRow> =
+            db_run!(&self.db, |pool| sqlx::query_as(&sql).bind(number).fetch_optional(pool).await)?;
         Ok(row.map(Into::into))
     }
 
@@ -177,7 +203,7 @@ impl ConversationStore for SqlStore {
 
     async fn append_messages(&self, messages: Vec<NewMessage>) -> Result<Vec<Message>, sqlx::Error> {
         let now = now_ms();
-        let stored: Vec<Message> = messages
+        let mut stored: Vec<Message> = messages
             .into_iter()
             .map(|m| Message {
                 id: new_id(),
@@ -190,24 +216,27 @@ impl ConversationStore for SqlStore {
                 completion_tokens: 0,
                 error: String::new(),
                 created_at: now,
+                number: 0,
             })
             .collect();
+        let (column, value) = self.numbered("messages");
+        let sql = format!(
+            "INSERT INTO messages (id, conversation_id, role, content, status, model, created_at, updated_at{column}) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $7{value}) RETURNING number"
+        );
         db_run!(&self.db, |pool| {
             let mut tx = pool.begin().await?;
-            for m in &stored {
-                sqlx::query(
-                    "INSERT INTO messages (id, conversation_id, role, content, status, model, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
-                )
-                .bind(&m.id)
-                .bind(&m.conversation_id)
-                .bind(m.role.as_str())
-                .bind(&m.content)
-                .bind(m.status.as_str())
-                .bind(&m.model)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
+            for m in &mut stored {
+                m.number = sqlx::query_scalar(&sql)
+                    .bind(&m.id)
+                    .bind(&m.conversation_id)
+                    .bind(m.role.as_str())
+                    .bind(&m.content)
+                    .bind(m.status.as_str())
+                    .bind(&m.model)
+                    .bind(now)
+                    .fetch_one(&mut *tx)
+                    .await?;
                 sqlx::query(
                     "UPDATE conversations SET updated_at = $1, message_count = message_count + 1 WHERE id = $2",
                 )
@@ -275,9 +304,15 @@ impl ConversationStore for SqlStore {
         Ok(rows.into_iter().rev().map(Message::from).collect())
     }
 
-    async fn clear_history(&self, owner: &Principal) -> Result<u64, sqlx::Error> {
+    async fn clear_history(&self, owner: &Principal) -> Result<Vec<String>, sqlx::Error> {
         db_run!(&self.db, |pool| {
             let mut tx = pool.begin().await?;
+            let ids: Vec<String> =
+                sqlx::query_scalar("SELECT id FROM conversations WHERE system_id = $1 AND user_id = $2")
+                    .bind(&owner.system_id)
+                    .bind(&owner.user_id)
+                    .fetch_all(&mut *tx)
+                    .await?;
             sqlx::query(
                 "DELETE FROM messages WHERE conversation_id IN \
                  (SELECT id FROM conversations WHERE system_id = $1 AND user_id = $2)",
@@ -286,14 +321,19 @@ impl ConversationStore for SqlStore {
             .bind(&owner.user_id)
             .execute(&mut *tx)
             .await?;
-            let deleted = sqlx::query("DELETE FROM conversations WHERE system_id = $1 AND user_id = $2")
+            sqlx::query("DELETE FROM conversations WHERE system_id = $1 AND user_id = $2")
                 .bind(&owner.system_id)
                 .bind(&owner.user_id)
                 .execute(&mut *tx)
-                .await?
-                .rows_affected();
+                .await?;
+            // Finished idempotent answers hold the text of what was just deleted.
+            sqlx::query("DELETE FROM idempotency_keys WHERE system_id = $1 AND user_id = $2 AND status = 'complete'")
+                .bind(&owner.system_id)
+                .bind(&owner.user_id)
+                .execute(&mut *tx)
+                .await?;
             tx.commit().await?;
-            Ok(deleted)
+            Ok(ids)
         })
     }
 
@@ -355,21 +395,23 @@ impl ConversationStore for SqlStore {
         upstream: &UpstreamConversation,
     ) -> Result<(String, bool), sqlx::Error> {
         let id = new_id();
+        let (column, value) = self.numbered("conversations");
+        let sql = format!(
+            "INSERT INTO conversations (id, system_id, user_id, title, upstream_id, created_at, updated_at, message_count{column}) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 0{value}) ON CONFLICT (system_id, user_id, upstream_id) DO NOTHING"
+        );
         db_run!(&self.db, |pool| {
-            let inserted = sqlx::query(
-                "INSERT INTO conversations (id, system_id, user_id, title, upstream_id, created_at, updated_at, message_count) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, 0) ON CONFLICT (system_id, user_id, upstream_id) DO NOTHING",
-            )
-            .bind(&id)
-            .bind(&owner.system_id)
-            .bind(&owner.user_id)
-            .bind(&upstream.title)
-            .bind(&upstream.id)
-            .bind(upstream.created_at)
-            .bind(upstream.updated_at)
-            .execute(pool)
-            .await?
-            .rows_affected();
+            let inserted = sqlx::query(&sql)
+                .bind(&id)
+                .bind(&owner.system_id)
+                .bind(&owner.user_id)
+                .bind(&upstream.title)
+                .bind(&upstream.id)
+                .bind(upstream.created_at)
+                .bind(upstream.updated_at)
+                .execute(pool)
+                .await?
+                .rows_affected();
             let existing: String = sqlx::query_scalar(
                 "SELECT id FROM conversations WHERE system_id = $1 AND user_id = $2 AND upstream_id = $3",
             )
@@ -383,21 +425,23 @@ impl ConversationStore for SqlStore {
     }
 
     async fn upsert_upstream_message(&self, conversation_id: &str, m: &UpstreamMessage) -> Result<bool, sqlx::Error> {
+        let (column, value) = self.numbered("messages");
+        let sql = format!(
+            "INSERT INTO messages (id, conversation_id, role, content, status, model, created_at, updated_at, upstream_id{column}) \
+             VALUES ($1, $2, $3, $4, 'complete', '', $5, $5, $6{value}) ON CONFLICT (conversation_id, upstream_id) DO NOTHING"
+        );
         db_run!(&self.db, |pool| {
             let mut tx = pool.begin().await?;
-            let inserted = sqlx::query(
-                "INSERT INTO messages (id, conversation_id, role, content, status, model, created_at, updated_at, upstream_id) \
-                 VALUES ($1, $2, $3, $4, 'complete', '', $5, $5, $6) ON CONFLICT (conversation_id, upstream_id) DO NOTHING",
-            )
-            .bind(new_id())
-            .bind(conversation_id)
-            .bind(m.role.as_str())
-            .bind(&m.content)
-            .bind(m.created_at)
-            .bind(&m.id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+            let inserted = sqlx::query(&sql)
+                .bind(new_id())
+                .bind(conversation_id)
+                .bind(m.role.as_str())
+                .bind(&m.content)
+                .bind(m.created_at)
+                .bind(&m.id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
             if inserted == 1 {
                 sqlx::query(
                     "UPDATE conversations SET message_count = message_count + 1, \

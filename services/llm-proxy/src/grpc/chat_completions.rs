@@ -17,10 +17,10 @@ use crate::providers::{CompletionRequest, Provider, ProviderError, StreamEvent, 
 use crate::usage::Completion;
 
 /// What one answered completion cost, and who pays.
-struct Bill<'a> {
-    who: &'a (String, String),
-    key_id: &'a str,
-    provider_key: Option<&'a str>,
+pub(super) struct Bill<'a> {
+    pub(super) who: &'a (String, String),
+    pub(super) key_id: &'a str,
+    pub(super) provider_key: Option<&'a str>,
 }
 
 /// Where completions are counted: provider keys' usage and the usage rollups.
@@ -31,7 +31,7 @@ pub(crate) struct Accounting {
 }
 
 impl Accounting {
-    fn account(
+    pub(super) fn account(
         &self,
         bill: &Bill<'_>,
         entry: &ModelEntry,
@@ -92,7 +92,7 @@ impl LlmGrpc {
         let mut req = ChatRequest::parse(&request.get_ref().body)?;
         let first = self.pick(&who, &req.model).await?;
         let mut failure = None;
-        for entry in self.catalogue.chain(first) {
+        for entry in self.catalogue.chain(&who.0, first) {
             let (entry, provider_key) = self.with_user_key(&who, entry).await?;
             let started = Instant::now();
             let answered: Result<(Bytes, TokenUsage), ProviderError> = match &entry.provider {
@@ -140,7 +140,7 @@ impl LlmGrpc {
         // that refuses outright is a status, not a broken stream.
         let mut opened = None;
         let mut failure = None;
-        for entry in self.catalogue.chain(first) {
+        for entry in self.catalogue.chain(&who.0, first) {
             let (entry, provider_key) = self.with_user_key(&who, entry).await?;
             let outcome = match &entry.provider {
                 Provider::OpenAi(openai) => {

@@ -192,7 +192,7 @@ impl Dify {
             "query": query,
             "response_mode": if streaming { "streaming" } else { "blocking" },
             "conversation_id": request.upstream_conversation_id,
-            "user": format!("{}_{}", request.system_id, request.user_id),
+            "user": dify_user(&request.system_id, &request.user_id),
         })
     }
 
@@ -335,7 +335,7 @@ impl Dify {
 
     /// Every conversation of a user, newest first.
     pub async fn conversations(&self, system_id: &str, user_id: &str) -> Result<Vec<DifyConversation>, ProviderError> {
-        let user = format!("{system_id}_{user_id}");
+        let user = dify_user(system_id, user_id);
         self.get_pages(system_id, "conversations", &[("user", user)], "last_id", false, |c: &DifyConversation| {
             c.id.clone()
         })
@@ -349,7 +349,7 @@ impl Dify {
         user_id: &str,
         conversation_id: &str,
     ) -> Result<Vec<DifyMessage>, ProviderError> {
-        let user = format!("{system_id}_{user_id}");
+        let user = dify_user(system_id, user_id);
         let query = [("user", user), ("conversation_id", conversation_id.to_owned())];
         // Dify pages backwards from the newest, each page oldest first: `first_id` (the oldest
         // of a page) asks for the ones before it.
@@ -361,6 +361,15 @@ impl Dify {
     }
 }
 
+/// The Dify `user` of a principal: `{system_id}_{user_id}` as seed 003 documents it, with any
+/// `_` inside the tenant written `%5F` (and `%` as `%25`), so the first `_` always ends the
+/// tenant and no two principals share a Dify user. Tenants without `_` or `%` (all of seed
+/// 003's) keep exactly the documented form, and with it their Dify history.
+pub fn dify_user(system_id: &str, user_id: &str) -> String {
+    let tenant = system_id.replace('%', "%25").replace('_', "%5F");
+    format!("{tenant}_{user_id}")
+}
+
 fn prompt_estimate(request: &CompletionRequest) -> u32 {
     request.messages.iter().rev().find(|m| m.role == Role::User).map_or(0, |m| estimate_tokens(&m.content))
 }
@@ -368,6 +377,15 @@ fn prompt_estimate(request: &CompletionRequest) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dify_users_of_two_principals_never_collide() {
+        assert_eq!(dify_user("drillquiz", "12345"), "drillquiz_12345", "seed 003's documented form is kept");
+        // Before, both of these were "a_b_c": two users shared one Dify history.
+        assert_ne!(dify_user("a_b", "c"), dify_user("a", "b_c"));
+        assert_ne!(dify_user("a%5Fb", "c"), dify_user("a_b", "c"));
+        assert_ne!(dify_user("x", "y:z"), dify_user("x_y", "z"));
+    }
 
     #[test]
     fn each_app_has_a_breaker_of_its_own() {

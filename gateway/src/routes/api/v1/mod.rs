@@ -1,11 +1,94 @@
-//! `/api/v1/*`: seed 004's API, every answer in the `{success, message, data, errors}` envelope.
+//! `/api/v1/*`: seed 004's API family, every answer in the `{success, message, data, errors}`
+//! envelope, errors included. Its paths end in `/` as Django's do; each is served without the
+//! slash as well.
 
+pub mod conversations;
 pub mod keys;
 pub mod users;
 
-use serde_json::{Value, json};
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa::openapi::HttpMethod;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::error::Dialect;
+use crate::ratelimit::Group;
+use crate::routes::{Family, RouteExt, provisional};
+use crate::state::AppState;
+
+/// Seed 004's routes. An unknown `/api/v1/…` path answers 404 in the envelope too.
+pub fn router(state: &AppState) -> OpenApiRouter<AppState> {
+    let routes = OpenApiRouter::new()
+        .routes(routes!(users::join).limit(state, Group::Login))
+        .routes(routes!(users::login).limit(state, Group::Login))
+        .routes(routes!(users::logout).limit(state, Group::Api))
+        .routes(routes!(keys::list, keys::add).slash_twin().limit(state, Group::Api))
+        .routes(routes!(keys::delete).slash_twin().limit(state, Group::Api))
+        .routes(routes!(keys::statistics).limit(state, Group::Api))
+        .routes(
+            provisional(
+                HttpMethod::Get,
+                "/api/v1/conversations/",
+                conversations::list,
+                "listRooms",
+                "The user's rooms.",
+            )
+            .slash_twin()
+            .limit(state, Group::Api),
+        )
+        .routes(
+            provisional(
+                HttpMethod::Post,
+                "/api/v1/conversations/",
+                conversations::create,
+                "createRoom",
+                "Opens a room.",
+            )
+            .slash_twin()
+            .limit(state, Group::Api),
+        )
+        .routes(
+            provisional(
+                HttpMethod::Get,
+                "/api/v1/conversations/{pk}/messages",
+                conversations::messages,
+                "listRoomMessages",
+                "A room's messages.",
+            )
+            .limit(state, Group::Api),
+        )
+        .routes(
+            provisional(
+                HttpMethod::Post,
+                "/api/v1/conversations/{pk}/messages",
+                conversations::post_message,
+                "postRoomMessage",
+                "Sends a message in a room and answers with the reply.",
+            )
+            .limit(state, Group::Chat),
+        )
+        // OpenAPI has no catch-all path parameter: this 404 stays undocumented.
+        .route("/api/v1/{*rest}", crate::routes::not_found_route(state));
+    Family { tag: "chatbot", dialect: Dialect::EnvelopeWithErrors }.serve(routes)
+}
+
+/// A successful seed-004 answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Envelope<T> {
+    /// Always `true` (errors say `false`).
+    success: bool,
+    /// What was done.
+    message: String,
+    /// The answer (`null` for none).
+    data: T,
+    /// Always `null` (errors name the fields at fault here).
+    errors: Option<BTreeMap<String, Vec<String>>>,
+}
 
 /// A successful seed-004 envelope.
-pub fn envelope(message: impl Into<String>, data: Value) -> Value {
-    json!({"success": true, "message": message.into(), "data": data, "errors": null})
+pub fn envelope<T>(message: impl Into<String>, data: T) -> Envelope<T> {
+    Envelope { success: true, message: message.into(), data, errors: None }
 }

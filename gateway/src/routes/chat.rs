@@ -1,0 +1,127 @@
+//! Seed 002's chat: `POST /chat/simple` (a turn in the signed-in user's running conversation,
+//! so their history is the context) and `GET /chat/history` (that history). FastAPI errors.
+
+use axum::Json;
+use axum::extract::State;
+use serde::{Deserialize, Serialize};
+use switchboard_kit::time::timestamp_rfc3339;
+use switchboard_proto::conversation::v1 as pb;
+
+use crate::auth::{Caller, Principal};
+use crate::error::ApiError;
+use crate::extract::ValidJson;
+use crate::ratelimit::Group;
+use crate::state::AppState;
+
+/// Body of `POST /chat/simple`.
+#[derive(Debug, Deserialize)]
+pub struct SimpleChat {
+    message: String,
+}
+
+/// Token usage.
+#[derive(Debug, Serialize)]
+pub struct UsageBody {
+    prompt_tokens: u32,
+    completion_tokens: u32,
+    total_tokens: u32,
+}
+
+/// Answer of `POST /chat/simple`.
+#[derive(Debug, Serialize)]
+pub struct ChatResponse {
+    response: String,
+    usage: UsageBody,
+}
+
+/// One message of the history.
+#[derive(Debug, Serialize)]
+pub struct HistoryItem {
+    username: String,
+    role: &'static str,
+    content: String,
+    timestamp: Option<String>,
+}
+
+/// Answer of `GET /chat/history`.
+#[derive(Debug, Serialize)]
+pub struct HistoryResponse {
+    history: Vec<HistoryItem>,
+}
+
+fn principal_pb(p: &Principal) -> pb::Principal {
+    pb::Principal { system_id: p.system_id.clone(), user_id: p.user_id.clone() }
+}
+
+/// The user's running conversation: the most recent one.
+async fn running(state: &AppState, caller: &Caller, p: &Principal) -> Result<Option<String>, ApiError> {
+    let request = caller.request(pb::ListConversationsRequest {
+        principal: Some(principal_pb(p)),
+        page_size: 1,
+        ..Default::default()
+    });
+    let page = state.conversations.clone().list_conversations(request).await?.into_inner();
+    Ok(page.conversations.into_iter().next().map(|c| c.id))
+}
+
+/// A turn in the running conversation (a new one for the first message).
+pub async fn simple(
+    State(state): State<AppState>,
+    caller: Caller,
+    ValidJson(body): ValidJson<SimpleChat>,
+) -> Result<Json<ChatResponse>, ApiError> {
+    let principal = caller.act_as(None, None, "body")?;
+    state.limiter.principal(Group::Chat, &principal.system_id, &principal.user_id).await?;
+    if body.message.trim().is_empty() {
+        return Err(ApiError::invalid(&["body", "message"], "string_too_short", "must not be empty"));
+    }
+    let conversation_id = running(&state, &caller, &principal).await?.unwrap_or_default();
+    let mut request = caller.request(pb::SendMessageRequest {
+        principal: Some(principal_pb(&principal)),
+        message: body.message,
+        conversation_id,
+        key_id: caller.key_id().to_owned(),
+        ..Default::default()
+    });
+    request.set_timeout(super::v1::TURN_DEADLINE);
+    let answer = state.conversations.clone().send_message(request).await?.into_inner();
+    let reply = answer.assistant_message.unwrap_or_default();
+    let usage = reply.usage.unwrap_or_default();
+    Ok(Json(ChatResponse {
+        response: reply.content,
+        usage: UsageBody {
+            prompt_tokens: usage.prompt_tokens,
+            completion_tokens: usage.completion_tokens,
+            total_tokens: usage.total_tokens,
+        },
+    }))
+}
+
+/// The running conversation, oldest first (the last 500 messages).
+pub async fn history(State(state): State<AppState>, caller: Caller) -> Result<Json<HistoryResponse>, ApiError> {
+    let principal = caller.act_as(None, None, "query")?;
+    state.limiter.principal(Group::Api, &principal.system_id, &principal.user_id).await?;
+    let Some(conversation_id) = running(&state, &caller, &principal).await? else {
+        return Ok(Json(HistoryResponse { history: Vec::new() }));
+    };
+    let request = caller.request(pb::ListMessagesRequest {
+        principal: Some(principal_pb(&principal)),
+        conversation_id,
+        page_size: 500,
+        page_token: String::new(),
+    });
+    let page = state.conversations.clone().list_messages(request).await?.into_inner();
+    let username = switchboard_kit::principal::username(&principal.user_id).unwrap_or(&principal.user_id).to_owned();
+    let history = page
+        .messages
+        .into_iter()
+        .filter(|m| !m.content.is_empty())
+        .map(|m| HistoryItem {
+            username: username.clone(),
+            role: if m.role == pb::Role::Assistant as i32 { "assistant" } else { "user" },
+            timestamp: timestamp_rfc3339(m.created_at.as_ref()),
+            content: m.content,
+        })
+        .collect();
+    Ok(Json(HistoryResponse { history }))
+}
