@@ -39,24 +39,34 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let credential = match Credential::from_headers(&parts.headers) {
-            Ok(c) => c,
-            Err(CredentialError::MalformedAuthorization) => {
-                return Err(ApiError::unauthenticated("Authorization must be `Bearer <token>`"));
+        // The rate limiter may have verified the credential already.
+        let caller = match parts.extensions.get::<switchboard_kit::auth::Caller>() {
+            Some(caller) => caller.clone(),
+            None => {
+                let credential = credential_of(&parts.headers, parts.uri.query())?;
+                let caller = state.verifier.verify(&credential).await?;
+                parts.extensions.insert(caller.clone());
+                caller
             }
-            Err(CredentialError::Missing) => query_token(parts.uri.query()).map(Credential::Jwt).ok_or_else(|| {
-                ApiError::unauthenticated(
-                    "missing credential: send X-API-Key, Authorization: Bearer <token>, or ?token=",
-                )
-            })?,
         };
-        let caller = state.verifier.verify(&credential).await?;
-        parts.extensions.insert(caller.clone());
         let endpoint = parts
             .extensions
             .get::<axum::extract::MatchedPath>()
             .and_then(|route| format!("{} {}", parts.method, route.as_str()).parse().ok());
         Ok(Self(caller, Endpoint(std::sync::Arc::new(std::sync::Mutex::new(endpoint)))))
+    }
+}
+
+/// The credential a request presents: `X-API-Key`, `Authorization: Bearer`, or `?token=`.
+pub fn credential_of(headers: &axum::http::HeaderMap, query: Option<&str>) -> Result<Credential, ApiError> {
+    match Credential::from_headers(headers) {
+        Ok(c) => Ok(c),
+        Err(CredentialError::MalformedAuthorization) => {
+            Err(ApiError::unauthenticated("Authorization must be `Bearer <token>`"))
+        }
+        Err(CredentialError::Missing) => query_token(query).map(Credential::Jwt).ok_or_else(|| {
+            ApiError::unauthenticated("missing credential: send X-API-Key, Authorization: Bearer <token>, or ?token=")
+        }),
     }
 }
 

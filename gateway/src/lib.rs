@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod auth;
+mod client_addr;
 pub mod error;
 pub mod extract;
 pub mod metrics;

@@ -85,8 +85,11 @@ pub struct RateLimitSettings {
     pub api: Option<Quota>,
     /// `SWITCHBOARD_RATE_LIMIT_API_PRINCIPAL`, default `600/m`.
     pub api_principal: Option<Quota>,
-    /// `SWITCHBOARD_RATE_LIMIT_LOGIN` (per client address), default `20/m`.
+    /// `SWITCHBOARD_RATE_LIMIT_LOGIN` (per client address), default `20/m`: sign-ups, logins
+    /// and failed credential checks.
     pub login: Option<Quota>,
+    /// `SWITCHBOARD_TRUSTED_PROXIES`: peers whose `X-Forwarded-For`/`Forwarded` is believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl RateLimitSettings {
@@ -101,6 +104,8 @@ impl RateLimitSettings {
             api: quota("SWITCHBOARD_RATE_LIMIT_API", "1200/m")?,
             api_principal: quota("SWITCHBOARD_RATE_LIMIT_API_PRINCIPAL", "600/m")?,
             login: quota("SWITCHBOARD_RATE_LIMIT_LOGIN", "20/m")?,
+            trusted_proxies: crate::client_addr::parse_trusted(&env.list("SWITCHBOARD_TRUSTED_PROXIES"))
+                .map_err(|reason| ConfigError::invalid("SWITCHBOARD_TRUSTED_PROXIES", reason))?,
         })
     }
 }
@@ -143,6 +148,9 @@ pub struct Limiter {
     epoch: Instant,
     /// Called when Redis could not be used and the in-process state decided.
     on_fallback: Box<dyn Fn() + Send + Sync>,
+    /// Addresses that used up their failed-attempt quota, until when (this replica only):
+    /// refused without asking the auth service.
+    blocked: Mutex<HashMap<String, (Instant, Decision)>>,
 }
 
 impl Limiter {
@@ -155,7 +163,40 @@ impl Limiter {
             local: Mutex::new(HashMap::new()),
             epoch: Instant::now(),
             on_fallback,
+            blocked: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The 429 for an address still blocked after too many failed credential checks.
+    fn refused_address(&self, address: &str) -> Option<ApiError> {
+        let quota = self.settings.login?;
+        let mut blocked = self.blocked.lock().unwrap_or_else(PoisonError::into_inner);
+        match blocked.get(address) {
+            Some((until, decision)) if *until > Instant::now() => Some(too_many(Group::Login, quota, *decision)),
+            Some(_) => {
+                blocked.remove(address);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Counts a failed credential check of `address` against the login quota; the 429 once
+    /// it is used up (and the address is then refused without checks until it refills).
+    async fn failed_attempt(&self, address: &str) -> Option<ApiError> {
+        let quota = self.settings.login?;
+        let decision = self.check(&format!("{}:k:ip:{address}", Group::Login.name()), quota).await;
+        if decision.allowed {
+            return None;
+        }
+        let until = Instant::now() + std::time::Duration::from_secs(decision.retry_after_secs.max(1));
+        let mut blocked = self.blocked.lock().unwrap_or_else(PoisonError::into_inner);
+        if blocked.len() >= 100_000 {
+            let now = Instant::now();
+            blocked.retain(|_, (t, _)| *t > now);
+        }
+        blocked.insert(address.to_owned(), (until, decision));
+        Some(too_many(Group::Login, quota, decision))
     }
 
     /// Whether the shared Redis answers a PING; `None` when the limiter runs in process.
@@ -277,39 +318,58 @@ pub fn too_many(group: Group, quota: Quota, decision: Decision) -> ApiError {
     err
 }
 
-/// Who a request counts as before it is authenticated: a digest of its credential, or its
-/// client address when it has none (and always for the login group).
-fn subject(request: &axum::extract::Request, group: Group) -> String {
-    use sha2::{Digest, Sha256};
-    let headers = request.headers();
-    let credential = headers
-        .get("x-api-key")
-        .or_else(|| headers.get("authorization"))
-        .map(|v| v.as_bytes().to_vec())
-        .or_else(|| request.uri().query().filter(|q| q.contains("token=")).map(|q| q.as_bytes().to_vec()));
-    match credential {
-        Some(bytes) if group != Group::Login => format!("c:{}", hex::encode(&Sha256::digest(&bytes)[..16])),
-        _ => {
-            let addr = request
-                .extensions()
-                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-                .map(|c| c.0.ip().to_string())
-                .unwrap_or_else(|| "unknown".into());
-            format!("ip:{addr}")
-        }
-    }
+/// The client address of a request (behind trusted proxies, the forwarded one).
+fn address(request: &axum::extract::Request, trusted: &[ipnet::IpNet]) -> String {
+    let peer = request.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0);
+    crate::client_addr::client_ip(peer, request.headers(), trusted)
+        .map_or_else(|| "unknown".to_owned(), |ip| ip.to_string())
 }
 
-/// Middleware: the per-credential (or per-address) quota of `group`. A family attaches it to
-/// each of its routes with the group they count against (`routes::RouteExt::limit`).
+/// Middleware: the quota of `group`, per verified credential (its key id, token id or
+/// principal), or per client address for sign-up, login and requests without a credential.
+/// A credential that fails verification counts against its address's login quota, so a
+/// stream of made-up keys is refused without asking the auth service each time. A family
+/// attaches it to each of its routes with the group they count against
+/// (`routes::RouteExt::limit`).
 pub async fn enforce(
     axum::extract::State((state, group)): axum::extract::State<(crate::state::AppState, Group)>,
-    request: axum::extract::Request,
+    mut request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
     let Some(quota) = state.limiter.quota(group) else { return next.run(request).await };
-    let key = format!("{}:k:{}", group.name(), subject(&request, group));
+    let address = address(&request, &state.limiter.settings.trusted_proxies);
+    let credential = match group {
+        Group::Login => None,
+        _ => crate::auth::credential_of(request.headers(), request.uri().query()).ok(),
+    };
+    let subject = match credential {
+        None => format!("ip:{address}"),
+        Some(credential) => {
+            if let Some(refusal) = state.limiter.refused_address(&address) {
+                return refusal.into_response();
+            }
+            match state.verifier.verify(&credential).await {
+                Ok(caller) => {
+                    let subject = caller.limit_key();
+                    request.extensions_mut().insert(caller);
+                    subject
+                }
+                Err(status)
+                    if matches!(status.code(), tonic::Code::Unauthenticated | tonic::Code::PermissionDenied) =>
+                {
+                    if let Some(refusal) = state.limiter.failed_attempt(&address).await {
+                        state.metrics.rate_limited(Group::Login.name());
+                        return refusal.into_response();
+                    }
+                    return crate::error::ApiError::from(status).into_response();
+                }
+                // The auth service is unreachable or too slow: answered once, here.
+                Err(status) => return crate::error::ApiError::from(status).into_response(),
+            }
+        }
+    };
+    let key = format!("{}:k:{subject}", group.name());
     let decision = state.limiter.check(&key, quota).await;
     if !decision.allowed {
         state.metrics.rate_limited(group.name());

@@ -130,8 +130,10 @@ impl HashPool {
         };
         let running = self.running.clone();
         tokio::task::spawn_blocking(move || {
-            let (_running, _) = Counted::new(&running);
+            // Dropped in reverse: counted out before the slot is given back, so `running`
+            // never shows more than the slots.
             let _permit = permit;
+            let (_running, _) = Counted::new(&running);
             work()
         })
         .await

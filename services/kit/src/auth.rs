@@ -178,6 +178,23 @@ impl Caller {
         }
     }
 
+    /// What a rate limit counts this caller as: its key id, its token id, or its principal,
+    /// never the bytes the credential arrived in (which a caller can vary at will).
+    pub fn limit_key(&self) -> String {
+        if !self.key_id.is_empty() {
+            format!("key:{}", self.key_id)
+        } else if !self.revocation_id.is_empty() {
+            format!("jti:{}", self.revocation_id)
+        } else if !self.user_id.is_empty() {
+            format!("p:{}:{}", self.system_id, self.user_id)
+        } else {
+            // A static service key: the secret itself identifies it.
+            let mut hasher = Sha256::new();
+            hasher.update(self.credential.secret().as_bytes());
+            format!("static:{}", hex::encode(&hasher.finalize()[..16]))
+        }
+    }
+
     /// The caller an auth service answer describes.
     pub fn from_answer(answer: pb::AuthenticateResponse, credential: Credential) -> Self {
         let principal = answer.principal.unwrap_or_default();

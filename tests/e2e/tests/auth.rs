@@ -50,7 +50,8 @@ mwIDAQAB
 #[tokio::test]
 async fn jwt_attacks_are_refused_with_401() {
     let test_db = db::sqlite();
-    let app = spawn_app(auth_env(base_env(&test_db.url))).await;
+    // Two dozen failed checks from one address: above the default quota of failed attempts.
+    let app = spawn_app(auth_env(base_env(&test_db.url)).with("SWITCHBOARD_RATE_LIMIT_LOGIN", "1000/m")).await;
     let path = "/v1/conversations";
     let claims = |extra: Value| {
         let mut c = json!({"system_id": "drillquiz", "user_id": "alice", "exp": now() + 600});

@@ -203,3 +203,115 @@ async fn when_redis_refuses_connections_fifty_concurrent_requests_are_answered_w
     assert!(fallbacks(&app).await >= 51.0);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn fresh_random_keys_do_not_each_get_a_fresh_bucket() {
+    let test_db = db::sqlite();
+    let env = base_env(&test_db.url).with("SWITCHBOARD_RATE_LIMIT_LOGIN", "5/m");
+    let app = spawn_app(env).await;
+    let mut statuses = Vec::new();
+    for i in 0..12 {
+        let key = format!("sb_{:012x}_{}", i, "0".repeat(64));
+        let response = app
+            .client
+            .get(format!("{}/v1/conversations?system_id=d&user_id=u", app.http))
+            .header("X-API-Key", key)
+            .send()
+            .await
+            .unwrap();
+        statuses.push(response.status().as_u16());
+    }
+    assert_eq!(statuses[..5], [401; 5], "{statuses:?}");
+    assert!(statuses[5..].iter().all(|s| *s == 429), "failed attempts are limited per client address: {statuses:?}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_key_holder_cannot_dodge_the_limit_by_rewriting_the_same_credential() {
+    let test_db = db::sqlite();
+    let secret = "0123456789abcdef0123456789abcdef-test-secret";
+    let env = base_env(&test_db.url)
+        .with("CHAT_GATEWAY_JWT_SECRET", secret)
+        .with("SWITCHBOARD_RATE_LIMIT_API", "3/m")
+        .with("SWITCHBOARD_RATE_LIMIT_API_PRINCIPAL", "off");
+    let app = spawn_app(env).await;
+    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 600;
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &json!({"system_id": "drillquiz", "user_id": "u", "exp": exp}),
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap();
+    let mut statuses = Vec::new();
+    for i in 0..8 {
+        // The same token: in the query with a different tail each time, or as a header
+        // spelled differently.
+        let request = match i % 3 {
+            0 => app.client.get(format!("{}/v1/conversations?token={token}&n={i}", app.http)),
+            1 => app
+                .client
+                .get(format!("{}/v1/conversations", app.http))
+                .header("authorization", format!("bearer {token}")),
+            _ => app
+                .client
+                .get(format!("{}/v1/conversations?x={i}", app.http))
+                .header("Authorization", format!("Bearer  {token}")),
+        };
+        statuses.push(request.send().await.unwrap().status().as_u16());
+    }
+    assert_eq!(statuses[..3], [200; 3], "{statuses:?}");
+    assert!(statuses[3..].iter().all(|s| *s == 429), "one verified token is one bucket: {statuses:?}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_each_client_address_has_its_own_login_bucket() {
+    let test_db = db::sqlite();
+    let login = |app: &switchboard_e2e::TestApp, forwarded_for: &'static str| {
+        let request = app
+            .client
+            .post(format!("{}/token", app.http))
+            .header("X-Forwarded-For", forwarded_for)
+            .form(&[("username", "nobody"), ("password", "Wrong-passw0rd")]);
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    // Trusted: the proxy on loopback speaks for two different clients.
+    let env = base_env(&test_db.url)
+        .with("CHAT_GATEWAY_JWT_SECRET", "0123456789abcdef0123456789abcdef-test-secret")
+        .with("SWITCHBOARD_RATE_LIMIT_LOGIN", "2/m")
+        .with("SWITCHBOARD_TRUSTED_PROXIES", "127.0.0.0/8,::1/128");
+    let app = spawn_app(env).await;
+    let first: Vec<u16> = futures_like(&app, &login, "203.0.113.7", 3).await;
+    assert_eq!(first, [401, 401, 429], "{first:?}");
+    assert_eq!(login(&app, "198.51.100.9").await, 401, "another client behind the proxy has its own bucket");
+    // A spoofed header from a client the gateway does not trust changes nothing.
+    assert_eq!(login(&app, "10.0.0.1, 203.0.113.7").await, 429, "the rightmost untrusted address counts");
+    app.stop().await;
+
+    let test_db = db::sqlite();
+    let env = base_env(&test_db.url)
+        .with("CHAT_GATEWAY_JWT_SECRET", "0123456789abcdef0123456789abcdef-test-secret")
+        .with("SWITCHBOARD_RATE_LIMIT_LOGIN", "2/m");
+    let app = spawn_app(env).await;
+    let statuses = futures_like(&app, &login, "203.0.113.7", 2).await;
+    assert_eq!(statuses, [401, 401]);
+    assert_eq!(login(&app, "198.51.100.9").await, 429, "untrusted X-Forwarded-For is ignored: one socket, one bucket");
+    app.stop().await;
+}
+
+async fn futures_like<'a, F, Fut>(
+    app: &'a switchboard_e2e::TestApp,
+    login: &F,
+    from: &'static str,
+    n: usize,
+) -> Vec<u16>
+where
+    F: Fn(&'a switchboard_e2e::TestApp, &'static str) -> Fut,
+    Fut: std::future::Future<Output = u16>,
+{
+    let mut statuses = Vec::new();
+    for _ in 0..n {
+        statuses.push(login(app, from).await);
+    }
+    statuses
+}

@@ -24,7 +24,7 @@ pub fn router(state: &AppState) -> OpenApiRouter<AppState> {
     let routes = OpenApiRouter::new()
         .routes(routes!(users::join).limit(state, Group::Login))
         .routes(routes!(users::login).limit(state, Group::Login))
-        .routes(routes!(users::logout).limit(state, Group::Api))
+        .routes(routes!(users::logout).limit(state, Group::Login))
         .routes(routes!(keys::list, keys::add).slash_twin().limit(state, Group::Api))
         .routes(routes!(keys::delete).slash_twin().limit(state, Group::Api))
         .routes(routes!(keys::statistics).limit(state, Group::Api))
