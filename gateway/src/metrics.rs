@@ -114,7 +114,7 @@ impl Metrics {
 /// Middleware recording each request, and logging failed ones once with their detail.
 pub async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = request.method().to_string();
+    let method = method_label(request.method()).to_owned();
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -130,4 +130,20 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
     state.metrics.requests.get_or_create(&labels).inc();
     state.metrics.latency.get_or_create(&labels).observe(elapsed.as_secs_f64());
     response
+}
+
+/// A bounded label for an HTTP method: the standard ones by name, anything else `other`
+/// (a client inventing methods must not grow the series without bound).
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
 }

@@ -213,8 +213,17 @@ impl AuthService for AuthGrpc {
         &self,
         request: Request<pb::IssueChatTokenRequest>,
     ) -> Result<Response<pb::IssueChatTokenResponse>, Status> {
-        let (system_id, user_id) = (request.get_ref().system_id.clone(), request.get_ref().user_id.clone());
-        let (system_id, user_id) = self.require_principal(&request, system_id.trim(), user_id.trim()).await?;
+        let caller = self.caller(&request).await?;
+        // Only a backend mints chat tokens for its users: a token minting tokens (or a user or
+        // client key minting its own) would outlive logout and revocation indefinitely.
+        if !caller.service {
+            return Err(AuthError::PermissionDenied(
+                "chat tokens are issued with a service key (the backend of the site embedding the chat)".into(),
+            )
+            .into());
+        }
+        let req = request.get_ref();
+        let (system_id, user_id) = caller.check(req.system_id.trim(), req.user_id.trim())?;
         let req = pb::IssueChatTokenRequest { system_id, user_id, ..request.into_inner() };
         Ok(Response::new(self.do_chat_token(req)?))
     }

@@ -358,3 +358,63 @@ async fn an_api_key_name_with_control_characters_is_refused_naming_client_name()
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn only_a_service_credential_mints_chat_tokens() {
+    let test_db = db::sqlite();
+    let app = spawn_app(secure_env(base_env(&test_db.url))).await;
+    // A backend mints one for its user: allowed.
+    let minted = app.get("/v1/chat-token?system_id=drillquiz&user_id=12345").await;
+    assert_eq!(minted.status(), 200);
+    let chat_token = minted.json::<Value>().await.unwrap()["token"].as_str().unwrap().to_owned();
+    // A chat token, a signed-in user or a client key could otherwise mint fresh 24-hour tokens
+    // for themselves forever, outliving logout and key revocation.
+    assert_eq!(register(&app, "alice_2", "default").await.status(), 201);
+    let login_token = login(&app, "alice_2", "default").await;
+    let key = issue_key(&app, json!({"client_name": "widget"})).await["api_key"].as_str().unwrap().to_owned();
+    for (what, request) in [
+        ("a chat token", app.client.get(format!("{}/v1/chat-token", app.http)).bearer_auth(&chat_token)),
+        ("a login token", app.client.get(format!("{}/v1/chat-token", app.http)).bearer_auth(&login_token)),
+        ("a client key", app.client.get(format!("{}/v1/chat-token", app.http)).header("X-API-Key", &key)),
+    ] {
+        let answer = request.send().await.unwrap();
+        assert_eq!(answer.status(), 403, "{what} minted a chat token");
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn open_key_registration_may_not_pick_a_tenant() {
+    let test_db = db::sqlite();
+    let app = spawn_app(
+        secure_env(base_env(&test_db.url))
+            .with("SWITCHBOARD_OPEN_KEY_REGISTRATION", "true")
+            .with("ALLOWED_SYSTEM_IDS", "default,drillquiz"),
+    )
+    .await;
+    let open = |body: Value| {
+        let app = &app;
+        async move { app.client.post(format!("{}/api-keys", app.http)).json(&body).send().await.unwrap() }
+    };
+    let refused = open(json!({"client_name": "squatter", "system_id": "drillquiz"})).await;
+    assert_eq!(refused.status(), 403, "an anonymous key landed in tenant drillquiz");
+    let allowed = open(json!({"client_name": "gpt-action"})).await;
+    assert_eq!(allowed.status(), 200);
+    let tenant = allowed.json::<Value>().await.unwrap()["system_id"].as_str().unwrap().to_owned();
+    assert!(tenant.is_empty() || tenant == "default", "{tenant}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn made_up_http_methods_do_not_grow_the_metrics_without_bound() {
+    let test_db = db::sqlite();
+    let app = spawn_app(base_env(&test_db.url)).await;
+    for i in 0..5 {
+        let method = reqwest::Method::from_bytes(format!("BOGUS{i}").as_bytes()).unwrap();
+        let _ = app.client.request(method, format!("{}/v1/conversations", app.http)).send().await.unwrap();
+    }
+    let metrics = app.client.get(format!("{}/metrics", app.http)).send().await.unwrap().text().await.unwrap();
+    assert!(!metrics.contains("BOGUS"), "each made-up method became a new series");
+    assert!(metrics.contains("method=\"other\""), "made-up methods are counted together");
+    app.stop().await;
+}

@@ -149,6 +149,14 @@ impl AuthGrpc {
         if !system_id.is_empty() && !self.system_allowed(system_id) {
             return Err(AuthError::PermissionDenied(format!("system_id {system_id:?} is not allowed")));
         }
+        // Anyone may register a key only into a tenant open to sign-up.
+        if !admin
+            && !self.registration_systems.iter().any(|s| s == if system_id.is_empty() { "default" } else { system_id })
+        {
+            return Err(AuthError::PermissionDenied(format!(
+                "only the admin issues keys for system_id {system_id:?}; open registration covers SWITCHBOARD_REGISTRATION_SYSTEMS"
+            )));
+        }
         let now = now_ms();
         let (stored, secret) =
             new_key(client_name, system_id, scope, now, (req.ttl_seconds > 0).then_some(req.ttl_seconds));
