@@ -193,6 +193,7 @@ impl Turns {
             }
             None => self.store.recent_messages(&conversation.id, self.history).await?,
         };
+        let context = within_bytes(context, MAX_PROMPT_BYTES);
         let mut call = tonic::Request::new(llm::CompleteRequest {
             principal: Some(llm::Principal {
                 system_id: request.owner.system_id.clone(),
@@ -423,5 +424,56 @@ fn llm_role(role: Role) -> llm::Role {
         Role::System => llm::Role::System,
         Role::User => llm::Role::User,
         Role::Assistant => llm::Role::Assistant,
+    }
+}
+
+/// Most bytes of text a prompt carries upstream: well inside a gRPC message (4 MiB), whatever
+/// the model's window (which, when unknown, trims nothing).
+const MAX_PROMPT_BYTES: usize = 2 * 1024 * 1024;
+
+/// The newest messages of `context` (oldest first) whose text fits in `max` bytes; the last
+/// (the new user message) always stays.
+fn within_bytes(mut context: Vec<Message>, max: usize) -> Vec<Message> {
+    let mut total = 0;
+    let mut keep = 0;
+    for m in context.iter().rev() {
+        total += m.content.len();
+        if keep > 0 && total > max {
+            break;
+        }
+        keep += 1;
+    }
+    context.drain(..context.len() - keep);
+    context
+}
+
+#[cfg(test)]
+mod bytes_tests {
+    use super::*;
+
+    fn message(content: &str) -> Message {
+        Message {
+            id: String::new(),
+            conversation_id: String::new(),
+            role: Role::User,
+            content: content.to_owned(),
+            status: MessageStatus::Complete,
+            model: String::new(),
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            error: String::new(),
+            created_at: 0,
+            number: 0,
+        }
+    }
+
+    #[test]
+    fn a_prompt_keeps_the_newest_messages_that_fit_and_always_the_last() {
+        let context: Vec<Message> = ["aaaa", "bbbb", "cccc", "dd"].iter().map(|c| message(c)).collect();
+        let kept: Vec<String> = within_bytes(context.clone(), 6).into_iter().map(|m| m.content).collect();
+        assert_eq!(kept, ["cccc", "dd"]);
+        let huge = vec![message(&"x".repeat(100))];
+        assert_eq!(within_bytes(huge, 10).len(), 1, "the new message always goes");
+        assert_eq!(within_bytes(context, 1000).len(), 4);
     }
 }

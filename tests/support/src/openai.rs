@@ -53,6 +53,8 @@ impl MockUpstream {
         let app = Router::new()
             .route("/v1/chat/completions", post(chat_completions))
             .route("/v1/models", get(models))
+            // Real upstreams take prompts of many megabytes.
+            .layer(axum::extract::DefaultBodyLimit::max(64 * 1024 * 1024))
             .with_state(shared.clone());
         let (addr, stop) = crate::serve(app, "mock upstream").await;
         Self { addr, shared, _stop: stop }

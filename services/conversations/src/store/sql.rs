@@ -103,6 +103,22 @@ impl SqlStore {
     }
 }
 
+/// Most bytes of message text in one page of messages (gRPC messages end at 4 MiB).
+pub const MAX_PAGE_BYTES: usize = 2 * 1024 * 1024;
+
+/// How many of `items`, from the first, fit in [`MAX_PAGE_BYTES`]; at least one.
+fn fitting_messages(items: &[Message]) -> usize {
+    let mut bytes = 0;
+    for (i, m) in items.iter().enumerate() {
+        // Ids, times and the rest: a generous allowance per message.
+        bytes += m.content.len() + m.error.len() + 256;
+        if bytes > MAX_PAGE_BYTES {
+            return i.max(1);
+        }
+    }
+    items.len()
+}
+
 fn next_page<T>(mut items: Vec<T>, size: u32, key: impl Fn(&T) -> Cursor) -> Page<T> {
     let next = if items.len() > size as usize {
         items.truncate(size as usize);
@@ -289,8 +305,16 @@ impl ConversationStore for SqlStore {
                 .fetch_all(pool)
                 .await
         })?;
-        let items = rows.into_iter().map(Message::from).collect();
-        Ok(next_page(items, page.size, |m: &Message| Cursor { time: m.created_at, id: m.id.clone() }))
+        let mut items: Vec<Message> = rows.into_iter().map(Message::from).collect();
+        let cursor = |m: &Message| Cursor { time: m.created_at, id: m.id.clone() };
+        // A page also ends before it outgrows a gRPC message, however long the messages.
+        let fitting = fitting_messages(&items);
+        if fitting < items.len() && fitting < page.size as usize {
+            items.truncate(fitting);
+            let next = items.last().map(cursor);
+            return Ok(Page { items, next });
+        }
+        Ok(next_page(items, page.size, cursor))
     }
 
     async fn recent_messages(&self, conversation_id: &str, limit: u32) -> Result<Vec<Message>, sqlx::Error> {
