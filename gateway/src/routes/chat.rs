@@ -6,6 +6,7 @@ use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use switchboard_kit::time::timestamp_rfc3339;
 use switchboard_proto::conversation::v1 as pb;
+use utoipa::ToSchema;
 
 use crate::auth::{Caller, Principal};
 use crate::error::ApiError;
@@ -14,38 +15,53 @@ use crate::ratelimit::Group;
 use crate::state::AppState;
 
 /// Body of `POST /chat/simple`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct SimpleChat {
+    /// The user's message; not blank.
     message: String,
 }
 
 /// Token usage.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = SimpleChatUsage)]
 pub struct UsageBody {
+    /// Tokens sent.
     prompt_tokens: u32,
+    /// Tokens answered.
     completion_tokens: u32,
+    /// Their sum.
     total_tokens: u32,
 }
 
 /// Answer of `POST /chat/simple`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = SimpleChatResponse)]
 pub struct ChatResponse {
+    /// The model's answer.
     response: String,
+    /// Its token usage.
     usage: UsageBody,
 }
 
 /// One message of the history.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = ChatHistoryItem)]
 pub struct HistoryItem {
+    /// The signed-in user's name.
     username: String,
+    /// `user` or `assistant`.
     role: &'static str,
+    /// The text.
     content: String,
+    /// RFC 3339.
     timestamp: Option<String>,
 }
 
 /// Answer of `GET /chat/history`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = ChatHistory)]
 pub struct HistoryResponse {
+    /// The messages, oldest first.
     history: Vec<HistoryItem>,
 }
 
@@ -64,7 +80,12 @@ async fn running(state: &AppState, caller: &Caller, p: &Principal) -> Result<Opt
     Ok(page.conversations.into_iter().next().map(|c| c.id))
 }
 
-/// A turn in the running conversation (a new one for the first message).
+/// Sends a message in the user's running conversation.
+///
+/// A turn in the running conversation (a new one for the first message), so the user's
+/// history is the context.
+#[utoipa::path(post, path = "/chat/simple", operation_id = "simpleChat", request_body = SimpleChat,
+    responses((status = 200, description = "The model's answer.", body = ChatResponse)))]
 pub async fn simple(
     State(state): State<AppState>,
     caller: Caller,
@@ -97,7 +118,12 @@ pub async fn simple(
     }))
 }
 
-/// The running conversation, oldest first (the last 500 messages).
+/// The user's history.
+///
+/// The running conversation, oldest first (the last 500 messages); empty before the first
+/// message.
+#[utoipa::path(get, path = "/chat/history", operation_id = "getChatHistory",
+    responses((status = 200, description = "The history.", body = HistoryResponse)))]
 pub async fn history(State(state): State<AppState>, caller: Caller) -> Result<Json<HistoryResponse>, ApiError> {
     let principal = caller.act_as(None, None, "query")?;
     state.limiter.principal(Group::Api, &principal.system_id, &principal.user_id).await?;

@@ -39,7 +39,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::trace::TraceLayer;
 use utoipa::openapi::path::Operation;
-use utoipa::openapi::{HttpMethod, OpenApi, Ref, RefOr, ResponseBuilder};
+use utoipa::openapi::{OpenApi, Ref, RefOr, ResponseBuilder};
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter, UtoipaMethodRouterExt};
 
 use crate::Settings;
@@ -158,49 +158,6 @@ impl RouteExt for UtoipaMethodRouter<AppState> {
         paths.paths.extend(twins);
         (schemas, paths, route)
     }
-}
-
-/// A route whose handler has no `#[utoipa::path]` yet: served like any other, and documented by
-/// its method, path, path parameters and summary only (bodies as free-form JSON, any 2xx).
-/// Temporary: give the handler its `#[utoipa::path]` and typed `ToSchema` bodies, then declare
-/// it with `routes!` instead.
-pub(crate) fn provisional<H, T>(
-    method: HttpMethod,
-    path: &str,
-    handler: H,
-    operation_id: &str,
-    summary: &str,
-) -> UtoipaMethodRouter<AppState>
-where
-    H: axum::handler::Handler<T, AppState>,
-    T: 'static,
-{
-    use utoipa::openapi::path::{OperationBuilder, ParameterBuilder, ParameterIn};
-    use utoipa::openapi::request_body::RequestBodyBuilder;
-    use utoipa::openapi::{ContentBuilder, ObjectBuilder, Required};
-    use utoipa_axum::PathItemExt;
-
-    let json = || ContentBuilder::new().schema(Some(ObjectBuilder::new())).build();
-    let mut operation = OperationBuilder::new()
-        .operation_id(Some(operation_id))
-        .summary(Some(summary))
-        .response("2XX", ResponseBuilder::new().description("Done.").content("application/json", json()));
-    for name in path.split('/').filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}'))) {
-        operation = operation.parameter(
-            ParameterBuilder::new()
-                .name(name)
-                .parameter_in(ParameterIn::Path)
-                .required(Required::True)
-                .schema(Some(ObjectBuilder::new().schema_type(utoipa::openapi::schema::Type::String))),
-        );
-    }
-    if matches!(method, HttpMethod::Post | HttpMethod::Put | HttpMethod::Patch) {
-        operation = operation.request_body(Some(RequestBodyBuilder::new().content("application/json", json()).build()));
-    }
-    let mut paths = utoipa::openapi::path::Paths::new();
-    let route = MethodRouter::new().on(method.to_method_filter(), handler);
-    paths.add_path_operation(path, vec![method], operation.build());
-    (Vec::new(), paths, route)
 }
 
 fn operations(item: &mut utoipa::openapi::PathItem) -> impl Iterator<Item = &mut Operation> {

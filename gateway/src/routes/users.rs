@@ -9,11 +9,10 @@ use serde::{Deserialize, Serialize};
 use switchboard_kit::time::timestamp_rfc3339;
 use switchboard_proto::auth::v1 as pb;
 use utoipa::ToSchema;
-use utoipa::openapi::HttpMethod;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{Family, RouteExt, provisional};
+use super::{Family, RouteExt};
 use crate::auth::Caller;
 use crate::error::{ApiError, Dialect};
 use crate::extract::{ValidForm, ValidJson};
@@ -26,26 +25,8 @@ pub fn router(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(register).limit(state, Group::Login))
         .routes(routes!(token).limit(state, Group::Login))
         .routes(routes!(me).limit(state, Group::Api))
-        .routes(
-            provisional(
-                HttpMethod::Post,
-                "/chat/simple",
-                super::chat::simple,
-                "simpleChat",
-                "Sends a message in the user's running conversation.",
-            )
-            .limit(state, Group::Chat),
-        )
-        .routes(
-            provisional(
-                HttpMethod::Get,
-                "/chat/history",
-                super::chat::history,
-                "getChatHistory",
-                "The user's history.",
-            )
-            .limit(state, Group::Api),
-        );
+        .routes(routes!(super::chat::simple).limit(state, Group::Chat))
+        .routes(routes!(super::chat::history).limit(state, Group::Api));
     Family { tag: "accounts", dialect: Dialect::FastApi }.serve(routes)
 }
 

@@ -6,8 +6,9 @@ use axum::Json;
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use switchboard_proto::conversation::v1 as pb;
+use utoipa::ToSchema;
 
-use super::envelope::{Envelope, act_for, conversation_by_number};
+use super::{Envelope, act_for, conversation_by_number};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::ValidJson;
@@ -15,37 +16,60 @@ use crate::ratelimit::Group;
 use crate::state::AppState;
 
 /// Body of `POST /api/chat`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = GptsChatRequest)]
 pub struct ChatBody {
+    /// The user the turn is for (a service key names anyone; other credentials themselves).
     user_id: String,
+    /// The user's message; not blank.
     message: String,
+    /// One of the user's conversations to continue; a new one when absent.
+    #[schema(minimum = 1)]
     conversation_id: Option<u64>,
+    /// The model; the default one when absent.
     model: Option<String>,
+    /// Sampling temperature, 0 to 2.
+    #[schema(minimum = 0, maximum = 2)]
     temperature: Option<f32>,
+    /// Most tokens to answer with, 1 to 4000.
+    #[schema(minimum = 1, maximum = 4000)]
     max_tokens: Option<u32>,
 }
 
 /// Token usage, camelCase.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = GptsUsage)]
 pub struct UsageBody {
+    /// Tokens sent.
     prompt_tokens: u32,
+    /// Tokens answered.
     completion_tokens: u32,
+    /// Their sum.
     total_tokens: u32,
 }
 
 /// `data` of the answer.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = GptsChatData)]
 pub struct ChatData {
+    /// The conversation's number.
     conversation_id: u64,
+    /// The answer's number in it.
     message_id: u64,
+    /// The model's answer.
     response: String,
+    /// Its token usage.
     usage: UsageBody,
 }
 
+/// Sends a message for `userId`.
+///
 /// Runs a turn: a new conversation unless `conversationId` names one of the user's.
+#[utoipa::path(post, path = "/api/chat", operation_id = "sendApiChat", request_body = ChatBody,
+    responses((status = 200, description = "The model's answer.", body = Envelope<ChatData>)))]
 pub async fn send(
     State(state): State<AppState>,
     caller: Caller,

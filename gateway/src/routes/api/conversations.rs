@@ -6,8 +6,9 @@ use axum::extract::{Path, State};
 use serde::{Deserialize, Serialize};
 use switchboard_kit::time::timestamp_rfc3339;
 use switchboard_proto::conversation::v1 as pb;
+use utoipa::{IntoParams, ToSchema};
 
-use super::envelope::{Envelope, act_for};
+use super::{Envelope, act_for};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{ValidJson, ValidQuery};
@@ -19,40 +20,62 @@ const MAX_LIMIT: u32 = 100;
 const MAX_OFFSET: u32 = 10_000;
 
 /// Body of `POST /api/conversations`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = GptsCreateConversation)]
 pub struct CreateBody {
+    /// The user it is for (a service key names anyone; other credentials themselves).
     user_id: String,
+    /// At most 500 characters; `New Conversation` when absent or blank.
+    #[schema(max_length = 500)]
     title: Option<String>,
 }
 
 /// Query of `GET /api/conversations`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query, rename_all = "camelCase")]
 pub struct ListQuery {
+    /// Whose conversations (a service key names anyone; other credentials themselves).
     user_id: String,
+    /// Page size: 1 to 100, 20 by default.
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<u32>,
+    /// Conversations to skip: at most 10000, none by default.
+    #[param(maximum = 10_000)]
     offset: Option<u32>,
 }
 
 /// Query of `GET /api/conversations/{id}/messages`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query, rename_all = "camelCase")]
 pub struct MessagesQuery {
-    /// Optional for a service key (ids are unique); a filter when given.
+    /// Whose conversation: optional for a service key (ids are unique), a filter when given.
     user_id: Option<String>,
+    /// Page size: 1 to 100, 50 by default.
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<u32>,
+    /// Messages to skip: at most 10000, none by default.
+    #[param(maximum = 10_000)]
     offset: Option<u32>,
 }
 
 /// A conversation as seed 001 shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = GptsConversation)]
 pub struct ConversationBody {
+    /// Its number.
     id: u64,
+    /// Its user.
     user_id: String,
+    /// Its title.
     title: String,
+    /// RFC 3339.
     created_at: Option<String>,
+    /// RFC 3339: its last message.
     updated_at: Option<String>,
+    /// How many messages it holds.
     message_count: u32,
 }
 
@@ -70,34 +93,50 @@ impl From<pb::Conversation> for ConversationBody {
 }
 
 /// Token usage of an answer, kept as the message's metadata.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = GptsMessageMetadata)]
 pub struct MessageMetadata {
+    /// Its token usage.
     usage: MetadataUsage,
+    /// The model that answered.
     model: String,
 }
 
 /// Usage as the upstream reports it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = GptsMetadataUsage)]
 pub struct MetadataUsage {
+    /// Tokens sent.
     prompt_tokens: u32,
+    /// Tokens answered.
     completion_tokens: u32,
+    /// Their sum.
     total_tokens: u32,
 }
 
 /// A message as seed 001 shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = GptsMessage)]
 pub struct MessageBody {
+    /// Its number.
     id: u64,
+    /// `user`, `assistant` or `system`.
     role: &'static str,
+    /// The text.
     content: String,
+    /// Usage and model of an answer; `null` for the others.
     metadata: Option<MessageMetadata>,
+    /// RFC 3339.
     created_at: Option<String>,
 }
 
 /// `data` of the messages answer.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = GptsMessages)]
 pub struct MessagesData {
+    /// The conversation.
     conversation: ConversationBody,
+    /// A page of its messages, oldest first.
     messages: Vec<MessageBody>,
 }
 
@@ -121,7 +160,12 @@ fn window(limit: Option<u32>, offset: Option<u32>, default: u32) -> Result<(u32,
     Ok((limit, offset))
 }
 
+/// Opens a conversation for `userId`.
+///
 /// Creates an empty conversation.
+#[utoipa::path(post, path = "/api/conversations", operation_id = "createApiConversation",
+    request_body = CreateBody,
+    responses((status = 200, description = "Created.", body = Envelope<ConversationBody>)))]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -140,7 +184,11 @@ pub async fn create(
     Ok(Json(Envelope::ok("Conversation created successfully", conversation.into())))
 }
 
+/// Lists the conversations of `userId`.
+///
 /// The user's conversations, most recently updated first.
+#[utoipa::path(get, path = "/api/conversations", operation_id = "listApiConversations", params(ListQuery),
+    responses((status = 200, description = "A page of conversations.", body = Envelope<Vec<ConversationBody>>)))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -169,7 +217,13 @@ pub async fn list(
     Ok(Json(Envelope::ok("Conversations retrieved successfully", data)))
 }
 
+/// Lists a conversation's messages.
+///
 /// A conversation's messages, oldest first.
+#[utoipa::path(get, path = "/api/conversations/{id}/messages", operation_id = "listApiConversationMessages",
+    params(("id" = u64, Path, minimum = 1, description = "The conversation's number."), MessagesQuery),
+    responses((status = 200, description = "The conversation and a page of its messages.",
+        body = Envelope<MessagesData>)))]
 pub async fn messages(
     State(state): State<AppState>,
     caller: Caller,

@@ -10,28 +10,43 @@ use serde::Serialize;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
+use utoipa::ToSchema;
 
 use crate::state::AppState;
 
 /// `data` of the answer.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = GptsHealthData)]
 pub struct HealthData {
     /// The conversation store answers (through its service).
     database: bool,
     /// The shared Redis answers; `null` when none is configured (caches run in process).
     redis: Option<bool>,
+    /// When it was checked, RFC 3339.
     timestamp: String,
 }
 
 /// The answer, healthy or not.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = GptsHealth)]
 pub struct HealthBody {
+    /// Whether every service is healthy.
     success: bool,
+    /// `All services are healthy` or `Some services are unhealthy`.
     message: &'static str,
+    /// What answered.
     data: HealthData,
 }
 
-/// Checks the store and the cache.
+/// Whether the store and the cache answer.
+///
+/// Checks the store and the cache: 200 when both answer, 503 (with the same body) when one
+/// does not.
+#[utoipa::path(get, path = "/api/health", operation_id = "getApiHealth", security(()),
+    responses(
+        (status = 200, description = "Every service is healthy.", body = HealthBody),
+        (status = 503, description = "A service is unhealthy.", body = HealthBody),
+    ))]
 pub async fn check(State(state): State<AppState>) -> (StatusCode, Json<HealthBody>) {
     let store = state.channels.iter().find(|(name, _)| *name == "conversations").map(|(_, c)| c.clone());
     let database = match store {

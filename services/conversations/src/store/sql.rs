@@ -331,6 +331,14 @@ impl ConversationStore for SqlStore {
     async fn clear_history(&self, owner: &Principal) -> Result<Vec<String>, sqlx::Error> {
         db_run!(&self.db, |pool| {
             let mut tx = pool.begin().await?;
+            // A write first: on SQLite a transaction that reads and then writes fails at once
+            // (SQLITE_BUSY) when another write landed in between; one that writes first waits.
+            // Finished idempotent answers hold the text of what is deleted.
+            sqlx::query("DELETE FROM idempotency_keys WHERE system_id = $1 AND user_id = $2 AND status = 'complete'")
+                .bind(&owner.system_id)
+                .bind(&owner.user_id)
+                .execute(&mut *tx)
+                .await?;
             let ids: Vec<String> =
                 sqlx::query_scalar("SELECT id FROM conversations WHERE system_id = $1 AND user_id = $2")
                     .bind(&owner.system_id)
@@ -346,12 +354,6 @@ impl ConversationStore for SqlStore {
             .execute(&mut *tx)
             .await?;
             sqlx::query("DELETE FROM conversations WHERE system_id = $1 AND user_id = $2")
-                .bind(&owner.system_id)
-                .bind(&owner.user_id)
-                .execute(&mut *tx)
-                .await?;
-            // Finished idempotent answers hold the text of what was just deleted.
-            sqlx::query("DELETE FROM idempotency_keys WHERE system_id = $1 AND user_id = $2 AND status = 'complete'")
                 .bind(&owner.system_id)
                 .bind(&owner.user_id)
                 .execute(&mut *tx)

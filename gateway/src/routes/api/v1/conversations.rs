@@ -9,61 +9,69 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use switchboard_kit::time::timestamp_rfc3339;
 use switchboard_proto::conversation::v1 as pb;
+use utoipa::ToSchema;
 
+use super::{Envelope, envelope};
 use crate::auth::{Caller, Principal};
 use crate::error::ApiError;
 use crate::extract::ValidJson;
 use crate::ratelimit::Group;
 use crate::state::AppState;
 
-/// A seed-004 answer.
-#[derive(Debug, Serialize)]
-pub struct Envelope<T> {
-    success: bool,
-    message: &'static str,
-    data: T,
-    errors: Option<()>,
-}
-
-fn ok<T>(message: &'static str, data: T) -> Json<Envelope<T>> {
-    Json(Envelope { success: true, message, data, errors: None })
-}
-
 /// Body of `POST /api/v1/conversations/`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct CreateRoom {
+    /// At most 100 characters; `ChatRoom: yy-mm-dd-HH-MM` when absent or blank.
+    #[schema(max_length = 100)]
     title: Option<String>,
 }
 
 /// Body of `POST /api/v1/conversations/{pk}/messages`: the text as `payload` (the model's
 /// field) or `message` (what the seed's front end sends).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = PostRoomMessage)]
 pub struct PostMessage {
+    /// The text; one of `payload` and `message` is required and not blank.
     payload: Option<String>,
+    /// The text, if `payload` is absent.
     message: Option<String>,
 }
 
 /// A chat room.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Room)]
 pub struct RoomBody {
+    /// Its number.
     id: u64,
+    /// Its title.
     title: String,
+    /// Its user's name.
     user: String,
+    /// RFC 3339.
     created_at: Option<String>,
+    /// RFC 3339: its last message.
     updated_at: Option<String>,
 }
 
 /// A message of a room.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = RoomMessage)]
 pub struct MessageBody {
+    /// Its number.
     id: u64,
     /// `user`, `chatbot` or `system`.
     role: &'static str,
+    /// The text.
     payload: String,
+    /// Tokens it took (answers only; 0 for the others).
     token_number: u32,
+    /// The room's user's name.
     user: String,
+    /// The room's number.
     conversation: u64,
+    /// RFC 3339.
     created_at: Option<String>,
+    /// RFC 3339 (as `created_at`: messages do not change).
     updated_at: Option<String>,
 }
 
@@ -105,7 +113,11 @@ fn message(m: pb::Message, user: &str, room: u64) -> MessageBody {
     }
 }
 
-/// The signed-in user's rooms, most recently used first.
+/// The user's rooms.
+///
+/// The signed-in user's rooms, most recently used first (at most a thousand).
+#[utoipa::path(get, path = "/api/v1/conversations/", operation_id = "listRooms",
+    responses((status = 200, description = "The rooms.", body = Envelope<Vec<RoomBody>>)))]
 pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<Envelope<Vec<RoomBody>>>, ApiError> {
     let principal = caller.act_as(None, None, "query")?;
     state.limiter.principal(Group::Api, &principal.system_id, &principal.user_id).await?;
@@ -126,10 +138,14 @@ pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<
         }
         page_token = page.next_page_token;
     }
-    Ok(ok("get Every Conversation of user", rooms))
+    Ok(Json(envelope("get Every Conversation of user", rooms)))
 }
 
-/// Opens a room; an empty title becomes `ChatRoom: yy-mm-dd-HH-MM`, as seed 004 names them.
+/// Opens a room.
+///
+/// An empty title becomes `ChatRoom: yy-mm-dd-HH-MM`, as seed 004 names them.
+#[utoipa::path(post, path = "/api/v1/conversations/", operation_id = "createRoom", request_body = CreateRoom,
+    responses((status = 201, description = "Opened.", body = Envelope<RoomBody>)))]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -145,7 +161,7 @@ pub async fn create(
     let request = caller.request(pb::CreateConversationRequest { principal: Some(principal_pb(&principal)), title });
     let created = state.conversations.clone().create_conversation(request).await?.into_inner();
     let body = room(created.conversation.unwrap_or_default(), &shown(&principal));
-    Ok((StatusCode::CREATED, ok("Conversation created successfully", body)))
+    Ok((StatusCode::CREATED, Json(envelope("Conversation created successfully", body))))
 }
 
 fn default_title() -> String {
@@ -179,7 +195,12 @@ async fn owned_room(state: &AppState, caller: &Caller, p: &Principal, pk: u64) -
     found.into_inner().conversation.ok_or_else(|| ApiError::not_found("No conversation found."))
 }
 
-/// A room's messages, oldest first.
+/// A room's messages.
+///
+/// Oldest first; someone else's room is a 404.
+#[utoipa::path(get, path = "/api/v1/conversations/{pk}/messages", operation_id = "listRoomMessages",
+    params(("pk" = u64, Path, minimum = 1, description = "The room's number.")),
+    responses((status = 200, description = "Its messages.", body = Envelope<Vec<MessageBody>>)))]
 pub async fn messages(
     State(state): State<AppState>,
     caller: Caller,
@@ -205,10 +226,16 @@ pub async fn messages(
         }
         page_token = page.next_page_token;
     }
-    Ok(ok("messages of chatroom", items))
+    Ok(Json(envelope("messages of chatroom", items)))
 }
 
-/// Posts a message: a chat turn in the room; answers the model's message.
+/// Sends a message in a room and answers with the reply.
+///
+/// A chat turn in the room (with the user's own provider key when they brought one); the
+/// answer is the model's message.
+#[utoipa::path(post, path = "/api/v1/conversations/{pk}/messages", operation_id = "postRoomMessage",
+    params(("pk" = u64, Path, minimum = 1, description = "The room's number.")), request_body = PostMessage,
+    responses((status = 201, description = "The model's message.", body = Envelope<MessageBody>)))]
 pub async fn post_message(
     State(state): State<AppState>,
     caller: Caller,
@@ -233,5 +260,5 @@ pub async fn post_message(
     request.set_timeout(crate::routes::v1::TURN_DEADLINE);
     let answer = state.conversations.clone().send_message(request).await?.into_inner();
     let reply = message(answer.assistant_message.unwrap_or_default(), &shown(&principal), number);
-    Ok((StatusCode::CREATED, ok("Message created successfully", reply)))
+    Ok((StatusCode::CREATED, Json(envelope("Message created successfully", reply))))
 }

@@ -10,13 +10,12 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 use utoipa::ToSchema;
-use utoipa::openapi::HttpMethod;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::error::Dialect;
 use crate::ratelimit::Group;
-use crate::routes::{Family, RouteExt, provisional};
+use crate::routes::{Family, RouteExt};
 use crate::state::AppState;
 
 /// Seed 004's routes. An unknown `/api/v1/…` path answers 404 in the envelope too.
@@ -28,48 +27,9 @@ pub fn router(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(keys::list, keys::add).slash_twin().limit(state, Group::Api))
         .routes(routes!(keys::delete).slash_twin().limit(state, Group::Api))
         .routes(routes!(keys::statistics).limit(state, Group::Api))
-        .routes(
-            provisional(
-                HttpMethod::Get,
-                "/api/v1/conversations/",
-                conversations::list,
-                "listRooms",
-                "The user's rooms.",
-            )
-            .slash_twin()
-            .limit(state, Group::Api),
-        )
-        .routes(
-            provisional(
-                HttpMethod::Post,
-                "/api/v1/conversations/",
-                conversations::create,
-                "createRoom",
-                "Opens a room.",
-            )
-            .slash_twin()
-            .limit(state, Group::Api),
-        )
-        .routes(
-            provisional(
-                HttpMethod::Get,
-                "/api/v1/conversations/{pk}/messages",
-                conversations::messages,
-                "listRoomMessages",
-                "A room's messages.",
-            )
-            .limit(state, Group::Api),
-        )
-        .routes(
-            provisional(
-                HttpMethod::Post,
-                "/api/v1/conversations/{pk}/messages",
-                conversations::post_message,
-                "postRoomMessage",
-                "Sends a message in a room and answers with the reply.",
-            )
-            .limit(state, Group::Chat),
-        )
+        .routes(routes!(conversations::list, conversations::create).slash_twin().limit(state, Group::Api))
+        .routes(routes!(conversations::messages).limit(state, Group::Api))
+        .routes(routes!(conversations::post_message).limit(state, Group::Chat))
         // OpenAPI has no catch-all path parameter: this 404 stays undocumented.
         .route("/api/v1/{*rest}", crate::routes::not_found_route(state));
     Family { tag: "chatbot", dialect: Dialect::EnvelopeWithErrors }.serve(routes)
