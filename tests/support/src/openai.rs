@@ -30,6 +30,8 @@ struct Knobs {
 #[derive(Default)]
 struct Shared {
     calls: AtomicUsize,
+    /// Calls whose client went away before the answer.
+    abandoned: Arc<AtomicUsize>,
     knobs: Mutex<Knobs>,
 }
 
@@ -98,6 +100,11 @@ impl MockUpstream {
     /// Number of chat-completion calls received.
     pub fn calls(&self) -> usize {
         self.shared.calls.load(Ordering::SeqCst)
+    }
+
+    /// Calls whose client hung up before the answer was ready (the server dropped them).
+    pub fn abandoned(&self) -> usize {
+        self.shared.abandoned.load(Ordering::SeqCst)
     }
 
     /// Bodies of the chat-completion calls received, in order.
@@ -170,7 +177,19 @@ async fn chat_completions(State(shared): State<Arc<Shared>>, headers: HeaderMap,
         (failure, knobs.delay, (knobs.cut_stream_after, knobs.chunk_delay))
     };
     if !delay.is_zero() {
+        // Counted as abandoned unless the wait ends: the server drops this future when the
+        // client hangs up.
+        struct Waiting(Arc<AtomicUsize>, bool);
+        impl Drop for Waiting {
+            fn drop(&mut self) {
+                if !self.1 {
+                    self.0.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        }
+        let mut waiting = Waiting(shared.abandoned.clone(), false);
         tokio::time::sleep(delay).await;
+        waiting.1 = true;
     }
     if let Some(status) = failure {
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
