@@ -240,7 +240,7 @@ impl Turns {
                 Ok(TurnResult { conversation, user_message, assistant_message: assistant })
             }
             Err(status) => {
-                self.fail(&assistant, &request.model, status.message(), String::new()).await?;
+                self.fail(&assistant, &request.model, &public_reason(&status), String::new()).await?;
                 self.remember(&conversation, &context, None).await;
                 Err(ConversationError::Llm(status))
             }
@@ -268,7 +268,7 @@ impl Turns {
         let mut upstream = match self.llm.clone().stream_complete(call).await {
             Ok(stream) => stream.into_inner(),
             Err(status) => {
-                self.fail(&assistant, &request.model, status.message(), String::new()).await?;
+                self.fail(&assistant, &request.model, &public_reason(&status), String::new()).await?;
                 return Err(ConversationError::Llm(status));
             }
         };
@@ -326,7 +326,7 @@ impl Turns {
                         return;
                     }
                     Err(status) => {
-                        this.finish_quietly(&assistant, &request.model, status.message(), delivered).await;
+                        this.finish_quietly(&assistant, &request.model, &public_reason(&status), delivered).await;
                         let _ = tx.send(Err(status)).await;
                         return;
                     }
@@ -416,6 +416,31 @@ impl Turns {
         if let Err(e) = self.fail(assistant, model, reason, delivered).await {
             tracing::error!(error = %e, message_id = %assistant.id, "cannot record a failed answer");
         }
+    }
+}
+
+/// Why a turn failed, as stored on the answer and shown to its user: what happened (the
+/// upstream's HTTP status, a timeout), never the upstream's own words, which can hold masked
+/// keys or internals. Those go to the log.
+fn public_reason(status: &tonic::Status) -> String {
+    let upstream = status.metadata().get(switchboard_kit::grpc::UPSTREAM_METADATA).is_some();
+    if !upstream {
+        // Switchboard's own refusal (an unknown model, a bad field): its words are safe.
+        return status.message().to_owned();
+    }
+    tracing::warn!(code = ?status.code(), detail = status.message(), "model upstream failed");
+    if status.code() == tonic::Code::DeadlineExceeded {
+        return "the model upstream did not answer in time".to_owned();
+    }
+    let http = status
+        .message()
+        .split("answered HTTP ")
+        .nth(1)
+        .and_then(|rest| rest.get(..3))
+        .filter(|code| code.chars().all(|c| c.is_ascii_digit()));
+    match http {
+        Some(code) => format!("the model upstream failed (HTTP {code})"),
+        None => "the model upstream failed".to_owned(),
     }
 }
 

@@ -418,3 +418,26 @@ async fn made_up_http_methods_do_not_grow_the_metrics_without_bound() {
     assert!(metrics.contains("method=\"other\""), "made-up methods are counted together");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn upstream_error_text_is_neither_stored_nor_shown_to_end_users() {
+    let upstream = MockUpstream::start().await;
+    // An upstream's error can hold a (masked) key or other internals.
+    upstream.accept_only(Some(&["sk-not-the-configured-one"]));
+    let test_db = db::sqlite();
+    let env = secure_env(openai_env(&test_db.url, &upstream.base_url())).with("SWITCHBOARD_UPSTREAM_RETRIES", "0");
+    let app = spawn_app(env).await;
+    let answer = app.post("/v1/chat", json!({"system_id": "drillquiz", "user_id": "12345", "message": "hi"})).await;
+    assert_eq!(answer.status(), 502);
+    let shown = answer.text().await.unwrap();
+    let list: Value = app.get("/v1/conversations?system_id=drillquiz&user_id=12345").await.json().await.unwrap();
+    let id = list["data"][0]["id"].as_str().unwrap();
+    let messages = app.get(&format!("/v1/conversations/{id}/messages")).await.text().await.unwrap();
+    for text in [&shown, &messages] {
+        assert!(!text.contains("Incorrect API key"), "the upstream's words reached the client: {text}");
+    }
+    let stored: Value = serde_json::from_str(&messages).unwrap();
+    assert_eq!(stored["data"][1]["status"], "failed");
+    assert!(stored["data"][1]["error"].as_str().unwrap().contains("401"), "the reason still says what happened: {stored}");
+    app.stop().await;
+}
