@@ -438,6 +438,9 @@ async fn upstream_error_text_is_neither_stored_nor_shown_to_end_users() {
     }
     let stored: Value = serde_json::from_str(&messages).unwrap();
     assert_eq!(stored["data"][1]["status"], "failed");
-    assert!(stored["data"][1]["error"].as_str().unwrap().contains("401"), "the reason still says what happened: {stored}");
+    assert!(
+        stored["data"][1]["error"].as_str().unwrap().contains("401"),
+        "the reason still says what happened: {stored}"
+    );
     app.stop().await;
 }

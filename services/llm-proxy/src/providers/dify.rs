@@ -12,7 +12,9 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::openai::{IDLE_TIMEOUT, http_client, send_checked};
+use super::openai::{
+    IDLE_TIMEOUT, MAX_BODY_BYTES, MAX_STREAM_TEXT, broken, guarded, http_client, read_capped, send_checked,
+};
 use super::{
     CompletionOutput, CompletionRequest, EventStream, ProviderError, Role, StreamEvent, TokenUsage, estimate_tokens,
 };
@@ -212,8 +214,9 @@ impl Dify {
     /// A blocking turn.
     pub async fn complete(&self, request: &CompletionRequest) -> Result<CompletionOutput, ProviderError> {
         let response = self.retry.run(&self.budget, || self.send(request, false)).await?;
+        let body = read_capped(response, MAX_BODY_BYTES).await?;
         let answer: BlockingAnswer =
-            response.json().await.map_err(|e| ProviderError::InvalidResponse(format!("Dify answer: {e}")))?;
+            serde_json::from_slice(&body).map_err(|e| ProviderError::InvalidResponse(format!("Dify answer: {e}")))?;
         let usage = answer.metadata.and_then(|m| m.usage).map_or_else(
             || TokenUsage {
                 prompt_tokens: prompt_estimate(request),
@@ -239,16 +242,17 @@ impl Dify {
         let response = self.retry.run(&self.budget, || self.send(request, true)).await?;
         let prompt = prompt_estimate(request);
         let idle = IDLE_TIMEOUT.min(self.timeout);
-        let mut events = response.bytes_stream().eventsource();
+        let mut events = guarded(response).eventsource();
         Ok(Box::pin(async_stream::try_stream! {
             let mut conversation_id = String::new();
             let mut message_id = String::new();
             let mut completion = 0u32;
+            let mut text_len = 0usize;
             loop {
                 let event = match tokio::time::timeout(idle, events.next()).await {
                     Err(_) => Err(ProviderError::Timeout)?,
                     Ok(None) => Err(ProviderError::InvalidResponse("the Dify stream ended before message_end".into()))?,
-                    Ok(Some(Err(e))) => Err(ProviderError::InvalidResponse(format!("Dify stream broke: {e}")))?,
+                    Ok(Some(Err(e))) => Err(broken(e))?,
                     Ok(Some(Ok(event))) => event,
                 };
                 if event.data.trim().is_empty() {
@@ -265,6 +269,13 @@ impl Dify {
                 match chunk.event.as_str() {
                     "message" | "agent_message" => {
                         if let Some(delta) = chunk.answer.filter(|a| !a.is_empty()) {
+                            text_len += delta.len();
+                            if text_len > MAX_STREAM_TEXT {
+                                Err(ProviderError::InvalidResponse(format!(
+                                    "the answer passed {} KiB of text; cut off",
+                                    MAX_STREAM_TEXT / 1024
+                                )))?;
+                            }
                             completion += estimate_tokens(&delta);
                             yield StreamEvent::Delta(delta);
                         }
@@ -317,10 +328,8 @@ impl Dify {
                 .bearer_auth(app.api_key.expose_secret())
                 .query(&params)
                 .timeout(self.timeout);
-            let page: Page<T> = send_checked(call, self.timeout)
-                .await?
-                .json()
-                .await
+            let body = read_capped(send_checked(call, self.timeout).await?, MAX_BODY_BYTES).await?;
+            let page: Page<T> = serde_json::from_slice(&body)
                 .map_err(|e| ProviderError::InvalidResponse(format!("Dify {path}: {e}")))?;
             let more = page.has_more && !page.data.is_empty();
             let edge = if cursor_at_start { page.data.first() } else { page.data.last() };

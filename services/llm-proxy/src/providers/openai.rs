@@ -10,8 +10,21 @@ use serde::{Deserialize, Serialize};
 use super::{CompletionOutput, CompletionRequest, ProviderError, TokenUsage, estimate_tokens};
 use crate::resilience::{Breaker, EJECT_AFTER, EJECT_FOR, RetryBudget, RetryPolicy};
 
-/// Longest silence inside a stream before it is given up.
+/// Longest silence inside a stream before it is given up (never more than the upstream
+/// timeout, `SWITCHBOARD_UPSTREAM_TIMEOUT_SECS`).
 pub(super) const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Largest unary answer read from an upstream; a larger one is refused, not buffered.
+pub(super) const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+/// Largest error body read for its message.
+const MAX_ERROR_BYTES: usize = 64 * 1024;
+/// Most bytes a stream may carry in all.
+pub(super) const MAX_STREAM_BYTES: u64 = 64 * 1024 * 1024;
+/// Largest event of a stream: the parser buffers an event whole and rescans it as it grows
+/// (quadratic), and real events are a few KiB.
+pub(super) const MAX_EVENT_BYTES: usize = 256 * 1024;
+/// Most answer text a stream may carry; an upstream that goes on is cut off there.
+pub(super) const MAX_STREAM_TEXT: usize = 1024 * 1024;
 
 /// An OpenAI-compatible upstream.
 #[derive(Debug, Clone)]
@@ -174,11 +187,9 @@ impl OpenAi {
         if let Some(key) = &self.api_key {
             call = call.bearer_auth(key.expose_secret());
         }
-        let listing: Listing = send_checked(call, self.timeout)
-            .await?
-            .json()
-            .await
-            .map_err(|e| ProviderError::InvalidResponse(format!("model list: {e}")))?;
+        let body = read_capped(send_checked(call, self.timeout).await?, MAX_BODY_BYTES).await?;
+        let listing: Listing =
+            serde_json::from_slice(&body).map_err(|e| ProviderError::InvalidResponse(format!("model list: {e}")))?;
         Ok(listing.data.into_iter().map(|m| m.id).collect())
     }
 
@@ -192,7 +203,7 @@ impl OpenAi {
         let response = self.retry.run(&self.budget, || self.send(request, true)).await?;
         let prompt_estimate: u32 = request.messages.iter().map(|m| estimate_tokens(&m.content)).sum();
         let idle = self.idle_timeout;
-        let mut events = response.bytes_stream().eventsource();
+        let mut events = guarded(response).eventsource();
         Ok(Box::pin(async_stream::try_stream! {
             let mut text_len = 0usize;
             let mut completion_estimate = 0u32;
@@ -203,7 +214,7 @@ impl OpenAi {
                 let event = match tokio::time::timeout(idle, events.next()).await {
                     Err(_) => Err(ProviderError::Timeout)?,
                     Ok(None) => break,
-                    Ok(Some(Err(e))) => Err(ProviderError::InvalidResponse(format!("stream broke: {e}")))?,
+                    Ok(Some(Err(e))) => Err(broken(e))?,
                     Ok(Some(Ok(event))) => event,
                 };
                 if event.data.trim() == "[DONE]" {
@@ -221,6 +232,9 @@ impl OpenAi {
                     }
                     if let Some(delta) = choice.delta.content.filter(|d| !d.is_empty()) {
                         text_len += delta.len();
+                        if text_len > MAX_STREAM_TEXT {
+                            Err(text_cut_off())?;
+                        }
                         completion_estimate += estimate_tokens(&delta);
                         yield super::StreamEvent::Delta(delta);
                     }
@@ -267,7 +281,11 @@ impl OpenAi {
             .retry
             .run(&self.budget, || async {
                 let response = self.send_raw(body, false).await?;
-                response.bytes().await.map_err(classify)
+                let answer = read_capped(response, MAX_BODY_BYTES).await?;
+                // Passed on as it came, so it must at least be JSON.
+                serde_json::from_slice::<serde::de::IgnoredAny>(&answer)
+                    .map_err(|e| ProviderError::InvalidResponse(format!("the answer is not JSON: {e}")))?;
+                Ok(answer)
             })
             .await;
         self.breaker.record(&outcome);
@@ -285,17 +303,30 @@ impl OpenAi {
         self.breaker.record(&opened);
         let response = opened?;
         let idle = self.idle_timeout;
-        let mut events = response.bytes_stream().eventsource();
+        let mut events = guarded(response).eventsource();
         Ok(Box::pin(async_stream::try_stream! {
+            let mut text_len = 0usize;
             loop {
                 let event = match tokio::time::timeout(idle, events.next()).await {
                     Err(_) => Err(ProviderError::Timeout)?,
                     Ok(None) => Err(ProviderError::InvalidResponse("the stream ended without [DONE]".into()))?,
-                    Ok(Some(Err(e))) => Err(ProviderError::InvalidResponse(format!("stream broke: {e}")))?,
+                    Ok(Some(Err(e))) => Err(broken(e))?,
                     Ok(Some(Ok(event))) => event,
                 };
                 if event.data.trim() == "[DONE]" {
                     break;
+                }
+                if event.data.trim().is_empty() {
+                    continue; // A keep-alive.
+                }
+                // Passed on as it came, so it must at least be JSON; its text counts.
+                serde_json::from_str::<serde::de::IgnoredAny>(&event.data)
+                    .map_err(|e| ProviderError::InvalidResponse(format!("unreadable stream chunk: {e}")))?;
+                if let Ok(chunk) = serde_json::from_str::<WireChunk>(&event.data) {
+                    text_len += chunk.choices.iter().filter_map(|c| c.delta.content.as_ref()).map(String::len).sum::<usize>();
+                    if text_len > MAX_STREAM_TEXT {
+                        Err(text_cut_off())?;
+                    }
                 }
                 yield event.data;
             }
@@ -304,9 +335,9 @@ impl OpenAi {
 
     async fn complete_once(&self, request: &CompletionRequest) -> Result<CompletionOutput, ProviderError> {
         let response = self.send(request, false).await?;
-        let parsed: WireResponse = response.json().await.map_err(|e| {
-            if e.is_timeout() { ProviderError::Timeout } else { ProviderError::InvalidResponse(e.to_string()) }
-        })?;
+        let body = read_capped(response, MAX_BODY_BYTES).await?;
+        let parsed: WireResponse = serde_json::from_slice(&body)
+            .map_err(|e| ProviderError::InvalidResponse(format!("the answer is not a chat completion: {e}")))?;
         let choice = parsed
             .choices
             .into_iter()
@@ -346,10 +377,106 @@ pub(super) async fn send_checked(
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok())
             .map(Duration::from_secs);
-        let text = response.text().await.unwrap_or_default();
+        let text = read_capped(response, MAX_ERROR_BYTES)
+            .await
+            .map(|body| String::from_utf8_lossy(&body).into_owned())
+            .unwrap_or_default();
         return Err(ProviderError::Status { status: status.as_u16(), message: excerpt(&text), retry_after });
     }
     Ok(response)
+}
+
+/// The whole body of `response`, refused once it passes `limit` bytes (never buffered
+/// beyond that).
+pub(super) async fn read_capped(mut response: reqwest::Response, limit: usize) -> Result<bytes::Bytes, ProviderError> {
+    let too_big = || ProviderError::InvalidResponse(format!("the answer is larger than {} KiB", limit / 1024));
+    if response.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(too_big());
+    }
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = response.chunk().await.map_err(classify)? {
+        if body.len() + chunk.len() > limit {
+            return Err(too_big());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+/// The bytes of a streamed answer, failing once the stream passes [`MAX_STREAM_BYTES`] in
+/// all or an event passes [`MAX_EVENT_BYTES`] (which the event parser would buffer whole).
+pub(super) fn guarded(
+    response: reqwest::Response,
+) -> impl futures::Stream<Item = Result<bytes::Bytes, ProviderError>> + Send {
+    use futures::StreamExt;
+    let mut total = 0u64;
+    let mut event = EventSize::default();
+    response.bytes_stream().map(move |chunk| {
+        let chunk = chunk.map_err(classify)?;
+        total += chunk.len() as u64;
+        if total > MAX_STREAM_BYTES {
+            return Err(ProviderError::InvalidResponse(format!(
+                "the stream passed {} MiB; cut off",
+                MAX_STREAM_BYTES / 1024 / 1024
+            )));
+        }
+        if event.feed(&chunk) > MAX_EVENT_BYTES {
+            return Err(ProviderError::InvalidResponse(format!(
+                "a stream event passed {} KiB; cut off",
+                MAX_EVENT_BYTES / 1024
+            )));
+        }
+        Ok(chunk)
+    })
+}
+
+/// The size of the event being received: bytes since the last blank line (`\n`, `\r` or
+/// `\r\n` ending an empty line).
+#[derive(Default)]
+struct EventSize {
+    pending: usize,
+    at_line_start: bool,
+    after_cr: bool,
+}
+
+impl EventSize {
+    /// Notes `bytes`; the largest size the current event reached in them.
+    fn feed(&mut self, bytes: &[u8]) -> usize {
+        let mut largest = self.pending;
+        for &b in bytes {
+            match b {
+                b'\n' if self.after_cr => self.after_cr = false,
+                b'\n' | b'\r' => {
+                    self.after_cr = b == b'\r';
+                    if self.at_line_start {
+                        // A blank line: the event is over.
+                        largest = largest.max(self.pending);
+                        self.pending = 0;
+                        continue;
+                    }
+                    self.at_line_start = true;
+                }
+                _ => {
+                    self.at_line_start = false;
+                    self.after_cr = false;
+                }
+            }
+            self.pending += 1;
+        }
+        largest.max(self.pending)
+    }
+}
+
+/// A broken stream's error: the guard's own, or the parser's.
+pub(super) fn broken(error: eventsource_stream::EventStreamError<ProviderError>) -> ProviderError {
+    match error {
+        eventsource_stream::EventStreamError::Transport(e) => e,
+        other => ProviderError::InvalidResponse(format!("stream broke: {other}")),
+    }
+}
+
+fn text_cut_off() -> ProviderError {
+    ProviderError::InvalidResponse(format!("the answer passed {} KiB of text; cut off", MAX_STREAM_TEXT / 1024))
 }
 
 /// An HTTP client for upstreams: `TCP_NODELAY`, a connect timeout, pooled connections.
@@ -381,4 +508,19 @@ pub(super) fn excerpt(text: &str) -> String {
         })
         .unwrap_or_else(|| text.to_owned());
     message.split_whitespace().collect::<Vec<_>>().join(" ").chars().take(200).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_is_measured_from_the_last_blank_line_whatever_the_line_endings() {
+        let mut size = EventSize::default();
+        assert_eq!(size.feed(b"data: 1234\n\n"), 11);
+        assert_eq!(size.feed(b"da"), 2);
+        assert_eq!(size.feed(b"ta: 5\r\n\r\ndata: 6"), 9);
+        assert_eq!(size.feed(b"\r\rdata: 7\r"), 9, "the `\\n` of a blank `\\r\\n` counts to the next event");
+        assert_eq!(size.feed(b"data: 8\ndata: 9\n"), 24, "lines without a blank one add up");
+    }
 }
