@@ -15,10 +15,8 @@ mod settings;
 pub mod state;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::serve::ListenerExt;
 use switchboard_proto::auth::v1::auth_service_client::AuthServiceClient;
 use switchboard_proto::conversation::v1::conversation_service_client::ConversationServiceClient;
 use switchboard_proto::llm::v1::llm_service_client::LlmServiceClient;
@@ -56,6 +54,7 @@ pub enum StartError {
 pub struct Application {
     listener: TcpListener,
     router: axum::Router,
+    header_read_timeout: std::time::Duration,
 }
 
 impl Application {
@@ -95,7 +94,11 @@ impl Application {
             llm = %settings.llm_addr,
             "gateway listening"
         );
-        Ok(Self { listener, router: routes::router(state, &settings) })
+        Ok(Self {
+            listener,
+            router: routes::router(state, &settings),
+            header_read_timeout: settings.header_read_timeout,
+        })
     }
 
     /// The bound port.
@@ -103,18 +106,50 @@ impl Application {
         self.listener.local_addr().map(|a| a.port()).unwrap_or_default()
     }
 
-    /// Serves until `shutdown` resolves, letting in-flight requests finish.
+    /// Serves until `shutdown` resolves, letting in-flight requests finish. Each connection
+    /// has `TCP_NODELAY`, its peer address (for rate limits) and a deadline for its headers.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartError> {
-        let listener = self.listener.tap_io(|tcp| {
+        use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+        use tower::ServiceExt;
+
+        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        builder.http1().timer(TokioTimer::new()).header_read_timeout(self.header_read_timeout);
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        tokio::pin!(shutdown);
+        loop {
+            let (tcp, peer) = tokio::select! {
+                accepted = self.listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        // Out of file descriptors and the like: pause rather than spin.
+                        tracing::warn!(error = %e, "cannot accept a connection");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = &mut shutdown => break,
+            };
             if let Err(e) = tcp.set_nodelay(true) {
                 tracing::warn!(error = %e, "cannot set TCP_NODELAY");
             }
-        });
-        let app = self.router.into_make_service_with_connect_info::<SocketAddr>();
-        axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+            let router = self.router.clone();
+            let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+                router.clone().oneshot(request.map(axum::body::Body::new))
+            });
+            let connection = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service).into_owned();
+            let connection = graceful.watch(connection);
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+            });
+        }
+        drop(self.listener);
+        graceful.shutdown().await;
         tracing::info!("gateway stopped");
         Ok(())
     }

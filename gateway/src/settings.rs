@@ -26,6 +26,9 @@ pub struct Settings {
     pub llm_addr: String,
     /// `SWITCHBOARD_BODY_LIMIT_BYTES`: largest accepted request body.
     pub body_limit: usize,
+    /// `SWITCHBOARD_HEADER_READ_TIMEOUT_SECS`: how long a client may take to send a request's
+    /// headers before the connection is closed (slow-header attacks), default 10.
+    pub header_read_timeout: std::time::Duration,
     /// Rate-limit quotas.
     pub rate_limits: RateLimitSettings,
     /// `SWITCHBOARD_CORS_ORIGINS`: browser origins allowed to call the API cross-origin
@@ -38,6 +41,10 @@ impl Settings {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let addr = env.socket_addr("SWITCHBOARD_HTTP_ADDR", DEFAULT_HTTP_ADDR)?;
         let body_limit = env.parse_or("SWITCHBOARD_BODY_LIMIT_BYTES", DEFAULT_BODY_LIMIT)?;
+        let header_read_timeout: u64 = env.parse_or("SWITCHBOARD_HEADER_READ_TIMEOUT_SECS", 10)?;
+        if !(1..=300).contains(&header_read_timeout) {
+            return Err(ConfigError::invalid("SWITCHBOARD_HEADER_READ_TIMEOUT_SECS", "must be between 1 and 300"));
+        }
         if body_limit < 1024 {
             return Err(ConfigError::invalid("SWITCHBOARD_BODY_LIMIT_BYTES", "must be at least 1024"));
         }
@@ -49,6 +56,7 @@ impl Settings {
                 .to_owned(),
             llm_addr: env.get_or("SWITCHBOARD_LLM_ADDR", switchboard_llm_proxy::settings_default_addr()).to_owned(),
             body_limit,
+            header_read_timeout: std::time::Duration::from_secs(header_read_timeout),
             rate_limits: RateLimitSettings::from_env(env)?,
             cors_origins: cors_origins(env)?,
         })

@@ -444,3 +444,22 @@ async fn upstream_error_text_is_neither_stored_nor_shown_to_end_users() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_headers_is_disconnected() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let test_db = db::sqlite();
+    let app = spawn_app(base_env(&test_db.url).with("SWITCHBOARD_HEADER_READ_TIMEOUT_SECS", "1")).await;
+    let address = app.http.trim_start_matches("http://").to_owned();
+    let mut slow = tokio::net::TcpStream::connect(&address).await.unwrap();
+    // Slowloris: a request line and one header, then nothing.
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let started = std::time::Instant::now();
+    let mut buffer = [0u8; 256];
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(4), slow.read(&mut buffer)).await;
+    assert!(closed.is_ok(), "the half-sent request still holds its connection after 4 s");
+    assert!(started.elapsed() < std::time::Duration::from_secs(3), "{:?}", started.elapsed());
+    // Normal clients are not affected.
+    assert_eq!(app.client.get(format!("{}/healthz", app.http)).send().await.unwrap().status(), 200);
+    app.stop().await;
+}
