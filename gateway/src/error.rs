@@ -105,7 +105,10 @@ impl From<tonic::Status> for ApiError {
             Code::Aborted => Self::new(StatusCode::CONFLICT, "conflict", status.message()),
             Code::Unauthenticated => Self::unauthenticated(status.message()),
             Code::PermissionDenied => Self::forbidden(status.message()),
-            Code::ResourceExhausted => Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", status.message()),
+            Code::ResourceExhausted => Self {
+                headers: retry_after.clone().into_iter().map(|v| (header::RETRY_AFTER, v)).collect(),
+                ..Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", status.message())
+            },
             Code::Unimplemented => Self::new(StatusCode::NOT_IMPLEMENTED, "not_implemented", status.message()),
             Code::DeadlineExceeded if upstream.is_some() => {
                 opaque(StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", "the model upstream did not answer in time")
@@ -124,6 +127,11 @@ impl From<tonic::Status> for ApiError {
             // A feature that is switched off here (e.g. "set SWITCHBOARD_ENCRYPTION_KEY").
             Code::FailedPrecondition => Self::new(StatusCode::SERVICE_UNAVAILABLE, "not_configured", status.message()),
             Code::Unavailable | Code::Cancelled => {
+                opaque(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "a dependency is unavailable; try again shortly")
+            }
+            // The connection to a service broke mid-call (the process died or restarted): the
+            // client made this status from the transport error, the service never sent it.
+            Code::Unknown if std::error::Error::source(&status).is_some() => {
                 opaque(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "a dependency is unavailable; try again shortly")
             }
             _ => opaque(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error"),
@@ -379,5 +387,20 @@ impl Dialect {
     /// limiter inside it) answer in this dialect.
     pub async fn render_errors(self, request: axum::extract::Request, next: axum::middleware::Next) -> Response {
         ApiError::rerender(next.run(request).await, self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_broken_connection_to_a_service_is_unavailable_not_internal() {
+        // What tonic makes on the client side when the service's process dies mid-call.
+        let broken = tonic::Status::from_error(Box::new(std::io::Error::other("transport error")));
+        assert_eq!(broken.code(), Code::Unknown);
+        assert_eq!(ApiError::from(broken).status, StatusCode::SERVICE_UNAVAILABLE);
+        // An `Unknown` the service itself sent stays an internal error.
+        assert_eq!(ApiError::from(tonic::Status::unknown("boom")).status, StatusCode::INTERNAL_SERVER_ERROR);
     }
 }

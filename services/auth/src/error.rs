@@ -38,6 +38,12 @@ pub enum AuthError {
         /// Seconds to wait before retrying.
         retry_after_secs: u64,
     },
+    /// Too many failed sign-ins for one account: refused until the window passes.
+    #[error("too many failed sign-ins for this account; retry in {retry_after_secs} s")]
+    AccountLocked {
+        /// Seconds to wait before retrying.
+        retry_after_secs: u64,
+    },
     /// Storage failed.
     #[error("storage: {0}")]
     Store(#[from] sqlx::Error),
@@ -64,6 +70,13 @@ impl From<AuthError> for Status {
             AuthError::NotConfigured(_) => Status::failed_precondition(err.to_string()),
             AuthError::Overloaded { retry_after_secs } => {
                 switchboard_kit::grpc::shed(err.to_string(), *retry_after_secs)
+            }
+            AuthError::AccountLocked { retry_after_secs } => {
+                let mut status = Status::resource_exhausted(err.to_string());
+                if let Ok(value) = retry_after_secs.to_string().parse() {
+                    status.metadata_mut().insert(switchboard_kit::grpc::RETRY_AFTER_METADATA, value);
+                }
+                status
             }
             AuthError::Store(e) => {
                 tracing::error!(error = %e, "auth storage failure");

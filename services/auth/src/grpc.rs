@@ -37,6 +37,7 @@ pub(crate) struct AuthGrpc {
     last_used: LastUsed,
     bus: RevocationBus,
     hashing: HashPool,
+    logins: crate::login_guard::LoginGuard,
 }
 
 /// Where the auth service keeps things and announces revocations.
@@ -63,6 +64,7 @@ impl AuthGrpc {
             last_used: deps.last_used,
             bus: deps.bus,
             hashing: HashPool::new(settings.password_hash_concurrency, settings.password_hash_queue),
+            logins: crate::login_guard::LoginGuard::default(),
         }
     }
 

@@ -8,6 +8,7 @@ mod grpc;
 pub mod jwt;
 pub mod keys;
 mod last_used;
+mod login_guard;
 pub mod passwords;
 mod settings;
 pub mod store;

@@ -463,3 +463,32 @@ async fn a_client_that_never_finishes_its_headers_is_disconnected() {
     assert_eq!(app.client.get(format!("{}/healthz", app.http)).send().await.unwrap().status(), 200);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn password_guessing_straight_at_the_auth_service_locks_the_account() {
+    use switchboard_proto::auth::v1 as auth;
+    let test_db = db::sqlite();
+    let app = spawn_app(secure_env(base_env(&test_db.url))).await;
+    assert_eq!(register(&app, "target_1", "default").await.status(), 201);
+    // No gateway and its per-address limit in the way: a gRPC client of the auth service.
+    let mut client = auth::auth_service_client::AuthServiceClient::new(switchboard_e2e::grpc_channel(app.auth_port));
+    let attempt = |password: &str| auth::LoginRequest {
+        username: "target_1".into(),
+        password: password.into(),
+        system_id: String::new(),
+    };
+    let mut codes = Vec::new();
+    for i in 0..12 {
+        let code = match client.login(attempt(&format!("Guess{i:04}x"))).await {
+            Ok(_) => tonic::Code::Ok,
+            Err(status) => status.code(),
+        };
+        codes.push(code);
+    }
+    assert!(codes[..10].iter().all(|c| *c == tonic::Code::Unauthenticated), "{codes:?}");
+    assert_eq!(codes[10..], [tonic::Code::ResourceExhausted; 2], "{codes:?}");
+    let locked = client.login(attempt(PASSWORD)).await.unwrap_err();
+    assert_eq!(locked.code(), tonic::Code::ResourceExhausted, "even the right password waits for the window");
+    assert!(locked.metadata().get("sb-retry-after").is_some());
+    app.stop().await;
+}

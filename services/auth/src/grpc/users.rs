@@ -75,6 +75,9 @@ impl AuthGrpc {
     pub(super) async fn do_login(&self, req: pb::LoginRequest) -> Result<pb::LoginResponse, AuthError> {
         let jwt = self.jwt()?.clone();
         let system_id = self.tenant(&req.system_id)?;
+        if let Some(retry_after_secs) = self.logins.locked(&system_id, &req.username) {
+            return Err(AuthError::AccountLocked { retry_after_secs });
+        }
         let user = self.users.find_user(&system_id, req.username.trim()).await?;
         // Unknown users cost a hash verification too, so timing does not tell them apart.
         let stored_hash = user.as_ref().map(|u| u.password_hash.clone());
@@ -88,8 +91,12 @@ impl AuthGrpc {
             .await?;
         let user = match user {
             Some(user) if matches => user,
-            _ => return Err(AuthError::BadLogin),
+            _ => {
+                self.logins.failed(&system_id, &req.username);
+                return Err(AuthError::BadLogin);
+            }
         };
+        self.logins.succeeded(&system_id, &req.username);
         let issued = jwt
             .issue(&user.system_id, &principal::password_user(&user.username), self.jwt_ttl_secs)
             .map_err(|e| AuthError::Unexpected(format!("signing a token: {e}")))?;
