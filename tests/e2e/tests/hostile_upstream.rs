@@ -452,7 +452,8 @@ async fn a_stall_after_the_headers_is_a_504_within_the_upstream_timeout() {
     let test_db = db::sqlite();
     let app = app_for(&upstream, &test_db).await;
     let key = client_key(&app).await;
-    let limit = Duration::from_millis(2600);
+    // The upstream timeout is 2 s; the rest is room for a loaded CI machine.
+    let limit = Duration::from_millis(3500);
     let (status, body, took) = turn(&app, "stall", false).await;
     println!("/v1/chat: {status} after {} ms", took.as_millis());
     assert_eq!(status, 504, "{}", short(&body));
