@@ -15,6 +15,13 @@ use tonic::transport::Channel;
 
 /// The static service key every test app accepts.
 pub const SERVICE_KEY: &str = "test-service-key-0123456789";
+/// The admin token of apps started with [`with_admin`].
+pub const ADMIN_TOKEN: &str = "admin-token-for-tests-0123456789";
+
+/// `env` with key management on, under [`ADMIN_TOKEN`].
+pub fn with_admin(env: Env) -> Env {
+    env.with("SWITCHBOARD_ADMIN_TOKEN", ADMIN_TOKEN)
+}
 
 /// A running Switchboard.
 pub struct TestApp {
@@ -130,6 +137,46 @@ impl TestApp {
     /// `GET {path}` with the service key.
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.client.get(format!("{}{path}", self.http)).header("X-API-Key", SERVICE_KEY).send().await.unwrap()
+    }
+
+    /// Issues an API key (`POST /api-keys` with [`ADMIN_TOKEN`]); the answer, with the key
+    /// in `api_key` and its id in `key_id`.
+    pub async fn issue_key(&self, body: serde_json::Value) -> serde_json::Value {
+        let answer = self
+            .client
+            .post(format!("{}/api-keys", self.http))
+            .header("X-Admin-Token", ADMIN_TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200, "issuing a key");
+        answer.json().await.unwrap()
+    }
+
+    /// A client key named `client_name`: `(plaintext, key id)`.
+    pub async fn client_key(&self, client_name: &str) -> (String, String) {
+        let key = self.issue_key(serde_json::json!({"client_name": client_name})).await;
+        (key["api_key"].as_str().unwrap().to_owned(), key["key_id"].as_str().unwrap().to_owned())
+    }
+
+    /// Signs `username` up in tenant `system_id` (`POST /register`).
+    pub async fn register(&self, username: &str, password: &str, system_id: &str) -> reqwest::Response {
+        let body = serde_json::json!({"username": username, "password": password, "system_id": system_id});
+        self.client.post(format!("{}/register", self.http)).json(&body).send().await.unwrap()
+    }
+
+    /// Logs `username` in (`POST /token`, the OAuth2 password flow): the access token.
+    pub async fn login(&self, username: &str, password: &str, system_id: &str) -> String {
+        let answer = self
+            .client
+            .post(format!("{}/token", self.http))
+            .form(&[("username", username), ("password", password), ("system_id", system_id)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200, "login of {username}");
+        answer.json::<serde_json::Value>().await.unwrap()["access_token"].as_str().unwrap().to_owned()
     }
 
     /// A gRPC client of the conversation service.

@@ -9,24 +9,11 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use switchboard_e2e::{SERVICE_KEY, TestApp, openai_env, spawn_app};
+use switchboard_e2e::{SERVICE_KEY, TestApp, openai_env, spawn_app, with_admin};
 use switchboard_test_support::{MockUpstream, db};
 
-const ADMIN_TOKEN: &str = "admin-token-for-tests-0123456789";
-
 async fn client_key(app: &TestApp) -> (String, String) {
-    let key: Value = app
-        .client
-        .post(format!("{}/api-keys", app.http))
-        .header("X-Admin-Token", ADMIN_TOKEN)
-        .json(&json!({"client_name": "sdk-app"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    (key["api_key"].as_str().unwrap().to_owned(), key["key_id"].as_str().unwrap().to_owned())
+    app.client_key("sdk-app").await
 }
 
 async fn completions(app: &TestApp, key: &str, body: Value) -> reqwest::Response {
@@ -37,8 +24,7 @@ async fn completions(app: &TestApp, key: &str, body: Value) -> reqwest::Response
 async fn every_request_and_response_field_passes_through() {
     let upstream = MockUpstream::start().await;
     let test_db = db::sqlite();
-    let app =
-        spawn_app(openai_env(&test_db.url, &upstream.base_url()).with("SWITCHBOARD_ADMIN_TOKEN", ADMIN_TOKEN)).await;
+    let app = spawn_app(with_admin(openai_env(&test_db.url, &upstream.base_url()))).await;
     let (key, _) = client_key(&app).await;
     let request = json!({
         "model": "gpt-test",
@@ -73,8 +59,7 @@ async fn aliases_map_to_the_upstream_name_and_errors_take_openais_shape() {
     )
     .unwrap();
     let test_db = db::sqlite();
-    let env = openai_env(&test_db.url, &upstream.base_url())
-        .with("SWITCHBOARD_ADMIN_TOKEN", ADMIN_TOKEN)
+    let env = with_admin(openai_env(&test_db.url, &upstream.base_url()))
         .with("SWITCHBOARD_CONFIG", config.display().to_string());
     let app = spawn_app(env).await;
     let (key, _) = client_key(&app).await;
@@ -147,8 +132,7 @@ async fn aliases_map_to_the_upstream_name_and_errors_take_openais_shape() {
 async fn a_stream_ends_with_done_and_carries_usage_only_when_asked() {
     let upstream = MockUpstream::start().await;
     let test_db = db::sqlite();
-    let app =
-        spawn_app(openai_env(&test_db.url, &upstream.base_url()).with("SWITCHBOARD_ADMIN_TOKEN", ADMIN_TOKEN)).await;
+    let app = spawn_app(with_admin(openai_env(&test_db.url, &upstream.base_url()))).await;
     let (key, _) = client_key(&app).await;
     for include_usage in [false, true] {
         let mut body =
@@ -174,8 +158,7 @@ async fn a_stream_ends_with_done_and_carries_usage_only_when_asked() {
 async fn usage_is_counted_per_key_and_principal_off_the_request_path() {
     let upstream = MockUpstream::start().await;
     let test_db = db::sqlite();
-    let app =
-        spawn_app(openai_env(&test_db.url, &upstream.base_url()).with("SWITCHBOARD_ADMIN_TOKEN", ADMIN_TOKEN)).await;
+    let app = spawn_app(with_admin(openai_env(&test_db.url, &upstream.base_url()))).await;
     let (key, key_id) = client_key(&app).await;
     let mut expected_prompt = 0;
     for text in ["one", "two words", "three more words"] {
@@ -224,8 +207,7 @@ fn python() -> PathBuf {
 async fn the_official_openai_sdk_works_unchanged() {
     let upstream = MockUpstream::start().await;
     let test_db = db::sqlite();
-    let app =
-        spawn_app(openai_env(&test_db.url, &upstream.base_url()).with("SWITCHBOARD_ADMIN_TOKEN", ADMIN_TOKEN)).await;
+    let app = spawn_app(with_admin(openai_env(&test_db.url, &upstream.base_url()))).await;
     let (key, _) = client_key(&app).await;
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("openai_sdk/check.py");
     let base_url = format!("{}/v1", app.http);

@@ -4,39 +4,25 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use serde_json::{Value, json};
-use switchboard_e2e::{SERVICE_KEY, TestApp, base_env, openai_env, spawn_app};
+use switchboard_e2e::{ADMIN_TOKEN, SERVICE_KEY, TestApp, base_env, openai_env, spawn_app, with_admin};
 use switchboard_kit::Env;
 use switchboard_proto::llm::v1 as llm;
 use switchboard_test_support::{MockUpstream, db};
 use tonic::Request;
 
 const JWT_SECRET: &str = "0123456789abcdef0123456789abcdef-test-secret";
-const ADMIN_TOKEN: &str = "admin-token-for-tests-0123456789";
 const PASSWORD: &str = "Passw0rdX";
 
 fn secure_env(env: Env) -> Env {
-    env.with("CHAT_GATEWAY_JWT_SECRET", JWT_SECRET).with("SWITCHBOARD_ADMIN_TOKEN", ADMIN_TOKEN)
+    with_admin(env).with("CHAT_GATEWAY_JWT_SECRET", JWT_SECRET)
 }
 
 async fn register(app: &TestApp, username: &str, system_id: &str) -> reqwest::Response {
-    app.client
-        .post(format!("{}/register", app.http))
-        .json(&json!({"username": username, "password": PASSWORD, "system_id": system_id}))
-        .send()
-        .await
-        .unwrap()
+    app.register(username, PASSWORD, system_id).await
 }
 
 async fn login(app: &TestApp, username: &str, system_id: &str) -> String {
-    let answer = app
-        .client
-        .post(format!("{}/token", app.http))
-        .form(&[("username", username), ("password", PASSWORD), ("system_id", system_id)])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(answer.status(), 200, "login of {username}");
-    answer.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_owned()
+    app.login(username, PASSWORD, system_id).await
 }
 
 async fn conversations_with_bearer(app: &TestApp, token: &str) -> Value {
@@ -46,16 +32,7 @@ async fn conversations_with_bearer(app: &TestApp, token: &str) -> Value {
 }
 
 async fn issue_key(app: &TestApp, body: Value) -> Value {
-    let answer = app
-        .client
-        .post(format!("{}/api-keys", app.http))
-        .header("X-Admin-Token", ADMIN_TOKEN)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(answer.status(), 200);
-    answer.json().await.unwrap()
+    app.issue_key(body).await
 }
 
 #[tokio::test]

@@ -17,25 +17,8 @@ async fn app() -> (TestApp, db::TestDb) {
 }
 
 async fn fastapi_token(app: &TestApp, username: &str) -> String {
-    let created = app
-        .client
-        .post(format!("{}/register", app.http))
-        .json(&json!({"username": username, "password": "Passw0rdX"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status(), 201);
-    let token: Value = app
-        .client
-        .post(format!("{}/token", app.http))
-        .form(&[("username", username), ("password", "Passw0rdX")])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    token["access_token"].as_str().unwrap().to_owned()
+    assert_eq!(app.register(username, "Passw0rdX", "default").await.status(), 201);
+    app.login(username, "Passw0rdX", "default").await
 }
 
 #[tokio::test]
