@@ -237,6 +237,11 @@ pub async fn query(
     Ok(Json(QueryAnswer { response: answer.assistant_message.unwrap_or_default().content }))
 }
 
+/// Most messages one `/history` answer holds.
+const HISTORY_MAX_MESSAGES: usize = 5_000;
+/// Most bytes of text one `/history` answer holds (give or take one page).
+const HISTORY_MAX_BYTES: usize = 3 * 1024 * 1024;
+
 /// The running conversation, oldest first, as a bare array.
 #[utoipa::path(get, path = "/history", operation_id = "getHistory", params(Who),
     responses((status = 200, description = "The running conversation, oldest first.", body = Vec<HistoryItem>)))]
@@ -249,7 +254,10 @@ pub async fn history(
     let Some(conversation_id) = running(&state, &caller, &p).await? else { return Ok(Json(Vec::new())) };
     let mut items = Vec::new();
     let mut page_token = String::new();
-    loop {
+    let mut bytes = 0;
+    // One answer holds at most this much of a conversation, oldest first: the memory of a
+    // request stays bounded however long the conversation grew.
+    while items.len() < HISTORY_MAX_MESSAGES && bytes < HISTORY_MAX_BYTES {
         let request = caller.request(conv::ListMessagesRequest {
             principal: Some(conv_principal(&p)),
             conversation_id: conversation_id.clone(),
@@ -262,6 +270,7 @@ pub async fn history(
             if m.content.is_empty() {
                 continue;
             }
+            bytes += m.content.len();
             items.push(HistoryItem { role, content: m.content, timestamp: timestamp_rfc3339(m.created_at.as_ref()) });
         }
         if page.next_page_token.is_empty() {

@@ -48,5 +48,13 @@ async fn a_history_of_long_messages_is_read_in_pages_and_every_turn_still_works(
     }
     assert_eq!(seen, 60, "every message is readable");
     assert!(pages > 1, "the history came in more than one page");
+
+    // Seed 000's /history answers the running conversation in one array: bounded too.
+    let history = app.get("/history?system_id=drillquiz&user_id=writer").await;
+    assert_eq!(history.status(), 200);
+    let body = history.bytes().await.unwrap();
+    let items: Vec<Value> = serde_json::from_slice(&body).unwrap();
+    assert!(!items.is_empty() && items.len() < 60, "{} of 60 messages in one answer", items.len());
+    assert!(body.len() < 5 * 1024 * 1024, "{} bytes in one answer", body.len());
     app.stop().await;
 }
