@@ -15,7 +15,7 @@ export SWITCHBOARD_TEST_REDIS_URL ?= redis://127.0.0.1:6379
 # Set your own (or issue keys) for anything but a laptop.
 DEMO_KEY ?= sb-demo-key-change-me
 
-.PHONY: run build test tools lint fmt bench clean-test-dbs help
+.PHONY: run build test tools lint fmt bench chaos clean-test-dbs help
 
 help:
 	@echo "make run    - build and start every component on embedded defaults (SQLite, mock model)"
@@ -23,6 +23,7 @@ help:
 	@echo "make lint   - rustfmt check and clippy with warnings as errors"
 	@echo "make tools  - install the test tools (buf for gRPC reflection; the openai SDK and Schemathesis in a virtualenv)"
 	@echo "make bench  - latency side by side: upstream directly, LLM proxy, whole gateway"
+	@echo "make chaos  - kill -9, SIGTERM and PostgreSQL-restart checks against the real binary (needs PostgreSQL)"
 
 build:
 	cargo build --release --bin switchboard
@@ -63,6 +64,14 @@ test: tools clean-test-dbs
 bench:
 	cargo run --release -p switchboard-e2e --example bench
 
+# Process-level failure modes against the real binary, one process per component: kill -9
+# loops, SIGTERM with open streams, a PostgreSQL restart (on a private throwaway cluster;
+# CHAOS_PG=shared restarts the shared one). Needs PostgreSQL; bounded to a few minutes;
+# prints a table of figures and fails when a check does.
+chaos:
+	cargo build --bin switchboard --bin chaos -p switchboard-gateway -p switchboard-chaos
+	SWITCHBOARD_BIN=$(CARGO_TARGET_DIR)/debug/switchboard $(CARGO_TARGET_DIR)/debug/chaos
+
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
@@ -76,3 +85,22 @@ clean-test-dbs:
 	  psql "$(SWITCHBOARD_TEST_POSTGRES_URL)" -Atc "SELECT datname FROM pg_database WHERE datname LIKE 'sb_test_%'" 2>/dev/null \
 	  | while read -r db; do psql "$(SWITCHBOARD_TEST_POSTGRES_URL)" -qc "DROP DATABASE IF EXISTS $$db" >/dev/null 2>&1 || true; done; \
 	fi
+
+# cargo-fuzz targets (fuzz/), FUZZ_SECONDS each on a nightly toolchain, built in a target
+# directory of their own. Not part of `make test`. A crash fails the run; its input is left
+# in fuzz/artifacts/<target>/ (replay: cargo +nightly fuzz run <target> <file>).
+FUZZ_SECONDS ?= 30
+FUZZ_TARGET_DIR ?= $(CACHE_DIR)/fuzz-target
+FUZZ_TARGETS ?= credential_headers jwt_verify chat_request sse_framing provider_stream
+
+.PHONY: fuzz
+fuzz:
+	@cargo +nightly fuzz --version >/dev/null 2>&1 || cargo install cargo-fuzz --locked
+	CARGO_TARGET_DIR=$(FUZZ_TARGET_DIR) cargo +nightly fuzz build --target-dir $(FUZZ_TARGET_DIR)
+	@failed=; for t in $(FUZZ_TARGETS); do \
+	  echo "== fuzz $$t for $(FUZZ_SECONDS) s"; mkdir -p fuzz/corpus/$$t; \
+	  CARGO_TARGET_DIR=$(FUZZ_TARGET_DIR) cargo +nightly fuzz run --target-dir $(FUZZ_TARGET_DIR) $$t \
+	    fuzz/corpus/$$t fuzz/seeds/$$t -- -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 || failed="$$failed $$t"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "FUZZ CRASHES in:$$failed (inputs in fuzz/artifacts/)"; exit 1; fi; \
+	echo "fuzz: no crash in $(FUZZ_TARGETS)"

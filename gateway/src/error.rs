@@ -129,9 +129,10 @@ impl From<tonic::Status> for ApiError {
             Code::Unavailable | Code::Cancelled => {
                 opaque(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "a dependency is unavailable; try again shortly")
             }
-            // The connection to a service broke mid-call (the process died or restarted): the
-            // client made this status from the transport error, the service never sent it.
-            Code::Unknown if std::error::Error::source(&status).is_some() => {
+            // The connection to a service broke mid-call (the process died, restarted or was
+            // draining): the client made this status from the transport or HTTP/2 error, the
+            // service never sent it.
+            Code::Unknown | Code::Internal if std::error::Error::source(&status).is_some() => {
                 opaque(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "a dependency is unavailable; try again shortly")
             }
             _ => opaque(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error"),
@@ -400,7 +401,8 @@ mod tests {
         let broken = tonic::Status::from_error(Box::new(std::io::Error::other("transport error")));
         assert_eq!(broken.code(), Code::Unknown);
         assert_eq!(ApiError::from(broken).status, StatusCode::SERVICE_UNAVAILABLE);
-        // An `Unknown` the service itself sent stays an internal error.
+        // An `Unknown` or `Internal` the service itself sent stays an internal error.
         assert_eq!(ApiError::from(tonic::Status::unknown("boom")).status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(ApiError::from(tonic::Status::internal("boom")).status, StatusCode::INTERNAL_SERVER_ERROR);
     }
 }

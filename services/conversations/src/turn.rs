@@ -327,7 +327,8 @@ impl Turns {
                     }
                     Err(status) => {
                         this.finish_quietly(&assistant, &request.model, &public_reason(&status), delivered).await;
-                        let _ = tx.send(Err(status)).await;
+                        // Mapped as for an unstreamed turn: the LLM proxy dying mid-stream is an outage.
+                        let _ = tx.send(Err(ConversationError::Llm(status).into())).await;
                         return;
                     }
                 }

@@ -32,7 +32,7 @@ pub async fn serve(
     verifier: Option<crate::auth::Verifier>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
-    let (reporter, health) = tonic_health::server::health_reporter();
+    let (mut reporter, health) = tonic_health::server::health_reporter();
     for name in service_names {
         reporter.set_service_status(*name, ServingStatus::Serving).await;
     }
@@ -59,6 +59,12 @@ pub async fn serve(
         reporter.set_service_status("", ServingStatus::NotServing).await;
         for name in &names {
             reporter.set_service_status(name, ServingStatus::NotServing).await;
+        }
+        // A health `Watch` ends only when its status is dropped: one left open would keep the
+        // drain, and the process, from ever finishing. Watchers still see NOT_SERVING first.
+        reporter.clear_service_status("").await;
+        for name in &names {
+            reporter.clear_service_status(name).await;
         }
     };
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
@@ -145,6 +151,28 @@ pub fn propagate<T>(request: &mut tonic::Request<T>, deadline: Option<std::time:
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn an_open_health_watch_sees_not_serving_and_does_not_hold_up_the_drain() {
+        use tonic_health::pb::HealthCheckRequest;
+        use tonic_health::pb::health_client::HealthClient;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(listener, Routes::default(), &["test.Service"], None, async move {
+            let _ = stopped.await;
+        }));
+        let mut health = HealthClient::new(channel(&format!("127.0.0.1:{port}")).unwrap());
+        let request = HealthCheckRequest { service: "test.Service".into() };
+        let mut watch = health.watch(request).await.unwrap().into_inner();
+        assert_eq!(watch.message().await.unwrap().unwrap().status, ServingStatus::Serving as i32);
+        stop.send(()).unwrap();
+        assert_eq!(watch.message().await.unwrap().unwrap().status, ServingStatus::NotServing as i32);
+        // The watch is still held here: the server must finish anyway.
+        let finished = tokio::time::timeout(Duration::from_secs(5), server).await;
+        assert!(matches!(finished, Ok(Ok(Ok(())))), "the drain waited on an open health watch: {finished:?}");
+        drop(watch);
+    }
 
     #[test]
     fn grpc_timeouts_become_deadlines() {
