@@ -29,6 +29,10 @@ pub struct Settings {
     /// `SWITCHBOARD_HEADER_READ_TIMEOUT_SECS`: how long a client may take to send a request's
     /// headers before the connection is closed (slow-header attacks), default 10.
     pub header_read_timeout: std::time::Duration,
+    /// `SWITCHBOARD_REQUEST_TIMEOUT_SECS`: longest a request may take until its answer starts
+    /// (body read included; a stream, once started, is not cut), default 330 (a turn may take
+    /// 300).
+    pub request_timeout: std::time::Duration,
     /// Rate-limit quotas.
     pub rate_limits: RateLimitSettings,
     /// `SWITCHBOARD_CORS_ORIGINS`: browser origins allowed to call the API cross-origin
@@ -42,6 +46,10 @@ impl Settings {
         let addr = env.socket_addr("SWITCHBOARD_HTTP_ADDR", DEFAULT_HTTP_ADDR)?;
         let body_limit = env.parse_or("SWITCHBOARD_BODY_LIMIT_BYTES", DEFAULT_BODY_LIMIT)?;
         let header_read_timeout: u64 = env.parse_or("SWITCHBOARD_HEADER_READ_TIMEOUT_SECS", 10)?;
+        let request_timeout: u64 = env.parse_or("SWITCHBOARD_REQUEST_TIMEOUT_SECS", 330)?;
+        if !(1..=3600).contains(&request_timeout) {
+            return Err(ConfigError::invalid("SWITCHBOARD_REQUEST_TIMEOUT_SECS", "must be between 1 and 3600"));
+        }
         if !(1..=300).contains(&header_read_timeout) {
             return Err(ConfigError::invalid("SWITCHBOARD_HEADER_READ_TIMEOUT_SECS", "must be between 1 and 300"));
         }
@@ -57,6 +65,7 @@ impl Settings {
             llm_addr: env.get_or("SWITCHBOARD_LLM_ADDR", switchboard_llm_proxy::settings_default_addr()).to_owned(),
             body_limit,
             header_read_timeout: std::time::Duration::from_secs(header_read_timeout),
+            request_timeout: std::time::Duration::from_secs(request_timeout),
             rate_limits: RateLimitSettings::from_env(env)?,
             cors_origins: cors_origins(env)?,
         })

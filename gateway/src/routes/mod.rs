@@ -74,7 +74,13 @@ pub fn router(state: AppState, settings: &Settings) -> Router {
         .merge(docs::router(spec))
         .fallback_service(not_found)
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::metrics::track))
-        .layer(RequestBodyLimitLayer::new(settings.body_limit));
+        .layer(RequestBodyLimitLayer::new(settings.body_limit))
+        // A request that has not produced its answer by then (a body trickling in, a stuck
+        // dependency) gets 408; a stream already answering is not cut.
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            settings.request_timeout,
+        ));
     let router = match cors(&settings.cors_origins) {
         Some(cors) => router.layer(cors),
         None => router,

@@ -469,3 +469,25 @@ async fn password_guessing_straight_at_the_auth_service_locks_the_account() {
     assert!(locked.metadata().get("sb-retry-after").is_some());
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_request_whose_body_never_arrives_is_answered_408_in_time() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let test_db = db::sqlite();
+    let app = spawn_app(base_env(&test_db.url).with("SWITCHBOARD_REQUEST_TIMEOUT_SECS", "1")).await;
+    let address = app.http.trim_start_matches("http://").to_owned();
+    let mut slow = tokio::net::TcpStream::connect(&address).await.unwrap();
+    // Headers promise 100 bytes of body; 10 come, then nothing.
+    let head = format!(
+        "POST /v1/chat HTTP/1.1\r\nHost: x\r\nX-API-Key: {SERVICE_KEY}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"message\""
+    );
+    slow.write_all(head.as_bytes()).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut answer = vec![0u8; 512];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(4), slow.read(&mut answer)).await;
+    let read = read.expect("no answer within 4 s while the body never arrives").unwrap();
+    let text = String::from_utf8_lossy(&answer[..read]).to_string();
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(3), "{:?}", started.elapsed());
+    app.stop().await;
+}
