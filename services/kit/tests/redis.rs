@@ -142,3 +142,12 @@ async fn a_revocation_published_just_after_the_connection_dropped_still_reaches_
     assert_eq!(received.get_payload::<String>().unwrap(), "key_revoked_during_blip");
     proxy.task.abort();
 }
+
+#[test]
+fn a_rediss_url_is_accepted_for_managed_redis_with_tls() {
+    let env = switchboard_kit::Env::from_pairs([("REDIS_URL", "rediss://user:secret@redis.example.com:6380/0")]);
+    let settings = switchboard_kit::redis::RedisSettings::from_env(&env).unwrap().unwrap();
+    if let Err(e) = switchboard_kit::redis::Redis::new(&settings) {
+        panic!("rediss:// refused: {e}");
+    }
+}
