@@ -19,6 +19,18 @@ pub struct Principal {
     pub user_id: String,
 }
 
+impl From<&Principal> for switchboard_proto::conversation::v1::Principal {
+    fn from(p: &Principal) -> Self {
+        Self { system_id: p.system_id.clone(), user_id: p.user_id.clone() }
+    }
+}
+
+impl From<&Principal> for switchboard_proto::llm::v1::Principal {
+    fn from(p: &Principal) -> Self {
+        Self { system_id: p.system_id.clone(), user_id: p.user_id.clone() }
+    }
+}
+
 /// An authenticated caller, and the route it called (internal calls name it, so usage per
 /// endpoint is counted by the services).
 #[derive(Debug, Clone)]

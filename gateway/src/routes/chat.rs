@@ -8,7 +8,7 @@ use switchboard_kit::time::timestamp_rfc3339;
 use switchboard_proto::conversation::v1 as pb;
 use utoipa::ToSchema;
 
-use crate::auth::{Caller, Principal};
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::ValidJson;
 use crate::ratelimit::Group;
@@ -21,18 +21,6 @@ pub struct SimpleChat {
     message: String,
 }
 
-/// Token usage.
-#[derive(Debug, Serialize, ToSchema)]
-#[schema(as = SimpleChatUsage)]
-pub struct UsageBody {
-    /// Tokens sent.
-    prompt_tokens: u32,
-    /// Tokens answered.
-    completion_tokens: u32,
-    /// Their sum.
-    total_tokens: u32,
-}
-
 /// Answer of `POST /chat/simple`.
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(as = SimpleChatResponse)]
@@ -40,7 +28,7 @@ pub struct ChatResponse {
     /// The model's answer.
     response: String,
     /// Its token usage.
-    usage: UsageBody,
+    usage: super::v1::UsageBody,
 }
 
 /// One message of the history.
@@ -65,21 +53,6 @@ pub struct HistoryResponse {
     history: Vec<HistoryItem>,
 }
 
-fn principal_pb(p: &Principal) -> pb::Principal {
-    pb::Principal { system_id: p.system_id.clone(), user_id: p.user_id.clone() }
-}
-
-/// The user's running conversation: the most recent one.
-async fn running(state: &AppState, caller: &Caller, p: &Principal) -> Result<Option<String>, ApiError> {
-    let request = caller.request(pb::ListConversationsRequest {
-        principal: Some(principal_pb(p)),
-        page_size: 1,
-        ..Default::default()
-    });
-    let page = state.conversations.clone().list_conversations(request).await?.into_inner();
-    Ok(page.conversations.into_iter().next().map(|c| c.id))
-}
-
 /// Sends a message in the user's running conversation.
 ///
 /// A turn in the running conversation (a new one for the first message), so the user's
@@ -96,9 +69,9 @@ pub async fn simple(
     if body.message.trim().is_empty() {
         return Err(ApiError::invalid(&["body", "message"], "string_too_short", "must not be empty"));
     }
-    let conversation_id = running(&state, &caller, &principal).await?.unwrap_or_default();
+    let conversation_id = super::classic::running(&state, &caller, &principal).await?.unwrap_or_default();
     let mut request = caller.request(pb::SendMessageRequest {
-        principal: Some(principal_pb(&principal)),
+        principal: Some(pb::Principal::from(&principal)),
         message: body.message,
         conversation_id,
         key_id: caller.key_id().to_owned(),
@@ -108,14 +81,7 @@ pub async fn simple(
     let answer = state.conversations.clone().send_message(request).await?.into_inner();
     let reply = answer.assistant_message.unwrap_or_default();
     let usage = reply.usage.unwrap_or_default();
-    Ok(Json(ChatResponse {
-        response: reply.content,
-        usage: UsageBody {
-            prompt_tokens: usage.prompt_tokens,
-            completion_tokens: usage.completion_tokens,
-            total_tokens: usage.total_tokens,
-        },
-    }))
+    Ok(Json(ChatResponse { response: reply.content, usage: usage.into() }))
 }
 
 /// The user's history.
@@ -127,11 +93,11 @@ pub async fn simple(
 pub async fn history(State(state): State<AppState>, caller: Caller) -> Result<Json<HistoryResponse>, ApiError> {
     let principal = caller.act_as(None, None, "query")?;
     state.limiter.principal(Group::Api, &principal.system_id, &principal.user_id).await?;
-    let Some(conversation_id) = running(&state, &caller, &principal).await? else {
+    let Some(conversation_id) = super::classic::running(&state, &caller, &principal).await? else {
         return Ok(Json(HistoryResponse { history: Vec::new() }));
     };
     let request = caller.request(pb::ListMessagesRequest {
-        principal: Some(principal_pb(&principal)),
+        principal: Some(pb::Principal::from(&principal)),
         conversation_id,
         page_size: 500,
         page_token: String::new(),

@@ -51,18 +51,10 @@ async fn principal(state: &AppState, caller: &Caller, who: &Who, group: Group) -
     Ok(principal)
 }
 
-fn conv_principal(p: &Principal) -> conv::Principal {
-    conv::Principal { system_id: p.system_id.clone(), user_id: p.user_id.clone() }
-}
-
-fn llm_principal(p: &Principal) -> llm::Principal {
-    llm::Principal { system_id: p.system_id.clone(), user_id: p.user_id.clone() }
-}
-
 /// The principal's running conversation: its most recent one.
-async fn running(state: &AppState, caller: &Caller, p: &Principal) -> Result<Option<String>, ApiError> {
+pub(super) async fn running(state: &AppState, caller: &Caller, p: &Principal) -> Result<Option<String>, ApiError> {
     let request = caller.request(conv::ListConversationsRequest {
-        principal: Some(conv_principal(p)),
+        principal: Some(conv::Principal::from(p)),
         page_size: 1,
         ..Default::default()
     });
@@ -115,7 +107,7 @@ pub async fn models(
     ValidQuery(who): ValidQuery<Who>,
 ) -> Result<Json<ModelList>, ApiError> {
     let p = principal(&state, &caller, &who, Group::Api).await?;
-    let request = caller.request(llm::ListModelsRequest { principal: Some(llm_principal(&p)) });
+    let request = caller.request(llm::ListModelsRequest { principal: Some(llm::Principal::from(&p)) });
     let models = state.llm.clone().list_models(request).await?.into_inner().models;
     let data = models
         .into_iter()
@@ -141,7 +133,7 @@ pub async fn current_model(
     ValidQuery(who): ValidQuery<Who>,
 ) -> Result<Json<ModelChoice>, ApiError> {
     let p = principal(&state, &caller, &who, Group::Api).await?;
-    let request = caller.request(llm::GetModelChoiceRequest { principal: Some(llm_principal(&p)) });
+    let request = caller.request(llm::GetModelChoiceRequest { principal: Some(llm::Principal::from(&p)) });
     let choice = state.llm.clone().get_model_choice(request).await?.into_inner();
     Ok(Json(ModelChoice { model: choice.model }))
 }
@@ -158,11 +150,12 @@ pub async fn set_model(
     ValidJson(body): ValidJson<ModelChoice>,
 ) -> Result<Json<ModelChoice>, ApiError> {
     let p = principal(&state, &caller, &who, Group::Api).await?;
-    let request = caller.request(llm::SetModelChoiceRequest { principal: Some(llm_principal(&p)), model: body.model });
+    let request =
+        caller.request(llm::SetModelChoiceRequest { principal: Some(llm::Principal::from(&p)), model: body.model });
     match state.llm.clone().set_model_choice(request).await {
         Ok(answer) => Ok(Json(ModelChoice { model: answer.into_inner().model })),
         Err(status) if status.code() == tonic::Code::InvalidArgument => {
-            let request = caller.request(llm::ListModelsRequest { principal: Some(llm_principal(&p)) });
+            let request = caller.request(llm::ListModelsRequest { principal: Some(llm::Principal::from(&p)) });
             let models = state.llm.clone().list_models(request).await?.into_inner().models;
             let names: Vec<String> = models.into_iter().map(|m| m.id).collect();
             Err(ApiError {
@@ -226,7 +219,7 @@ pub async fn query(
     }
     let conversation_id = running(&state, &caller, &p).await?.unwrap_or_default();
     let mut request = caller.request(conv::SendMessageRequest {
-        principal: Some(conv_principal(&p)),
+        principal: Some(conv::Principal::from(&p)),
         message: body.input,
         conversation_id,
         key_id: caller.key_id().to_owned(),
@@ -259,7 +252,7 @@ pub async fn history(
     // request stays bounded however long the conversation grew.
     while items.len() < HISTORY_MAX_MESSAGES && bytes < HISTORY_MAX_BYTES {
         let request = caller.request(conv::ListMessagesRequest {
-            principal: Some(conv_principal(&p)),
+            principal: Some(conv::Principal::from(&p)),
             conversation_id: conversation_id.clone(),
             page_size: 500,
             page_token,
@@ -292,7 +285,7 @@ pub async fn clear_history(
     ValidQuery(who): ValidQuery<Who>,
 ) -> Result<Json<Done>, ApiError> {
     let p = principal(&state, &caller, &who, Group::Api).await?;
-    let request = caller.request(conv::ClearHistoryRequest { principal: Some(conv_principal(&p)) });
+    let request = caller.request(conv::ClearHistoryRequest { principal: Some(conv::Principal::from(&p)) });
     state.conversations.clone().clear_history(request).await?;
     Ok(Json(Done { message: "대화 기록이 초기화되었습니다." }))
 }

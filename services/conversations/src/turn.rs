@@ -434,11 +434,10 @@ fn public_reason(status: &tonic::Status) -> String {
         return "the model upstream did not answer in time".to_owned();
     }
     let http = status
-        .message()
-        .split("answered HTTP ")
-        .nth(1)
-        .and_then(|rest| rest.get(..3))
-        .filter(|code| code.chars().all(|c| c.is_ascii_digit()));
+        .metadata()
+        .get(switchboard_kit::grpc::UPSTREAM_STATUS_METADATA)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|code| code.parse::<u16>().ok());
     match http {
         Some(code) => format!("the model upstream failed (HTTP {code})"),
         None => "the model upstream failed".to_owned(),

@@ -96,6 +96,9 @@ pub const FIELD_METADATA: &str = "sb-field";
 /// Metadata key marking a status caused by the model upstream rather than by Switchboard:
 /// `error` (the gateway answers 502) or `timeout` (504).
 pub const UPSTREAM_METADATA: &str = "sb-upstream";
+/// Metadata key carrying the HTTP status the model upstream answered with, when it failed
+/// with one: what may be told to end users (its own words may not).
+pub const UPSTREAM_STATUS_METADATA: &str = "sb-upstream-status";
 
 /// Metadata key of a status for load that was shed: seconds to wait before retrying, which
 /// the gateway answers as `Retry-After`.

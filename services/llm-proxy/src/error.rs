@@ -1,6 +1,6 @@
 //! Errors of the LLM proxy and their gRPC status codes.
 
-use switchboard_kit::grpc::{UPSTREAM_METADATA, invalid_field};
+use switchboard_kit::grpc::{UPSTREAM_METADATA, UPSTREAM_STATUS_METADATA, invalid_field};
 use tonic::{Code, Status};
 
 use crate::providers::ProviderError;
@@ -45,6 +45,9 @@ impl From<LlmError> for Status {
                 };
                 let mut status = Status::new(code, format!("model upstream: {p}"));
                 status.metadata_mut().insert(UPSTREAM_METADATA, tonic::metadata::MetadataValue::from_static(kind));
+                if let ProviderError::Status { status: http, .. } = p {
+                    status.metadata_mut().insert(UPSTREAM_STATUS_METADATA, tonic::metadata::MetadataValue::from(*http));
+                }
                 status
             }
             LlmError::Store(e) => {

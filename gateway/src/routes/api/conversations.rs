@@ -140,10 +140,6 @@ pub struct MessagesData {
     messages: Vec<MessageBody>,
 }
 
-fn principal_pb(p: &crate::auth::Principal) -> pb::Principal {
-    pb::Principal { system_id: p.system_id.clone(), user_id: p.user_id.clone() }
-}
-
 fn window(limit: Option<u32>, offset: Option<u32>, default: u32) -> Result<(u32, u32), ApiError> {
     let limit = limit.unwrap_or(default);
     if !(1..=MAX_LIMIT).contains(&limit) {
@@ -178,7 +174,8 @@ pub async fn create(
         return Err(ApiError::invalid(&["body", "title"], "string_too_long", "must be at most 500 characters"));
     }
     let title = if title.trim().is_empty() { "New Conversation".to_owned() } else { title };
-    let request = caller.request(pb::CreateConversationRequest { principal: Some(principal_pb(&principal)), title });
+    let request =
+        caller.request(pb::CreateConversationRequest { principal: Some(pb::Principal::from(&principal)), title });
     let created = state.conversations.clone().create_conversation(request).await?.into_inner();
     let conversation = created.conversation.unwrap_or_default();
     Ok(Json(Envelope::ok("Conversation created successfully", conversation.into())))
@@ -201,7 +198,7 @@ pub async fn list(
     let mut page_token = String::new();
     while seen.len() < (offset + limit) as usize {
         let request = caller.request(pb::ListConversationsRequest {
-            principal: Some(principal_pb(&principal)),
+            principal: Some(pb::Principal::from(&principal)),
             page_size: MAX_LIMIT,
             page_token,
             ..Default::default()
@@ -239,9 +236,9 @@ pub async fn messages(
     let (limit, offset) = window(query.limit, query.offset, 50)?;
     // A service key reads by id alone (`userId` is then a filter); others read their own.
     let named = match (&query.user_id, caller.0.service) {
-        (Some(user_id), _) => Some(principal_pb(&act_for(&caller, user_id, "query")?)),
+        (Some(user_id), _) => Some(pb::Principal::from(&act_for(&caller, user_id, "query")?)),
         (None, true) => None,
-        (None, false) => Some(principal_pb(&caller.act_as(None, None, "query")?)),
+        (None, false) => Some(pb::Principal::from(&caller.act_as(None, None, "query")?)),
     };
     let request =
         caller.request(pb::GetConversationRequest { principal: named, conversation_id: String::new(), number });

@@ -75,10 +75,6 @@ pub struct MessageBody {
     updated_at: Option<String>,
 }
 
-fn principal_pb(p: &Principal) -> pb::Principal {
-    pb::Principal { system_id: p.system_id.clone(), user_id: p.user_id.clone() }
-}
-
 /// The user's name as shown: the username of a signed-in user.
 fn shown(p: &Principal) -> String {
     switchboard_kit::principal::username(&p.user_id).unwrap_or(&p.user_id).to_owned()
@@ -126,7 +122,7 @@ pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<
     // Seed 004 lists every room at once; a thousand is the most one answer holds.
     while rooms.len() < 1000 {
         let request = caller.request(pb::ListConversationsRequest {
-            principal: Some(principal_pb(&principal)),
+            principal: Some(pb::Principal::from(&principal)),
             page_size: 100,
             page_token,
             ..Default::default()
@@ -158,7 +154,8 @@ pub async fn create(
         return Err(ApiError::invalid(&["body", "title"], "string_too_long", "must be at most 100 characters"));
     }
     let title = if title.is_empty() { default_title() } else { title };
-    let request = caller.request(pb::CreateConversationRequest { principal: Some(principal_pb(&principal)), title });
+    let request =
+        caller.request(pb::CreateConversationRequest { principal: Some(pb::Principal::from(&principal)), title });
     let created = state.conversations.clone().create_conversation(request).await?.into_inner();
     let body = room(created.conversation.unwrap_or_default(), &shown(&principal));
     Ok((StatusCode::CREATED, Json(envelope("Conversation created successfully", body))))
@@ -181,7 +178,7 @@ fn pk(raw: &str) -> Result<u64, ApiError> {
 /// The user's room `pk`; 404 when it is missing or someone else's.
 async fn owned_room(state: &AppState, caller: &Caller, p: &Principal, pk: u64) -> Result<pb::Conversation, ApiError> {
     let request = caller.request(pb::GetConversationRequest {
-        principal: Some(principal_pb(p)),
+        principal: Some(pb::Principal::from(p)),
         conversation_id: String::new(),
         number: pk,
     });
@@ -214,7 +211,7 @@ pub async fn messages(
     let (mut items, mut page_token) = (Vec::new(), String::new());
     while items.len() < 5000 {
         let request = caller.request(pb::ListMessagesRequest {
-            principal: Some(principal_pb(&principal)),
+            principal: Some(pb::Principal::from(&principal)),
             conversation_id: conversation.id.clone(),
             page_size: 500,
             page_token,
@@ -251,7 +248,7 @@ pub async fn post_message(
     }
     let conversation = owned_room(&state, &caller, &principal, number).await?;
     let mut request = caller.request(pb::SendMessageRequest {
-        principal: Some(principal_pb(&principal)),
+        principal: Some(pb::Principal::from(&principal)),
         message: text,
         conversation_id: conversation.id,
         key_id: caller.key_id().to_owned(),
