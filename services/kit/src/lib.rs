@@ -11,6 +11,7 @@ pub mod principal;
 pub mod redis;
 pub mod revocation;
 pub mod shutdown;
+pub mod tally;
 pub mod telemetry;
 pub mod time;
 

@@ -1,11 +1,18 @@
 //! Usage of every completion, rolled up per principal, API key, model and hour in memory and
 //! written once a second in one transaction, so no completion waits on a database write.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
+use switchboard_kit::tally::{Merge, Tally};
+
 use crate::store::{Rollup, RollupKey, UsageStore};
+
+impl Merge for Rollup {
+    fn merge(&mut self, other: Self) {
+        self.add(&other);
+    }
+}
 
 const HOUR_MS: i64 = 3_600_000;
 
@@ -32,9 +39,7 @@ pub struct Completion<'a> {
 
 /// The pending rollups.
 #[derive(Clone, Default)]
-pub struct UsageRollups {
-    pending: Arc<Mutex<HashMap<RollupKey, Rollup>>>,
-}
+pub struct UsageRollups(Tally<RollupKey, Rollup>);
 
 impl UsageRollups {
     /// Counts one completion.
@@ -46,29 +51,24 @@ impl UsageRollups {
             model: c.model.to_owned(),
             hour: c.at - c.at.rem_euclid(HOUR_MS),
         };
-        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
-        pending.entry(key).or_default().add(&Rollup {
-            requests: 1,
-            prompt_tokens: i64::from(c.prompt_tokens),
-            completion_tokens: i64::from(c.completion_tokens),
-            cost_micros: i64::try_from(c.cost_micros).unwrap_or(i64::MAX),
-        });
+        self.0.add(
+            key,
+            Rollup {
+                requests: 1,
+                prompt_tokens: i64::from(c.prompt_tokens),
+                completion_tokens: i64::from(c.completion_tokens),
+                cost_micros: i64::try_from(c.cost_micros).unwrap_or(i64::MAX),
+            },
+        );
     }
 
     /// Writes what is pending; kept for the next flush when the store fails.
     pub async fn flush(&self, store: &dyn UsageStore) {
-        let batch: Vec<(RollupKey, Rollup)> =
-            std::mem::take(&mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner)).into_iter().collect();
-        if batch.is_empty() {
-            return;
-        }
-        if let Err(e) = store.add_rollups(&batch).await {
-            tracing::warn!(error = %e, rows = batch.len(), "cannot write usage rollups; retrying next flush");
-            let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
-            for (key, rollup) in batch {
-                pending.entry(key).or_default().add(&rollup);
-            }
-        }
+        self.0
+            .flush("usage rollups", |batch| async move {
+                store.add_rollups(&batch).await.map_err(|e| (batch, e.to_string()))
+            })
+            .await;
     }
 
     /// Flushes every second until `stop`, then once more.
