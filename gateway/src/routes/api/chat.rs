@@ -88,7 +88,10 @@ pub async fn send(
     }
     let conversation_id = match body.conversation_id {
         Some(0) => return Err(ApiError::invalid(&["body", "conversationId"], "value_error", "must be positive")),
-        Some(number) => conversation_by_number(&state, &caller, &principal, number).await?.id,
+        Some(number) => {
+            let owner = Some(pb::Principal::from(&principal));
+            conversation_by_number(&state, &caller, owner, number, "Conversation not found").await?.id
+        }
         None => String::new(),
     };
     let mut request = caller.request(pb::SendMessageRequest {

@@ -240,23 +240,7 @@ pub async fn messages(
         (None, true) => None,
         (None, false) => Some(pb::Principal::from(&caller.act_as(None, None, "query")?)),
     };
-    let request =
-        caller.request(pb::GetConversationRequest { principal: named, conversation_id: String::new(), number });
-    let conversation = state
-        .conversations
-        .clone()
-        .get_conversation(request)
-        .await
-        .map_err(|status| {
-            let mut err = ApiError::from(status);
-            if err.status == axum::http::StatusCode::NOT_FOUND {
-                err.message = "Conversation not found".into();
-            }
-            err
-        })?
-        .into_inner()
-        .conversation
-        .unwrap_or_default();
+    let conversation = super::conversation_by_number(&state, &caller, named, number, "Conversation not found").await?;
     let mut seen = Vec::new();
     let mut page_token = String::new();
     while seen.len() < (offset + limit) as usize {

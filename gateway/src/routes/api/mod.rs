@@ -66,24 +66,22 @@ pub fn act_for(caller: &Caller, user_id: &str, root: &str) -> Result<Principal, 
     }
 }
 
-/// The conversation `number` of `principal`; 404 when it is missing or someone else's.
+/// The conversation `number`, as `principal` may read it (a service key may name none, see
+/// `GetConversation`); 404 with `not_found` when it is missing or someone else's.
 pub async fn conversation_by_number(
     state: &AppState,
     caller: &Caller,
-    principal: &Principal,
+    principal: Option<pb::Principal>,
     number: u64,
+    not_found: &'static str,
 ) -> Result<pb::Conversation, ApiError> {
-    let request = caller.request(pb::GetConversationRequest {
-        principal: Some(pb::Principal { system_id: principal.system_id.clone(), user_id: principal.user_id.clone() }),
-        conversation_id: String::new(),
-        number,
-    });
+    let request = caller.request(pb::GetConversationRequest { principal, conversation_id: String::new(), number });
     let answer = state.conversations.clone().get_conversation(request).await.map_err(|status| {
         let mut err = ApiError::from(status);
         if err.status == axum::http::StatusCode::NOT_FOUND {
-            err.message = "Conversation not found".into();
+            err.message = not_found.into();
         }
         err
     })?;
-    answer.into_inner().conversation.ok_or_else(|| ApiError::not_found("Conversation not found"))
+    answer.into_inner().conversation.ok_or_else(|| ApiError::not_found(not_found))
 }

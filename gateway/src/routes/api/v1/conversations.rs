@@ -177,19 +177,14 @@ fn pk(raw: &str) -> Result<u64, ApiError> {
 
 /// The user's room `pk`; 404 when it is missing or someone else's.
 async fn owned_room(state: &AppState, caller: &Caller, p: &Principal, pk: u64) -> Result<pb::Conversation, ApiError> {
-    let request = caller.request(pb::GetConversationRequest {
-        principal: Some(pb::Principal::from(p)),
-        conversation_id: String::new(),
-        number: pk,
-    });
-    let found = state.conversations.clone().get_conversation(request).await.map_err(|status| {
-        let mut err = ApiError::from(status);
-        if err.status == StatusCode::NOT_FOUND {
-            err.message = "No conversation found.".into();
-        }
-        err
-    })?;
-    found.into_inner().conversation.ok_or_else(|| ApiError::not_found("No conversation found."))
+    crate::routes::api::conversation_by_number(
+        state,
+        caller,
+        Some(pb::Principal::from(p)),
+        pk,
+        "No conversation found.",
+    )
+    .await
 }
 
 /// A room's messages.
