@@ -2,10 +2,11 @@
 
 use std::path::PathBuf;
 
-const PROTOS: [&str; 3] = [
+const PROTOS: [&str; 4] = [
     "switchboard/auth/v1/auth.proto",
     "switchboard/conversation/v1/conversation.proto",
     "switchboard/llm/v1/llm.proto",
+    "switchboard/llm/v1/usage.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use switchboard_kit::grpc::{FIELD_METADATA, RETRY_AFTER_METADATA, UPSTREAM_METADATA};
+use switchboard_kit::grpc::{BUDGET_METADATA, FIELD_METADATA, RETRY_AFTER_METADATA, UPSTREAM_METADATA};
 use tonic::Code;
 use utoipa::ToSchema;
 
@@ -105,6 +105,12 @@ impl From<tonic::Status> for ApiError {
             Code::Aborted => Self::new(StatusCode::CONFLICT, "conflict", status.message()),
             Code::Unauthenticated => Self::unauthenticated(status.message()),
             Code::PermissionDenied => Self::forbidden(status.message()),
+            // A budget is spent: no retry helps before it resets (`Retry-After`, absent for a
+            // budget that never does), unlike a rate limit.
+            Code::ResourceExhausted if meta(BUDGET_METADATA).is_some() => Self {
+                headers: retry_after.clone().into_iter().map(|v| (header::RETRY_AFTER, v)).collect(),
+                ..Self::new(StatusCode::TOO_MANY_REQUESTS, "insufficient_quota", status.message())
+            },
             Code::ResourceExhausted => Self {
                 headers: retry_after.clone().into_iter().map(|v| (header::RETRY_AFTER, v)).collect(),
                 ..Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", status.message())
@@ -233,12 +239,14 @@ pub struct OpenAiErrorDetail {
     /// What went wrong.
     pub message: String,
     /// OpenAI's error class: `invalid_request_error`, `authentication_error`,
-    /// `permission_error`, `not_found_error`, `rate_limit_error` or `api_error`.
+    /// `permission_error`, `not_found_error`, `rate_limit_error`, `insufficient_quota` (a
+    /// budget is spent) or `api_error`.
     #[serde(rename = "type")]
     pub kind: &'static str,
     /// The request field at fault, if any.
     pub param: Option<String>,
-    /// Machine-readable kind (`missing`, `unauthenticated`, `upstream_error`, ...).
+    /// Machine-readable kind (`missing`, `unauthenticated`, `upstream_error`,
+    /// `insufficient_quota`, ...).
     pub code: &'static str,
 }
 
@@ -319,6 +327,8 @@ impl ApiError {
             }),
             Dialect::OpenAi => {
                 let kind = match self.status.as_u16() {
+                    // OpenAI's shape for a spent quota: `insufficient_quota` as type and code.
+                    429 if self.kind == "insufficient_quota" => "insufficient_quota",
                     401 => "authentication_error",
                     403 => "permission_error",
                     404 => "not_found_error",
@@ -404,5 +414,29 @@ mod tests {
         // An `Unknown` or `Internal` the service itself sent stays an internal error.
         assert_eq!(ApiError::from(tonic::Status::unknown("boom")).status, StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(ApiError::from(tonic::Status::internal("boom")).status, StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    #[test]
+    fn a_spent_budget_is_insufficient_quota_and_a_rate_limit_stays_a_rate_limit() {
+        use tonic::metadata::MetadataValue;
+
+        let mut refused = tonic::Status::resource_exhausted("budget tenant:drillquiz:month is spent");
+        refused.metadata_mut().insert(BUDGET_METADATA, MetadataValue::from_static("tenant:drillquiz:month"));
+        refused.metadata_mut().insert(RETRY_AFTER_METADATA, MetadataValue::from_static("3600"));
+        let error = ApiError::from(refused);
+        assert_eq!(error.status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(error.kind, "insufficient_quota");
+        assert_eq!(error.message, "budget tenant:drillquiz:month is spent");
+        assert!(error.headers.contains(&(header::RETRY_AFTER, HeaderValue::from_static("3600"))));
+        let body = serde_json::to_value(error.body(Dialect::OpenAi)).unwrap();
+        assert_eq!(body["error"]["type"], "insufficient_quota");
+        assert_eq!(body["error"]["code"], "insufficient_quota");
+
+        let limited = ApiError::from(tonic::Status::resource_exhausted("rate limit exceeded"));
+        assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(limited.kind, "rate_limited");
+        let body = serde_json::to_value(limited.body(Dialect::OpenAi)).unwrap();
+        assert_eq!(body["error"]["type"], "rate_limit_error");
+        assert_eq!(body["error"]["code"], "rate_limited");
     }
 }

@@ -81,6 +81,7 @@ impl Application {
             auth: AuthServiceClient::new(auth.clone()),
             conversations: ConversationServiceClient::new(conversations.clone()),
             llm: LlmServiceClient::new(llm.clone()),
+            usage: switchboard_proto::llm::v1::usage_service_client::UsageServiceClient::new(llm.clone()),
             channels: Arc::new([("auth", auth), ("conversations", conversations), ("llm-proxy", llm)]),
             metrics,
             limiter: Arc::new(limiter),

@@ -14,7 +14,7 @@ struct Cli {
     command: Option<Command>,
 }
 
-#[derive(Subcommand, Clone, Copy)]
+#[derive(Subcommand, Clone)]
 enum Command {
     /// Gateway and the three services in one process, each on its own port (default).
     All,
@@ -28,6 +28,54 @@ enum Command {
     LlmProxy,
     /// Apply every service's database migrations, then exit.
     Migrate,
+    /// List, set or delete budgets in the LLM proxy's database (`LLM_DATABASE_URL` or
+    /// `DATABASE_URL`); running replicas pick changes up within 5 seconds.
+    Budgets {
+        #[command(subcommand)]
+        action: BudgetAction,
+    },
+}
+
+#[derive(Subcommand, Clone)]
+enum BudgetAction {
+    /// Every budget with its spend in the current period.
+    List {
+        /// Only this tenant's.
+        #[arg(long)]
+        system_id: Option<String>,
+    },
+    /// Create or replace a budget (its id follows from scope, tenant, subject and period).
+    Set {
+        /// tenant, user or key.
+        #[arg(long)]
+        scope: String,
+        /// The tenant.
+        #[arg(long)]
+        system_id: String,
+        /// The user, for --scope user.
+        #[arg(long)]
+        user_id: Option<String>,
+        /// The API key id, for --scope key.
+        #[arg(long)]
+        key_id: Option<String>,
+        /// day, month or total.
+        #[arg(long)]
+        period: String,
+        /// Spend limit in US dollars.
+        #[arg(long)]
+        max_usd: Option<f64>,
+        /// Token limit (prompt + completion).
+        #[arg(long)]
+        max_tokens: Option<i64>,
+        /// Warning threshold in percent of a limit (default 80).
+        #[arg(long)]
+        warn_percent: Option<u32>,
+    },
+    /// Delete a budget by id (e.g. `user:drillquiz:12345:month`).
+    Delete {
+        /// The budget's id.
+        id: String,
+    },
 }
 
 #[tokio::main]
@@ -103,6 +151,7 @@ async fn run(command: Command, env: Env) -> anyhow::Result<()> {
             .await?;
             tracing::info!("migrations applied");
         }
+        Command::Budgets { action } => budgets(action, &env).await?,
         Command::All => {
             // Validate every setting before starting anything, so a typo fails fast.
             let (a, c, l, g) = (auth()?, conversations()?, llm()?, gateway()?);
@@ -121,6 +170,23 @@ async fn run(command: Command, env: Env) -> anyhow::Result<()> {
             l?;
             c?;
             g?;
+        }
+    }
+    Ok(())
+}
+
+async fn budgets(action: BudgetAction, env: &Env) -> anyhow::Result<()> {
+    use switchboard_llm_proxy::ops;
+    let settings = switchboard_llm_proxy::Settings::from_env(env)?;
+    match action {
+        BudgetAction::List { system_id } => print!("{}", ops::list_budgets(&settings, system_id.as_deref()).await?),
+        BudgetAction::Set { scope, system_id, user_id, key_id, period, max_usd, max_tokens, warn_percent } => {
+            let args = ops::BudgetArgs { scope, system_id, user_id, key_id, period, max_usd, max_tokens, warn_percent };
+            println!("budget {} set", ops::set_budget(&settings, &args).await?);
+        }
+        BudgetAction::Delete { id } => {
+            ops::delete_budget(&settings, &id).await?;
+            println!("budget {id} deleted");
         }
     }
     Ok(())

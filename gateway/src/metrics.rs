@@ -30,6 +30,8 @@ pub struct Metrics {
     rate_limited: Family<GroupLabels, Counter>,
     tokens: Family<TokenLabels, Counter>,
     cost: Family<ModelLabels, Counter>,
+    budget_warnings: Family<ScopeLabels, Counter>,
+    budget_refusals: Family<ScopeLabels, Counter>,
     /// Rate-limit decisions taken in-process because Redis could not be reached.
     pub rate_limit_fallbacks: Counter,
 }
@@ -38,6 +40,24 @@ pub struct Metrics {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct GroupLabels {
     group: &'static str,
+}
+
+/// Labels of budget metrics: the budget's scope (`tenant`, `user`, `key`), never its id.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ScopeLabels {
+    scope: &'static str,
+}
+
+impl ScopeLabels {
+    fn of(budget_id: &str) -> Self {
+        let scope = match budget_id.split(':').next() {
+            Some("tenant") => "tenant",
+            Some("user") => "user",
+            Some("key") => "key",
+            _ => "other",
+        };
+        Self { scope }
+    }
 }
 
 /// Labels of completion metrics: values come from the model catalogue, so they are bounded.
@@ -80,7 +100,25 @@ impl Default for Metrics {
             "Estimated cost of OpenAI-compatible completions in micro-dollars, by model",
             cost.clone(),
         );
-        Self { registry, requests, latency, rate_limited, tokens, cost, rate_limit_fallbacks }
+        let budget_warnings = Family::<ScopeLabels, Counter>::default();
+        registry.register(
+            "budget_warnings",
+            "Completions that brought a budget to or past its warning level, by budget scope",
+            budget_warnings.clone(),
+        );
+        let budget_refusals = Family::<ScopeLabels, Counter>::default();
+        registry.register("budget_refusals", "Calls refused by a budget, by budget scope", budget_refusals.clone());
+        Self {
+            registry,
+            requests,
+            latency,
+            rate_limited,
+            tokens,
+            cost,
+            budget_warnings,
+            budget_refusals,
+            rate_limit_fallbacks,
+        }
     }
 }
 
@@ -99,6 +137,9 @@ impl Metrics {
         }
         let labels = ModelLabels { provider: account.provider.clone(), model: account.model.clone() };
         self.cost.get_or_create(&labels).inc_by(account.cost_micros);
+        for id in &account.budget_warnings {
+            self.budget_warnings.get_or_create(&ScopeLabels::of(id)).inc();
+        }
     }
 
     /// The registry in Prometheus text format.
@@ -125,6 +166,13 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
     let elapsed = started.elapsed();
     if let Some(ErrorDetail(detail)) = response.extensions().get::<ErrorDetail>() {
         tracing::warn!(%method, %route, status, detail, "request failed");
+    }
+    // A budget's refusal reads "budget <id> ...".
+    if let Some(error) = response.extensions().get::<crate::error::ApiError>()
+        && error.kind == "insufficient_quota"
+    {
+        let id = error.message.strip_prefix("budget ").unwrap_or_default();
+        state.metrics.budget_refusals.get_or_create(&ScopeLabels::of(id)).inc();
     }
     let labels = HttpLabels { method, route, status };
     state.metrics.requests.get_or_create(&labels).inc();

@@ -6,6 +6,7 @@ use switchboard_kit::auth::Verifier;
 use switchboard_proto::auth::v1::auth_service_client::AuthServiceClient;
 use switchboard_proto::conversation::v1::conversation_service_client::ConversationServiceClient;
 use switchboard_proto::llm::v1::llm_service_client::LlmServiceClient;
+use switchboard_proto::llm::v1::usage_service_client::UsageServiceClient;
 use tonic::transport::Channel;
 
 use crate::metrics::Metrics;
@@ -20,6 +21,8 @@ pub struct AppState {
     pub conversations: ConversationServiceClient<Channel>,
     /// LlmService client.
     pub llm: LlmServiceClient<Channel>,
+    /// UsageService client (served by the LLM proxy, on the same channel as `llm`).
+    pub usage: UsageServiceClient<Channel>,
     /// Channels by service, for readiness checks.
     pub channels: Arc<[(&'static str, Channel)]>,
     /// Prometheus metrics.

@@ -5,17 +5,17 @@
 //! `#[utoipa::path]` on its handler: the router and `/openapi.json` come from the same
 //! declaration (`utoipa_axum::routes!`).
 //!
-//! A route's path tells its file: `/v1/chat` is `routes/v1/chat.rs`, `/api/v1/users/join` is
-//! `routes/api/v1/users.rs`, `/api-keys` is `routes/api_keys.rs`, `/register` is
-//! `routes/users.rs`. A family with a path prefix has its `router()` in that prefix's
-//! `mod.rs`; the others in the file named below.
+//! A route's path tells its file: `/v1/chat` is `routes/v1/chat.rs`, `/v1/budgets/{id}` is
+//! `routes/v1/budgets.rs`, `/api/v1/users/join` is `routes/api/v1/users.rs`, `/api-keys` is
+//! `routes/api_keys.rs`, `/register` is `routes/users.rs`. A family with a path prefix has its
+//! `router()` in that prefix's `mod.rs`; the others in the file named below.
 //!
 //! | family | router | paths | errors |
 //! |---|---|---|---|
 //! | seed 000 | `classic::router` | `/api-keys*`, `/models`, `/model`, `/query`, `/history` | `{"error": "..."}` |
 //! | seed 001 | `api::router` | `/api/*` but `/api/v1/*` | `{success, message, data, error}` |
 //! | seed 002 | `users::router` | `/register`, `/token`, `/users/me`, `/chat/*` | FastAPI `{"detail": ...}` |
-//! | seed 003 (canonical) | `v1::router` | `/v1/*` but the OpenAI paths | FastAPI `{"detail": ...}` |
+//! | seed 003 (canonical) | `v1::router` | `/v1/*` but the OpenAI paths (with `/v1/usage`, `/v1/budgets*`) | FastAPI `{"detail": ...}` |
 //! | seed 004 | `api::v1::router` | `/api/v1/*` | `{success, message, data, errors}` |
 //! | OpenAI | `openai::router` | `/v1/chat/completions`, `/v1/models` | `{"error": {message, type, param, code}}` |
 //! | ops | `health::router`, `docs::router` | `/healthz`, `/readyz`, `/metrics`, `/openapi.json`, `/docs`, `/redoc` | FastAPI |

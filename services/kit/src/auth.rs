@@ -32,6 +32,9 @@ pub enum Credential {
     Bearer(String),
     /// `?token=` on pages: a JWT.
     Jwt(String),
+    /// `x-admin-token`: the operator's token (`SWITCHBOARD_ADMIN_TOKEN`), acting for every
+    /// tenant as a service key does.
+    Admin(String),
 }
 
 impl std::fmt::Debug for Credential {
@@ -40,6 +43,7 @@ impl std::fmt::Debug for Credential {
             Self::ApiKey(_) => "ApiKey(…)",
             Self::Bearer(_) => "Bearer(…)",
             Self::Jwt(_) => "Jwt(…)",
+            Self::Admin(_) => "Admin(…)",
         })
     }
 }
@@ -75,7 +79,7 @@ impl Credential {
     /// The secret text.
     pub fn secret(&self) -> &str {
         match self {
-            Self::ApiKey(s) | Self::Bearer(s) | Self::Jwt(s) => s,
+            Self::ApiKey(s) | Self::Bearer(s) | Self::Jwt(s) | Self::Admin(s) => s,
         }
     }
 
@@ -83,7 +87,7 @@ impl Credential {
     pub fn kind(&self) -> pb::CredentialKind {
         match self {
             Self::ApiKey(_) => pb::CredentialKind::ApiKey,
-            Self::Bearer(_) => pb::CredentialKind::Unspecified,
+            Self::Bearer(_) | Self::Admin(_) => pb::CredentialKind::Unspecified,
             Self::Jwt(_) => pb::CredentialKind::Jwt,
         }
     }
@@ -93,6 +97,7 @@ impl Credential {
         let (key, value) = match self {
             Self::ApiKey(k) => ("x-api-key", k.clone()),
             Self::Bearer(t) | Self::Jwt(t) => ("authorization", format!("Bearer {t}")),
+            Self::Admin(t) => ("x-admin-token", t.clone()),
         };
         if let Ok(value) = MetadataValue::try_from(value) {
             metadata.insert(key, value);
@@ -195,6 +200,31 @@ impl Caller {
         }
     }
 
+    /// The operator, by the admin token: a service caller of every tenant.
+    pub fn admin(token: String) -> Self {
+        Self {
+            system_id: String::new(),
+            user_id: String::new(),
+            service: true,
+            allowed_system_ids: Vec::new(),
+            key_id: String::new(),
+            credential: Credential::Admin(token),
+            revocation_id: String::new(),
+            valid_until: None,
+        }
+    }
+
+    /// Whether this is the operator's admin token.
+    pub fn is_admin(&self) -> bool {
+        matches!(self.credential, Credential::Admin(_))
+    }
+
+    /// Whether the caller may see and manage everything of `system_id` (the admin token, or
+    /// a service key serving that tenant).
+    pub fn serves(&self, system_id: &str) -> bool {
+        self.service && (self.allowed_system_ids.is_empty() || self.allowed_system_ids.iter().any(|s| s == system_id))
+    }
+
     /// The caller an auth service answer describes.
     pub fn from_answer(answer: pb::AuthenticateResponse, credential: Credential) -> Self {
         let principal = answer.principal.unwrap_or_default();
@@ -238,6 +268,8 @@ pub struct VerifierSettings {
     pub cache_ttl: Duration,
     /// `REDIS_URL`: revocations arrive through Redis.
     pub redis: Option<crate::redis::RedisSettings>,
+    /// `SWITCHBOARD_ADMIN_TOKEN`: calls carrying it as `x-admin-token` act for every tenant.
+    pub admin_token: Option<secrecy::SecretString>,
 }
 
 impl VerifierSettings {
@@ -253,6 +285,7 @@ impl VerifierSettings {
             auth_addr: env.get_or("SWITCHBOARD_AUTH_ADDR", default_auth_addr).to_owned(),
             cache_ttl: Duration::from_secs(ttl),
             redis,
+            admin_token: env.secret("SWITCHBOARD_ADMIN_TOKEN"),
         })
     }
 }
@@ -275,6 +308,7 @@ pub struct Verifier {
     auth: AuthServiceClient<Channel>,
     cache: Arc<Cache>,
     ttl: Duration,
+    admin_token: Option<Arc<secrecy::SecretString>>,
 }
 
 impl Verifier {
@@ -282,7 +316,29 @@ impl Verifier {
     pub fn new(channel: Channel, ttl: Duration, hub: &Hub) -> Self {
         let cache: Arc<Cache> = Arc::new(Mutex::new(HashMap::new()));
         tokio::spawn(evict_on_revocation(Arc::downgrade(&cache), hub.subscribe()));
-        Self { auth: AuthServiceClient::new(channel), cache, ttl }
+        Self { auth: AuthServiceClient::new(channel), cache, ttl, admin_token: None }
+    }
+
+    /// Accepts `token` as the admin credential (`x-admin-token`).
+    pub fn with_admin_token(mut self, token: Option<secrecy::SecretString>) -> Self {
+        self.admin_token = token.map(Arc::new);
+        self
+    }
+
+    /// The operator, when `presented` is the admin token (compared in constant time).
+    /// PERMISSION_DENIED otherwise, or when no admin token is configured.
+    pub fn admin(&self, presented: &str) -> Result<Caller, Status> {
+        use secrecy::ExposeSecret;
+        use subtle::ConstantTimeEq;
+        let Some(token) = &self.admin_token else {
+            return Err(Status::permission_denied("the admin token is off: set SWITCHBOARD_ADMIN_TOKEN"));
+        };
+        let (expected, presented) = (token.expose_secret().as_bytes(), presented.trim().as_bytes());
+        if expected.len() == presented.len() && bool::from(expected.ct_eq(presented)) {
+            Ok(Caller::admin(token.expose_secret().to_owned()))
+        } else {
+            Err(Status::permission_denied("the admin token is missing or wrong"))
+        }
     }
 
     /// A verifier for `settings`; with Redis, `hub` also relays revocations announced there
@@ -292,7 +348,7 @@ impl Verifier {
         if let Some(redis) = &settings.redis {
             hub.relay_from(&crate::redis::Redis::new(redis)?);
         }
-        Ok(Self::new(channel, settings.cache_ttl, hub))
+        Ok(Self::new(channel, settings.cache_ttl, hub).with_admin_token(settings.admin_token.clone()))
     }
 
     /// Who `credential` is. `UNAUTHENTICATED` when unknown, expired or revoked; `UNAVAILABLE`
@@ -406,6 +462,15 @@ where
             _ => return Box::pin(inner.call(request)),
         };
         Box::pin(async move {
+            if let Some(presented) = request.headers().get("x-admin-token") {
+                return match verifier.admin(presented.to_str().unwrap_or_default()) {
+                    Ok(caller) => {
+                        request.extensions_mut().insert(caller);
+                        inner.call(request).await
+                    }
+                    Err(status) => Ok(status.into_http()),
+                };
+            }
             let credential = match Credential::from_headers(request.headers()) {
                 Ok(c) => c,
                 Err(_) => return Ok(Status::unauthenticated("invalid or missing credential").into_http()),

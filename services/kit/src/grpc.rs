@@ -104,6 +104,10 @@ pub const UPSTREAM_STATUS_METADATA: &str = "sb-upstream-status";
 /// the gateway answers as `Retry-After`.
 pub const RETRY_AFTER_METADATA: &str = "sb-retry-after";
 
+/// Metadata naming the budget that refused a call (RESOURCE_EXHAUSTED): the gateway answers
+/// it as exhausted quota (OpenAI's `insufficient_quota`), not as a rate limit.
+pub const BUDGET_METADATA: &str = "sb-budget";
+
 /// `UNAVAILABLE` for a request shed under load, telling the caller when to retry.
 pub fn shed(message: String, retry_after_secs: u64) -> tonic::Status {
     let mut status = tonic::Status::unavailable(message);

@@ -3,6 +3,9 @@
 
 mod chat_completions;
 mod keys;
+mod usage;
+
+pub(crate) use usage::{UsageGrpc, reload as reload_budgets};
 
 pub(crate) use chat_completions::Accounting;
 use chat_completions::Bill;
@@ -32,6 +35,7 @@ pub(crate) struct LlmGrpc {
     sealer: Option<Sealer>,
     accounting: Accounting,
     upstream_timeout: std::time::Duration,
+    budgets: crate::budgets::Budgets,
 }
 
 /// What the gRPC face needs besides the catalogue.
@@ -42,6 +46,7 @@ pub(crate) struct Deps {
     pub tally: KeyUsageTally,
     pub usage: crate::usage::UsageRollups,
     pub upstream_timeout: std::time::Duration,
+    pub budgets: crate::budgets::Budgets,
 }
 
 impl LlmGrpc {
@@ -53,7 +58,20 @@ impl LlmGrpc {
             sealer: deps.sealer,
             accounting: Accounting { tally: deps.tally, usage: deps.usage },
             upstream_timeout: deps.upstream_timeout,
+            budgets: deps.budgets,
         }
+    }
+
+    /// Reserves a completion's worst case against the budgets that apply to it.
+    async fn reserve(
+        &self,
+        who: &(String, String),
+        key_id: &str,
+        chain: &[ModelEntry],
+        req: &pb::CompleteRequest,
+    ) -> Result<Option<crate::budgets::ledger::Reservation>, Status> {
+        let prompt = req.messages.iter().map(|m| crate::providers::estimate_tokens(&m.content)).sum();
+        self.budgets.reserve(who, key_id, chain, prompt, req.max_tokens).await
     }
 
     pub(crate) fn catalogue(&self) -> Arc<Catalogue> {
@@ -212,15 +230,17 @@ impl LlmService for LlmGrpc {
         let req = request.into_inner();
         validate(&req)?;
         let first = self.pick(&who, &req.model).await?;
+        let chain = self.catalogue.chain(&who.0, first);
+        let mut reservation = self.reserve(&who, &caller_key, &chain, &req).await?;
         let mut failure = None;
-        for entry in self.catalogue.chain(&who.0, first) {
+        for entry in chain {
             let (entry, key_id) = self.with_user_key(&who, entry).await?;
             let call = completion_request(&entry, &who, req.clone());
             let started = Instant::now();
             match entry.provider.complete(&call).await {
                 Ok(output) => {
                     let bill = Bill { who: &who, key_id: &caller_key, provider_key: key_id.as_deref() };
-                    let account = self.accounting.account(&bill, &entry, output.usage, started);
+                    let account = self.accounting.account(&bill, &entry, output.usage, started, reservation.take());
                     tracing::debug!(model = %entry.id, provider = entry.provider.name(), latency_ms = account.latency_ms, "completion done");
                     return Ok(Response::new(pb::CompleteResponse {
                         content: output.content,
@@ -256,12 +276,14 @@ impl LlmService for LlmGrpc {
         let req = request.into_inner();
         validate(&req)?;
         let first = self.pick(&who, &req.model).await?;
+        let chain = self.catalogue.chain(&who.0, first);
+        let mut reservation = self.reserve(&who, &caller_key, &chain, &req).await?;
         let started = Instant::now();
         // Opening the stream (with its retries and fallbacks) happens before the answer, so an
         // upstream that refuses outright is a status, not a broken stream.
         let mut opened = None;
         let mut failure = None;
-        for candidate in self.catalogue.chain(&who.0, first) {
+        for candidate in chain {
             let (candidate, key_id) = self.with_user_key(&who, candidate).await?;
             match candidate.provider.stream(&completion_request(&candidate, &who, req.clone())).await {
                 Ok(events) => {
@@ -280,8 +302,10 @@ impl LlmService for LlmGrpc {
             return Err(LlmError::from(failure.unwrap_or(ProviderError::Setup("no model to try".into()))).into());
         };
         let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let prompt_estimate: u32 = req.messages.iter().map(|m| crate::providers::estimate_tokens(&m.content)).sum();
         tokio::spawn(async move {
             let mut content = String::new();
+            let mut accounted = false;
             while let Some(event) = events.next().await {
                 let message = match event {
                     Ok(StreamEvent::Delta(delta)) => {
@@ -292,7 +316,8 @@ impl LlmService for LlmGrpc {
                     }
                     Ok(StreamEvent::Done { usage, finish_reason, upstream_conversation_id, upstream_message_id }) => {
                         let bill = Bill { who: &who, key_id: &caller_key, provider_key: key_id.as_deref() };
-                        let account = accounting.account(&bill, &entry, usage, started);
+                        let account = accounting.account(&bill, &entry, usage, started, reservation.take());
+                        accounted = true;
                         let done = pb::CompleteResponse {
                             content: std::mem::take(&mut content),
                             model: account.model,
@@ -312,8 +337,17 @@ impl LlmService for LlmGrpc {
                 let failed = message.is_err();
                 // The caller went away: stop reading, which closes the upstream request.
                 if tx.send(message).await.is_err() || failed {
-                    return;
+                    break;
                 }
+            }
+            // Ended early (the caller left, the upstream broke): counted by what it produced.
+            if !accounted {
+                let usage = TokenUsage {
+                    prompt_tokens: prompt_estimate,
+                    completion_tokens: crate::providers::estimate_tokens(&content),
+                };
+                let bill = Bill { who: &who, key_id: &caller_key, provider_key: key_id.as_deref() };
+                accounting.account(&bill, &entry, usage, started, reservation.take());
             }
         });
         Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(rx)))

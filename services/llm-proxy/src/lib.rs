@@ -1,11 +1,13 @@
 //! LlmService: the model catalogue, each principal's model choice, and completions through
 //! the configured providers (OpenAI-compatible upstreams and the built-in `mock` model).
 
+pub mod budgets;
 pub mod catalogue;
 mod error;
 mod grpc;
 mod key_usage;
 pub mod openai_compat;
+pub mod ops;
 pub mod providers;
 pub mod resilience;
 pub mod sealing;
@@ -18,6 +20,7 @@ use std::sync::Arc;
 
 use switchboard_kit::db::Db;
 use switchboard_proto::llm::v1::llm_service_server::{LlmServiceServer, SERVICE_NAME};
+use switchboard_proto::llm::v1::usage_service_server::{SERVICE_NAME as USAGE_SERVICE_NAME, UsageServiceServer};
 use tokio::net::TcpListener;
 
 pub use error::LlmError;
@@ -32,6 +35,8 @@ pub struct Application {
     store: Arc<store::SqlStore>,
     tally: key_usage::KeyUsageTally,
     usage: usage::UsageRollups,
+    usage_service: grpc::UsageGrpc,
+    budgets: budgets::Budgets,
 }
 
 /// Why the service could not start or stopped.
@@ -46,6 +51,12 @@ pub enum StartError {
     /// Credential verification cannot be set up.
     #[error(transparent)]
     Verifier(#[from] switchboard_kit::auth::VerifierError),
+    /// The stored budgets cannot be read.
+    #[error("cannot read budgets: {0}")]
+    Budgets(sqlx::Error),
+    /// The Redis URL is unusable.
+    #[error("REDIS_URL: {0}")]
+    Redis(#[from] redis::RedisError),
     /// Provider set-up problem.
     #[error(transparent)]
     Provider(#[from] providers::ProviderError),
@@ -63,6 +74,15 @@ impl Application {
     /// Opens the store (running migrations), sets up the providers and binds the listener;
     /// `hub` carries revocations between the components of one process.
     pub async fn build(settings: Settings, hub: &switchboard_kit::revocation::Hub) -> Result<Self, StartError> {
+        Self::build_with_clock(settings, hub, budgets::system_clock()).await
+    }
+
+    /// [`Self::build`] with the clock budgets read (tests move it across period boundaries).
+    pub async fn build_with_clock(
+        settings: Settings,
+        hub: &switchboard_kit::revocation::Hub,
+        clock: budgets::Clock,
+    ) -> Result<Self, StartError> {
         let db = Db::connect(&settings.database_url, settings.database_var).await?;
         db.migrate(&SQLITE_MIGRATIONS, &POSTGRES_MIGRATIONS).await?;
         let catalogue = Arc::new(catalogue::Catalogue::from_settings(&settings)?);
@@ -79,7 +99,19 @@ impl Application {
             default_model = %catalogue.default_model(),
             "llm-proxy listening"
         );
+        let redis = match &settings.verifier.redis {
+            Some(r) => Some(switchboard_kit::redis::Redis::new(r)?),
+            None => None,
+        };
+        let budgets = budgets::Budgets {
+            book: budgets::BudgetBook::new(settings.budgets.clone()),
+            ledger: budgets::ledger::Ledger::new(redis, store.clone(), clock),
+        };
+        grpc::reload_budgets(&*store, &budgets.book).await.map_err(StartError::Budgets)?;
+        budgets.ledger.connect().await;
+        let usage_service = grpc::UsageGrpc::new(store.clone(), store.clone(), budgets.clone());
         let deps = grpc::Deps {
+            budgets: budgets.clone(),
             choices: store.clone(),
             keys: store.clone(),
             sealer: settings.encryption_key.as_ref().map(|k| sealing::Sealer::new(&k.0)),
@@ -87,7 +119,17 @@ impl Application {
             usage: usage.clone(),
             upstream_timeout: settings.upstream_timeout,
         };
-        Ok(Self { listener, service: grpc::LlmGrpc::new(catalogue, deps), db, verifier, store, tally, usage })
+        Ok(Self {
+            listener,
+            service: grpc::LlmGrpc::new(catalogue, deps),
+            db,
+            verifier,
+            store,
+            tally,
+            usage,
+            usage_service,
+            budgets,
+        })
     }
 
     /// The bound port (useful when built on port 0).
@@ -114,10 +156,30 @@ impl Application {
         let usage = tokio::spawn(self.usage.clone().run(self.store.clone(), async move {
             let _ = usage_stopped.await;
         }));
-        let routes = tonic::service::Routes::new(LlmServiceServer::new(self.service));
-        let result =
-            switchboard_kit::grpc::serve(self.listener, routes, &[SERVICE_NAME], Some(self.verifier), shutdown).await;
+        // Budgets set through another replica arrive within a reload interval.
+        let (store, book) = (self.store.clone(), self.budgets.book.clone());
+        let reload = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(budgets::RELOAD_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Err(e) = grpc::reload_budgets(&*store, &book).await {
+                    tracing::warn!(error = %e, "cannot re-read budgets; keeping the last ones read");
+                }
+            }
+        });
+        let routes = tonic::service::Routes::new(LlmServiceServer::new(self.service))
+            .add_service(UsageServiceServer::new(self.usage_service));
+        let result = switchboard_kit::grpc::serve(
+            self.listener,
+            routes,
+            &[SERVICE_NAME, USAGE_SERVICE_NAME],
+            Some(self.verifier),
+            shutdown,
+        )
+        .await;
         discovery.abort();
+        reload.abort();
         let _ = stop_tally.send(());
         if let Err(e) = tally.await {
             tracing::error!(error = %e, "provider key usage writer failed");

@@ -44,6 +44,8 @@ pub struct Settings {
     pub tenants: std::collections::HashMap<String, TenantConfig>,
     /// How callers' credentials are verified.
     pub verifier: VerifierSettings,
+    /// `[[budgets]]` of the `SWITCHBOARD_CONFIG` file.
+    pub budgets: Vec<crate::budgets::Budget>,
 }
 
 /// An OpenAI-compatible upstream (OpenAI, Ollama, vLLM, llama.cpp).
@@ -85,6 +87,7 @@ impl Settings {
             default_model: env.get("SWITCHBOARD_DEFAULT_MODEL").map(str::to_owned).or(file.default_model),
             models: file.models,
             tenants: file.tenants,
+            budgets: file.budgets,
             encryption_key: encryption_key(env)?,
             upstream_timeout: Duration::from_secs(timeout),
             fallback_models: Some(env.list("SWITCHBOARD_FALLBACK_MODELS"))
@@ -168,6 +171,53 @@ struct ConfigFile {
     models: Vec<ModelConfig>,
     #[serde(default)]
     tenants: std::collections::HashMap<String, TenantConfig>,
+    #[serde(default, rename = "budgets")]
+    budget_tables: Vec<BudgetConfig>,
+    #[serde(skip)]
+    budgets: Vec<crate::budgets::Budget>,
+}
+
+/// A `[[budgets]]` table of the `SWITCHBOARD_CONFIG` file.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BudgetConfig {
+    /// `tenant`, `user` or `key`.
+    scope: String,
+    system_id: String,
+    #[serde(default)]
+    user_id: String,
+    #[serde(default)]
+    key_id: String,
+    /// `day`, `month` or `total`.
+    period: String,
+    /// Spend limit in US dollars.
+    max_usd: Option<f64>,
+    /// Token limit.
+    max_tokens: Option<i64>,
+    /// Warning threshold in percent (default 80).
+    warn_percent: Option<u32>,
+}
+
+impl BudgetConfig {
+    fn budget(&self) -> Result<crate::budgets::Budget, String> {
+        use crate::budgets::{Budget, Period, Scope};
+        let scope =
+            Scope::parse(&self.scope).ok_or_else(|| format!("scope {:?}: use tenant, user or key", self.scope))?;
+        let period =
+            Period::parse(&self.period).ok_or_else(|| format!("period {:?}: use day, month or total", self.period))?;
+        let max_cost_micros = match self.max_usd {
+            Some(usd) if !usd.is_finite() || usd < 0.0 => return Err("max_usd: must be a non-negative number".into()),
+            Some(usd) => Some((usd * 1e6).round() as i64),
+            None => None,
+        };
+        let subject = match scope {
+            Scope::Tenant => "",
+            Scope::User => &self.user_id,
+            Scope::Key => &self.key_id,
+        };
+        Budget::new(scope, &self.system_id, subject, period, max_cost_micros, self.max_tokens, self.warn_percent)
+            .map_err(|e| e.to_string())
+    }
 }
 
 impl ConfigFile {
@@ -175,8 +225,20 @@ impl ConfigFile {
         let Some(path) = env.get("SWITCHBOARD_CONFIG") else { return Ok(Self::default()) };
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError::invalid("SWITCHBOARD_CONFIG", format!("cannot read {path}: {e}")))?;
-        let file: Self =
+        let mut file: Self =
             toml::from_str(&text).map_err(|e| ConfigError::invalid("SWITCHBOARD_CONFIG", format!("{path}: {e}")))?;
+        for table in &file.budget_tables {
+            let budget = table
+                .budget()
+                .map_err(|e| ConfigError::invalid("SWITCHBOARD_CONFIG", format!("{path}: a [[budgets]] table: {e}")))?;
+            if file.budgets.iter().any(|b| b.id() == budget.id()) {
+                return Err(ConfigError::invalid(
+                    "SWITCHBOARD_CONFIG",
+                    format!("{path}: budget {} is defined twice", budget.id()),
+                ));
+            }
+            file.budgets.push(budget);
+        }
         for model in &file.models {
             if model.id.trim().is_empty() {
                 return Err(ConfigError::invalid("SWITCHBOARD_CONFIG", format!("{path}: a model has an empty id")));

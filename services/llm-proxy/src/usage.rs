@@ -33,6 +33,8 @@ pub struct Completion<'a> {
     pub completion_tokens: u32,
     /// Cost in micro-dollars.
     pub cost_micros: u64,
+    /// Whether the model has a price (an unpriced completion's cost is unknown, not zero).
+    pub priced: bool,
     /// When, Unix ms.
     pub at: i64,
 }
@@ -58,6 +60,7 @@ impl UsageRollups {
                 prompt_tokens: i64::from(c.prompt_tokens),
                 completion_tokens: i64::from(c.completion_tokens),
                 cost_micros: i64::try_from(c.cost_micros).unwrap_or(i64::MAX),
+                unpriced_requests: i64::from(!c.priced),
             },
         );
     }

@@ -28,48 +28,6 @@ async fn model_choice_is_per_principal_and_overwritten(test_db: TestDb) {
     assert_eq!(store.get("other", "key_a").await.unwrap(), None);
 }
 
-async fn usage_rollups_add_up_per_principal_key_model_and_hour(test_db: TestDb) {
-    use switchboard_llm_proxy::store::{Rollup, RollupKey, UsageStore};
-    let db = Db::connect(&test_db.url, "DATABASE_URL").await.unwrap();
-    db.migrate(&SQLITE_MIGRATIONS, &POSTGRES_MIGRATIONS).await.unwrap();
-    let store = SqlStore::new(db);
-    let key = |user: &str, model: &str, hour: i64| RollupKey {
-        system_id: "default".into(),
-        user_id: user.into(),
-        key_id: "k1".into(),
-        model: model.into(),
-        hour,
-    };
-    let r = |requests, prompt, completion, cost| Rollup {
-        requests,
-        prompt_tokens: prompt,
-        completion_tokens: completion,
-        cost_micros: cost,
-    };
-    store
-        .add_rollups(&[(key("alice", "m1", 0), r(1, 10, 20, 300)), (key("bob", "m1", 0), r(5, 1, 1, 1))])
-        .await
-        .unwrap();
-    // A second batch for the same row adds to it rather than replacing it.
-    store
-        .add_rollups(&[(key("alice", "m1", 0), r(2, 5, 5, 100)), (key("alice", "m2", 3_600_000), r(1, 1, 2, 3))])
-        .await
-        .unwrap();
-    assert_eq!(store.principal_totals("default", "alice", 0).await.unwrap(), r(4, 16, 27, 403));
-    assert_eq!(store.principal_totals("default", "alice", 3_600_000).await.unwrap(), r(1, 1, 2, 3));
-    assert_eq!(store.principal_totals("default", "nobody", 0).await.unwrap(), r(0, 0, 0, 0));
-}
-
-#[tokio::test]
-async fn usage_rollups_on_sqlite() {
-    usage_rollups_add_up_per_principal_key_model_and_hour(db::sqlite()).await;
-}
-
-#[tokio::test]
-async fn usage_rollups_on_postgres() {
-    usage_rollups_add_up_per_principal_key_model_and_hour(db::postgres().await).await;
-}
-
 #[tokio::test]
 async fn model_choice_on_sqlite() {
     model_choice_is_per_principal_and_overwritten(db::sqlite()).await;

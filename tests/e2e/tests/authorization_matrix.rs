@@ -98,8 +98,16 @@ const PUBLIC: &[&str] = &[
 ];
 
 /// What the admin token alone may do.
-const ADMIN_OPS: &[&str] =
-    &["POST /api-keys", "GET /api-keys", "DELETE /api-keys/{api_key}", "POST /api-keys/{id}/rotate"];
+const ADMIN_OPS: &[&str] = &[
+    "POST /api-keys",
+    "GET /api-keys",
+    "DELETE /api-keys/{api_key}",
+    "POST /api-keys/{id}/rotate",
+    "GET /v1/usage",
+    "GET /v1/budgets",
+    "PUT /v1/budgets",
+    "DELETE /v1/budgets/{id}",
+];
 
 /// A credential acting only as itself may complete these whatever the request names: they
 /// read no stored data, or only the caller's own, and ignore ids in the request.
@@ -118,6 +126,8 @@ const OWN_DATA: &[&str] = &[
     "POST /api/v1/keys",
     "POST /api/v1/keys/",
     "POST /api/v1/users/logout",
+    // Lists only the budgets that apply to the caller.
+    "GET /v1/budgets",
 ];
 
 /// …and these when the request names the caller itself (naming the victim must be refused).
@@ -131,6 +141,7 @@ const OWN_DATA_WHEN_NAMING_ITSELF: &[&str] = &[
     "GET /v1/conversations",
     "GET /v1/cache/conversations",
     "GET /v1/chat-token",
+    "GET /v1/usage",
     "POST /api/users",
     "GET /api/users",
     "POST /api/conversations",
@@ -153,6 +164,8 @@ const OWN_TENANT_WHEN_NAMING_ITSELF: &[&str] = &[
     "GET /v1/conversations",
     "GET /v1/cache/conversations",
     "GET /v1/chat-token",
+    "GET /v1/usage",
+    "GET /v1/budgets",
     "POST /v1/sync",
     "POST /api/users",
     "GET /api/users",

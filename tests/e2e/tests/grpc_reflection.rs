@@ -44,6 +44,11 @@ fn buf_curl(args: &[&str]) -> String {
     String::from_utf8(output.stdout).unwrap()
 }
 
+/// Whether the server of `service` also serves `other`: the LLM proxy serves usage and budgets.
+fn serves(service: &str, other: &str) -> bool {
+    other == service || (service == "switchboard.llm.v1.LlmService" && other == "switchboard.llm.v1.UsageService")
+}
+
 #[tokio::test]
 async fn buf_curl_lists_services_checks_health_and_calls_each_service_by_reflection() {
     let test_db = db::sqlite();
@@ -62,13 +67,18 @@ async fn buf_curl_lists_services_checks_health_and_calls_each_service_by_reflect
                 let listed: Vec<&str> = listed.lines().collect();
                 assert!(listed.contains(&service), "{reflection} on {port}: {listed:?}");
                 assert!(listed.contains(&"grpc.health.v1.Health"), "{reflection} on {port}: {listed:?}");
-                let others = listed.iter().filter(|s| s.starts_with("switchboard.") && **s != service).count();
+                let others = listed.iter().filter(|s| s.starts_with("switchboard.") && !serves(service, s)).count();
                 assert_eq!(others, 0, "only the service served here is advertised: {listed:?}");
             }
             let methods = buf_curl(&["--list-methods", &base]);
             let own = methods.lines().filter(|m| m.starts_with(&format!("{service}/"))).count();
             assert!(own >= 3, "{methods}");
-            assert!(methods.lines().all(|m| !m.starts_with("switchboard.") || m.starts_with(service)), "{methods}");
+            assert!(
+                methods
+                    .lines()
+                    .all(|m| !m.starts_with("switchboard.") || serves(service, m.split('/').next().unwrap())),
+                "{methods}"
+            );
 
             let health: Value =
                 serde_json::from_str(&buf_curl(&["-d", "{}", &format!("{base}/grpc.health.v1.Health/Check")])).unwrap();
@@ -105,6 +115,11 @@ async fn buf_curl_lists_services_checks_health_and_calls_each_service_by_reflect
         let answer: Value = serde_json::from_str(&buf_curl(&["-H", &key_header, "-d", "{}", &models])).unwrap();
         assert_eq!(answer["defaultModel"], "mock");
         assert_eq!(answer["models"][0]["id"], "mock");
+
+        let report = format!("http://127.0.0.1:{}/switchboard.llm.v1.UsageService/GetUsageReport", services[2].0);
+        let body = r#"{"group_by": ["USAGE_DIMENSION_TENANT"]}"#;
+        let answer: Value = serde_json::from_str(&buf_curl(&["-H", &key_header, "-d", body, &report])).unwrap();
+        assert!(answer["from"].is_string() && answer["totals"].is_object(), "{answer}");
     })
     .await
     .unwrap();

@@ -1,12 +1,15 @@
 //! The canonical API family (seed 003's shape, FastAPI errors): `/v1/chat`,
-//! `/v1/chat-token`, `/v1/conversations*`, `/v1/cache/*` and `/v1/sync`. The OpenAI paths under
-//! `/v1` are a family of their own (`routes/openai/`).
+//! `/v1/chat-token`, `/v1/conversations*`, `/v1/cache/*`, `/v1/sync`, and spend: `/v1/usage`
+//! and `/v1/budgets*`. The OpenAI paths under `/v1` are a family of their own
+//! (`routes/openai/`).
 
+pub mod budgets;
 pub mod cache;
 pub mod chat;
 pub mod chat_token;
 pub mod conversations;
 pub mod sync;
+pub mod usage;
 
 use std::time::Duration;
 
@@ -30,7 +33,12 @@ pub fn router(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(conversations::messages).limit(state, Group::Api))
         .routes(routes!(cache::list).limit(state, Group::Api))
         .routes(routes!(cache::messages).limit(state, Group::Api))
-        .routes(routes!(sync::run).limit(state, Group::Api));
+        .routes(routes!(sync::run).limit(state, Group::Api))
+        // The admin token comes as `X-Admin-Token` only, which the limiter counts per address
+        // as it does for `/api-keys`; other credentials are verified and counted as anywhere.
+        .routes(routes!(usage::report).limit(state, Group::Api))
+        .routes(routes!(budgets::list, budgets::set).limit(state, Group::Api))
+        .routes(routes!(budgets::delete).limit(state, Group::Api));
     Family { tag: "chat", dialect: Dialect::FastApi }.serve(routes)
 }
 

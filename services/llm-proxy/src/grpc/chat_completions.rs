@@ -37,6 +37,7 @@ impl Accounting {
         entry: &ModelEntry,
         usage: TokenUsage,
         started: Instant,
+        reservation: Option<crate::budgets::ledger::Reservation>,
     ) -> pb::CompletionAccount {
         let cost = entry.cost_micros(usage.prompt_tokens, usage.completion_tokens);
         let at = switchboard_kit::time::now_ms();
@@ -51,14 +52,24 @@ impl Accounting {
             prompt_tokens: usage.prompt_tokens,
             completion_tokens: usage.completion_tokens,
             cost_micros: cost,
+            priced: entry.pricing.is_some(),
             at,
         });
+        let budget_warnings = reservation.as_ref().map(|r| r.warnings.clone()).unwrap_or_default();
+        if let Some(reservation) = reservation {
+            let used = crate::budgets::Spent {
+                cost_micros: i64::try_from(cost).unwrap_or(i64::MAX),
+                tokens: i64::from(usage.prompt_tokens) + i64::from(usage.completion_tokens),
+            };
+            tokio::spawn(reservation.settle(used));
+        }
         pb::CompletionAccount {
             model: entry.id.clone(),
             provider: entry.provider.name().into(),
             usage: Some(usage_pb(usage)),
             cost_micros: cost,
             latency_ms: u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX),
+            budget_warnings,
         }
     }
 }
@@ -91,8 +102,11 @@ impl LlmGrpc {
         let key_id = switchboard_kit::auth::caller(&request)?.key_id.clone();
         let mut req = ChatRequest::parse(&request.get_ref().body)?;
         let first = self.pick(&who, &req.model).await?;
+        let chain = self.catalogue.chain(&who.0, first);
+        let mut reservation =
+            self.budgets.reserve(&who, &key_id, &chain, req.prompt_estimate(), req.max_tokens).await?;
         let mut failure = None;
-        for entry in self.catalogue.chain(&who.0, first) {
+        for entry in chain {
             let (entry, provider_key) = self.with_user_key(&who, entry).await?;
             let started = Instant::now();
             let answered: Result<(Bytes, TokenUsage), ProviderError> = match &entry.provider {
@@ -114,7 +128,7 @@ impl LlmGrpc {
             match answered {
                 Ok((body, usage)) => {
                     let bill = Bill { who: &who, key_id: &key_id, provider_key: provider_key.as_deref() };
-                    let account = self.accounting.account(&bill, &entry, usage, started);
+                    let account = self.accounting.account(&bill, &entry, usage, started, reservation.take());
                     return Ok(pb::ChatCompletionResponse { body, account: Some(account) });
                 }
                 Err(e) if falls_back(&e) => {
@@ -135,12 +149,14 @@ impl LlmGrpc {
         let key_id = switchboard_kit::auth::caller(&request)?.key_id.clone();
         let mut req = ChatRequest::parse(&request.get_ref().body)?;
         let first = self.pick(&who, &req.model).await?;
+        let chain = self.catalogue.chain(&who.0, first);
+        let reservation = self.budgets.reserve(&who, &key_id, &chain, req.prompt_estimate(), req.max_tokens).await?;
         let started = Instant::now();
         // Opening (with retries and fallbacks) comes before the first chunk, so an upstream
         // that refuses outright is a status, not a broken stream.
         let mut opened = None;
         let mut failure = None;
-        for entry in self.catalogue.chain(&who.0, first) {
+        for entry in chain {
             let (entry, provider_key) = self.with_user_key(&who, entry).await?;
             let outcome = match &entry.provider {
                 Provider::OpenAi(openai) => {
@@ -174,17 +190,21 @@ impl LlmGrpc {
             let send = |data: String| pb::ChatCompletionChunk {
                 event: Some(pb::chat_completion_chunk::Event::Data(Bytes::from(data))),
             };
+            // A stream that ends early (the caller went away, the upstream broke) is still
+            // counted, by what it produced so far: leaving before the end must not make a
+            // completion free, nor let it slip past a budget.
             let usage = match events {
                 Opened::Raw(mut chunks) => loop {
                     match chunks.next().await {
                         Some(Ok(data)) => {
                             if tally.observe(&data) && tx.send(Ok(send(data))).await.is_err() {
-                                return; // The caller went away: dropping the stream closes the upstream call.
+                                // The caller went away: dropping the stream closes the upstream call.
+                                break tally.usage();
                             }
                         }
                         Some(Err(e)) => {
                             let _ = tx.send(Err(Status::from(LlmError::from(e)))).await;
-                            return;
+                            break tally.usage();
                         }
                         None => break tally.usage(),
                     }
@@ -192,11 +212,14 @@ impl LlmGrpc {
                 Opened::Made(mut events) => {
                     let made = Made::new(&entry.id);
                     let mut first = true;
+                    let mut so_far = tally.usage();
                     loop {
                         match events.next().await {
                             Some(Ok(StreamEvent::Delta(text))) => {
+                                so_far.completion_tokens =
+                                    so_far.completion_tokens.saturating_add(crate::providers::estimate_tokens(&text));
                                 if tx.send(Ok(send(made.chunk(Some(&text), first, None)))).await.is_err() {
-                                    return;
+                                    break so_far;
                                 }
                                 first = false;
                             }
@@ -209,15 +232,15 @@ impl LlmGrpc {
                             }
                             Some(Err(e)) => {
                                 let _ = tx.send(Err(Status::from(LlmError::from(e)))).await;
-                                return;
+                                break so_far;
                             }
-                            None => break tally.usage(),
+                            None => break so_far,
                         }
                     }
                 }
             };
             let bill = Bill { who: &who, key_id: &key_id, provider_key: provider_key.as_deref() };
-            let account = this.account(&bill, &entry, usage, started);
+            let account = this.account(&bill, &entry, usage, started, reservation);
             let _ = tx
                 .send(Ok(pb::ChatCompletionChunk { event: Some(pb::chat_completion_chunk::Event::Done(account)) }))
                 .await;
