@@ -5,8 +5,8 @@
 //! what the reports read, instead of 9.6 million usage records.
 //!
 //! `cargo run --release -p switchboard-llm-proxy --example usage_report` (SQLite in a temporary
-//! file; set `SWITCHBOARD_TEST_POSTGRES_URL` to a scratch PostgreSQL database to measure it too:
-//! the example drops and refills its `usage_rollups` table).
+//! file; set `SWITCHBOARD_TEST_POSTGRES_URL` to measure PostgreSQL too: the example creates a
+//! scratch database `switchboard_usage_report` on that server and drops it afterwards).
 
 #![allow(clippy::expect_used, clippy::panic)]
 
