@@ -176,12 +176,14 @@ async fn run(command: Command, env: Env) -> anyhow::Result<()> {
 }
 
 async fn budgets(action: BudgetAction, env: &Env) -> anyhow::Result<()> {
+    use switchboard_llm_proxy::budgets::BudgetText;
     use switchboard_llm_proxy::ops;
     let settings = switchboard_llm_proxy::Settings::from_env(env)?;
     match action {
         BudgetAction::List { system_id } => print!("{}", ops::list_budgets(&settings, system_id.as_deref()).await?),
         BudgetAction::Set { scope, system_id, user_id, key_id, period, max_usd, max_tokens, warn_percent } => {
-            let args = ops::BudgetArgs { scope, system_id, user_id, key_id, period, max_usd, max_tokens, warn_percent };
+            let (user_id, key_id) = (user_id.unwrap_or_default(), key_id.unwrap_or_default());
+            let args = BudgetText { scope, system_id, user_id, key_id, period, max_usd, max_tokens, warn_percent };
             println!("budget {} set", ops::set_budget(&settings, &args).await?);
         }
         BudgetAction::Delete { id } => {

@@ -6,49 +6,9 @@ use std::fmt::Write as _;
 
 use switchboard_kit::db::Db;
 
-use crate::budgets::{Budget, Period, Scope, usd};
+use crate::budgets::{BudgetBook, BudgetText, usd};
 use crate::store::{BudgetStore, SqlStore, UsageStore};
 use crate::{POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS, Settings};
-
-/// A budget as the command line gives it.
-#[derive(Debug, Clone)]
-pub struct BudgetArgs {
-    /// `tenant`, `user` or `key`.
-    pub scope: String,
-    /// Tenant.
-    pub system_id: String,
-    /// User, for a user budget.
-    pub user_id: Option<String>,
-    /// API key id, for a key budget.
-    pub key_id: Option<String>,
-    /// `day`, `month` or `total`.
-    pub period: String,
-    /// Spend limit in US dollars.
-    pub max_usd: Option<f64>,
-    /// Token limit.
-    pub max_tokens: Option<i64>,
-    /// Warning threshold in percent.
-    pub warn_percent: Option<u32>,
-}
-
-impl BudgetArgs {
-    fn budget(&self) -> anyhow::Result<Budget> {
-        let scope = Scope::parse(&self.scope).ok_or_else(|| anyhow::anyhow!("--scope: use tenant, user or key"))?;
-        let period = Period::parse(&self.period).ok_or_else(|| anyhow::anyhow!("--period: use day, month or total"))?;
-        let max_cost_micros = match self.max_usd {
-            Some(v) if !v.is_finite() || v < 0.0 => anyhow::bail!("--max-usd: must be a non-negative number"),
-            Some(v) => Some((v * 1e6).round() as i64),
-            None => None,
-        };
-        let subject = match scope {
-            Scope::Tenant => String::new(),
-            Scope::User => self.user_id.clone().unwrap_or_default(),
-            Scope::Key => self.key_id.clone().unwrap_or_default(),
-        };
-        Budget::new(scope, &self.system_id, &subject, period, max_cost_micros, self.max_tokens, self.warn_percent)
-            .map_err(|e| anyhow::anyhow!("--{}", e.to_string().replace('_', "-")))
-    }
-}
 
 async fn store(settings: &Settings) -> anyhow::Result<(Db, SqlStore)> {
     let db = Db::connect(&settings.database_url, settings.database_var).await?;
@@ -57,8 +17,8 @@ async fn store(settings: &Settings) -> anyhow::Result<(Db, SqlStore)> {
 }
 
 /// Creates or replaces a budget; returns its id.
-pub async fn set_budget(settings: &Settings, args: &BudgetArgs) -> anyhow::Result<String> {
-    let budget = args.budget()?;
+pub async fn set_budget(settings: &Settings, args: &BudgetText) -> anyhow::Result<String> {
+    let budget = args.budget().map_err(|e| anyhow::anyhow!("--{}", e.replace('_', "-")))?;
     if settings.budgets.iter().any(|b| b.id() == budget.id()) {
         anyhow::bail!("budget {} is defined in SWITCHBOARD_CONFIG; change it there", budget.id());
     }
@@ -86,7 +46,7 @@ pub async fn delete_budget(settings: &Settings, id: &str) -> anyhow::Result<()> 
 /// the current period, as a table.
 pub async fn list_budgets(settings: &Settings, system_id: Option<&str>) -> anyhow::Result<String> {
     let (db, store) = store(settings).await?;
-    let book = crate::budgets::BudgetBook::new(settings.budgets.clone());
+    let book = BudgetBook::new(settings.budgets.clone());
     book.replace_stored(store.budgets().await?);
     let now = switchboard_kit::time::now_ms();
     let mut out = String::new();

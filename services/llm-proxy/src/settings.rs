@@ -172,52 +172,9 @@ struct ConfigFile {
     #[serde(default)]
     tenants: std::collections::HashMap<String, TenantConfig>,
     #[serde(default, rename = "budgets")]
-    budget_tables: Vec<BudgetConfig>,
+    budget_tables: Vec<crate::budgets::BudgetText>,
     #[serde(skip)]
     budgets: Vec<crate::budgets::Budget>,
-}
-
-/// A `[[budgets]]` table of the `SWITCHBOARD_CONFIG` file.
-#[derive(Debug, Clone, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct BudgetConfig {
-    /// `tenant`, `user` or `key`.
-    scope: String,
-    system_id: String,
-    #[serde(default)]
-    user_id: String,
-    #[serde(default)]
-    key_id: String,
-    /// `day`, `month` or `total`.
-    period: String,
-    /// Spend limit in US dollars.
-    max_usd: Option<f64>,
-    /// Token limit.
-    max_tokens: Option<i64>,
-    /// Warning threshold in percent (default 80).
-    warn_percent: Option<u32>,
-}
-
-impl BudgetConfig {
-    fn budget(&self) -> Result<crate::budgets::Budget, String> {
-        use crate::budgets::{Budget, Period, Scope};
-        let scope =
-            Scope::parse(&self.scope).ok_or_else(|| format!("scope {:?}: use tenant, user or key", self.scope))?;
-        let period =
-            Period::parse(&self.period).ok_or_else(|| format!("period {:?}: use day, month or total", self.period))?;
-        let max_cost_micros = match self.max_usd {
-            Some(usd) if !usd.is_finite() || usd < 0.0 => return Err("max_usd: must be a non-negative number".into()),
-            Some(usd) => Some((usd * 1e6).round() as i64),
-            None => None,
-        };
-        let subject = match scope {
-            Scope::Tenant => "",
-            Scope::User => &self.user_id,
-            Scope::Key => &self.key_id,
-        };
-        Budget::new(scope, &self.system_id, subject, period, max_cost_micros, self.max_tokens, self.warn_percent)
-            .map_err(|e| e.to_string())
-    }
 }
 
 impl ConfigFile {

@@ -237,6 +237,53 @@ impl Budget {
     }
 }
 
+/// A budget as people write it: a `[[budgets]]` table of the configuration file, or the
+/// `switchboard budgets set` arguments. Scope and period by name, the spend limit in dollars.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetText {
+    /// `tenant`, `user` or `key`.
+    pub scope: String,
+    /// Tenant.
+    pub system_id: String,
+    /// User, for a user budget.
+    #[serde(default)]
+    pub user_id: String,
+    /// API key id, for a key budget.
+    #[serde(default)]
+    pub key_id: String,
+    /// `day`, `month` or `total`.
+    pub period: String,
+    /// Spend limit in US dollars.
+    pub max_usd: Option<f64>,
+    /// Token limit.
+    pub max_tokens: Option<i64>,
+    /// Warning threshold in percent (default 80).
+    pub warn_percent: Option<u32>,
+}
+
+impl BudgetText {
+    /// The budget, checked; an error names the field (`max_usd: must be ...`).
+    pub fn budget(&self) -> Result<Budget, String> {
+        let scope =
+            Scope::parse(&self.scope).ok_or_else(|| format!("scope {:?}: use tenant, user or key", self.scope))?;
+        let period =
+            Period::parse(&self.period).ok_or_else(|| format!("period {:?}: use day, month or total", self.period))?;
+        let max_cost_micros = match self.max_usd {
+            Some(usd) if !usd.is_finite() || usd < 0.0 => return Err("max_usd: must be a non-negative number".into()),
+            Some(usd) => Some((usd * 1e6).round() as i64),
+            None => None,
+        };
+        let subject = match scope {
+            Scope::Tenant => "",
+            Scope::User => &self.user_id,
+            Scope::Key => &self.key_id,
+        };
+        Budget::new(scope, &self.system_id, subject, period, max_cost_micros, self.max_tokens, self.warn_percent)
+            .map_err(|e| e.to_string())
+    }
+}
+
 /// What was spent against a budget in its window.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Spent {
