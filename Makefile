@@ -8,6 +8,11 @@ BUF_VERSION ?= 1.75.0
 export SWITCHBOARD_BUF ?= $(TOOLS_DIR)/node_modules/.bin/buf
 OPENAI_SDK_VERSION ?= 3.54.0
 SCHEMATHESIS_VERSION ?= 4.32.5
+PLAYWRIGHT_VERSION ?= 1.65.1
+# The browser tests: Debian's Chromium driven by playwright-core; screenshots under artifacts/.
+export SWITCHBOARD_CHROMIUM ?= /usr/bin/chromium
+export SWITCHBOARD_PLAYWRIGHT ?= $(TOOLS_DIR)/node_modules/playwright-core
+export SWITCHBOARD_ARTIFACTS ?= $(CACHE_DIR)/artifacts
 export SWITCHBOARD_PYTHON ?= $(TOOLS_DIR)/venv/bin/python
 export SWITCHBOARD_TEST_POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/test
 export SWITCHBOARD_TEST_REDIS_URL ?= redis://127.0.0.1:6379
@@ -21,7 +26,8 @@ help:
 	@echo "make run    - build and start every component on embedded defaults (SQLite, mock model)"
 	@echo "make test   - run every test (needs PostgreSQL and Redis on 127.0.0.1; see README)"
 	@echo "make lint   - rustfmt check and clippy with warnings as errors"
-	@echo "make tools  - install the test tools (buf for gRPC reflection; the openai SDK and Schemathesis in a virtualenv)"
+	@echo "make tools  - install the test tools (buf for gRPC reflection; the openai SDK and Schemathesis in a virtualenv;"
+	@echo "              Debian's chromium and playwright-core for the browser tests)"
 	@echo "make bench  - latency side by side: upstream directly, LLM proxy, whole gateway"
 	@echo "make chaos  - kill -9, SIGTERM and PostgreSQL-restart checks against the real binary (needs PostgreSQL)"
 
@@ -34,7 +40,8 @@ run: build
 	fi
 	CHAT_GATEWAY_API_KEY="$${CHAT_GATEWAY_API_KEY:-$(DEMO_KEY)}" $(CARGO_TARGET_DIR)/release/switchboard
 
-tools: $(SWITCHBOARD_BUF) $(TOOLS_DIR)/venv/.openai-$(OPENAI_SDK_VERSION) $(TOOLS_DIR)/venv/.schemathesis-$(SCHEMATHESIS_VERSION)
+tools: $(SWITCHBOARD_BUF) $(TOOLS_DIR)/venv/.openai-$(OPENAI_SDK_VERSION) $(TOOLS_DIR)/venv/.schemathesis-$(SCHEMATHESIS_VERSION) \
+	$(SWITCHBOARD_PLAYWRIGHT)/.installed-$(PLAYWRIGHT_VERSION) $(SWITCHBOARD_CHROMIUM)
 
 $(SWITCHBOARD_BUF):
 	mkdir -p $(TOOLS_DIR)
@@ -53,6 +60,20 @@ $(TOOLS_DIR)/venv/.schemathesis-$(SCHEMATHESIS_VERSION): $(TOOLS_DIR)/venv/.open
 	$(TOOLS_DIR)/venv/bin/pip install --quiet --disable-pip-version-check 'schemathesis==$(SCHEMATHESIS_VERSION)'
 	$(TOOLS_DIR)/venv/bin/schemathesis --version
 	touch $@
+
+# The browser driver only: it drives the system's Chromium and downloads no browser.
+$(SWITCHBOARD_PLAYWRIGHT)/.installed-$(PLAYWRIGHT_VERSION): $(SWITCHBOARD_BUF)
+	npm install --no-audit --no-fund --silent --prefix $(TOOLS_DIR) playwright-core@$(PLAYWRIGHT_VERSION)
+	node -e "require('$(SWITCHBOARD_PLAYWRIGHT)')"
+	touch $@
+
+# Debian's Chromium (root is needed to install it); the browser tests fail without it.
+$(SWITCHBOARD_CHROMIUM):
+	@echo "installing Debian's chromium for the browser tests"
+	apt-get install -y --no-install-recommends chromium || \
+	  { apt-get update && apt-get install -y --no-install-recommends chromium; } || \
+	  { echo "FATAL: cannot install chromium, which the browser tests need"; exit 1; }
+	$(SWITCHBOARD_CHROMIUM) --version
 
 # Doc examples are not tests here; the last line sums every test binary's result.
 test: tools clean-test-dbs

@@ -86,6 +86,7 @@ impl Application {
             metrics,
             limiter: Arc::new(limiter),
             verifier: switchboard_kit::auth::Verifier::from_settings(&settings.verifier, hub)?,
+            chat_frame_ancestors: settings.chat_frame_ancestors.clone().into(),
         };
         let (listener, local) = switchboard_kit::net::bind(settings.addr, "SWITCHBOARD_HTTP_ADDR").await?;
         tracing::info!(

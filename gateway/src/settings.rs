@@ -38,6 +38,9 @@ pub struct Settings {
     /// `SWITCHBOARD_CORS_ORIGINS`: browser origins allowed to call the API cross-origin
     /// (`https://app.example.com`); empty, the default, sends no CORS headers at all.
     pub cors_origins: Vec<HeaderValue>,
+    /// `ALLOWED_CHAT_TOKEN_ORIGINS` (seed 003): the sites that may frame the chat page with
+    /// `embed=1`, as `frame-ancestors` sources; `*` (any site) when unset, as seed 003 allows.
+    pub chat_frame_ancestors: String,
 }
 
 impl Settings {
@@ -67,31 +70,40 @@ impl Settings {
             header_read_timeout: std::time::Duration::from_secs(header_read_timeout),
             request_timeout: std::time::Duration::from_secs(request_timeout),
             rate_limits: RateLimitSettings::from_env(env)?,
-            cors_origins: cors_origins(env)?,
+            cors_origins: origins(env, "SWITCHBOARD_CORS_ORIGINS")?,
+            chat_frame_ancestors: chat_frame_ancestors(env)?,
         })
     }
 }
 
-/// Parses `SWITCHBOARD_CORS_ORIGINS`: comma-separated origins, each `http(s)://host[:port]`
-/// exactly as a browser sends it in `Origin` (no path, no trailing slash, no wildcard).
-fn cors_origins(env: &Env) -> Result<Vec<HeaderValue>, ConfigError> {
-    const VAR: &str = "SWITCHBOARD_CORS_ORIGINS";
-    env.list(VAR)
+/// `ALLOWED_CHAT_TOKEN_ORIGINS` as `frame-ancestors` sources (`*` when unset).
+fn chat_frame_ancestors(env: &Env) -> Result<String, ConfigError> {
+    let origins = origins(env, "ALLOWED_CHAT_TOKEN_ORIGINS")?;
+    if origins.is_empty() {
+        return Ok("*".to_owned());
+    }
+    Ok(origins.iter().filter_map(|o| o.to_str().ok()).collect::<Vec<_>>().join(" "))
+}
+
+/// Parses a list of comma-separated origins (`VAR`), each `http(s)://host[:port]` exactly as a
+/// browser sends it in `Origin` (no path, no trailing slash, no wildcard).
+fn origins(env: &Env, var: &'static str) -> Result<Vec<HeaderValue>, ConfigError> {
+    env.list(var)
         .into_iter()
         .map(|origin| {
             let host = origin
                 .strip_prefix("https://")
                 .or_else(|| origin.strip_prefix("http://"))
-                .ok_or_else(|| ConfigError::invalid(VAR, format!("{origin:?} must start with https:// or http://")))?;
+                .ok_or_else(|| ConfigError::invalid(var, format!("{origin:?} must start with https:// or http://")))?;
             let valid = !host.is_empty()
                 && host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'));
             if !valid {
                 return Err(ConfigError::invalid(
-                    VAR,
+                    var,
                     format!("{origin:?} is not an origin (scheme://host[:port], no path or wildcard)"),
                 ));
             }
-            HeaderValue::from_str(&origin).map_err(|e| ConfigError::invalid(VAR, e.to_string()))
+            HeaderValue::from_str(&origin).map_err(|e| ConfigError::invalid(var, e.to_string()))
         })
         .collect()
 }
@@ -102,6 +114,7 @@ mod tests {
 
     #[test]
     fn cors_origins_are_off_by_default_and_must_be_origins() {
+        let cors_origins = |env: &Env| origins(env, "SWITCHBOARD_CORS_ORIGINS");
         assert!(cors_origins(&Env::default()).unwrap().is_empty());
         let env = Env::default().with("SWITCHBOARD_CORS_ORIGINS", "https://app.example.com, http://localhost:3000");
         assert_eq!(cors_origins(&env).unwrap(), ["https://app.example.com", "http://localhost:3000"]);
@@ -110,6 +123,17 @@ mod tests {
             let err = cors_origins(&env).unwrap_err().to_string();
             assert!(err.contains("SWITCHBOARD_CORS_ORIGINS"), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn the_chat_page_may_be_framed_by_the_chat_token_origins_or_any_site_when_unset() {
+        assert_eq!(chat_frame_ancestors(&Env::default()).unwrap(), "*");
+        let env = Env::default().with("ALLOWED_CHAT_TOKEN_ORIGINS", "https://drillquiz.example,http://localhost:8080");
+        assert_eq!(chat_frame_ancestors(&env).unwrap(), "https://drillquiz.example http://localhost:8080");
+        // A source list that could close the directive and open another is refused at start.
+        let env = Env::default().with("ALLOWED_CHAT_TOKEN_ORIGINS", "https://a.example; script-src *");
+        let err = chat_frame_ancestors(&env).unwrap_err().to_string();
+        assert!(err.contains("ALLOWED_CHAT_TOKEN_ORIGINS"), "{err}");
     }
 
     #[test]

@@ -31,4 +31,7 @@ pub struct AppState {
     pub verifier: Verifier,
     /// Rate limits.
     pub limiter: Arc<Limiter>,
+    /// Who may frame the embedded chat page: `frame-ancestors` sources, from
+    /// `ALLOWED_CHAT_TOKEN_ORIGINS` (`*` when unset).
+    pub chat_frame_ancestors: Arc<str>,
 }

@@ -7,7 +7,7 @@
 //!
 //! A route's path tells its file: `/v1/chat` is `routes/v1/chat.rs`, `/v1/budgets/{id}` is
 //! `routes/v1/budgets.rs`, `/api/v1/users/join` is `routes/api/v1/users.rs`, `/api-keys` is
-//! `routes/api_keys.rs`, `/register` is `routes/users.rs`. A family with a path prefix has its
+//! `routes/api_keys.rs`, `/register` is `routes/users.rs`, the page `/chat` is `routes/pages/chat.rs`. A family with a path prefix has its
 //! `router()` in that prefix's `mod.rs`; the others in the file named below.
 //!
 //! | family | router | paths | errors |
@@ -19,6 +19,7 @@
 //! | seed 004 | `api::v1::router` | `/api/v1/*` | `{success, message, data, errors}` |
 //! | OpenAI | `openai::router` | `/v1/chat/completions`, `/v1/models` | `{"error": {message, type, param, code}}` |
 //! | ops | `health::router`, `docs::router` | `/healthz`, `/readyz`, `/metrics`, `/openapi.json`, `/docs`, `/redoc` | FastAPI |
+//! | pages | `pages::router` | `/chat`, `/chat-api`, `/cache`, `/widget.js`, `/assets/{file}` | an HTML page in the reader's language |
 
 mod api;
 mod api_keys;
@@ -27,6 +28,7 @@ mod classic;
 mod docs;
 mod health;
 mod openai;
+mod pages;
 mod users;
 mod v1;
 
@@ -64,6 +66,7 @@ fn api(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(v1::router(state))
         .merge(api::v1::router(state))
         .merge(openai::router(state))
+        .merge(pages::router(state))
 }
 
 /// Every route, with CORS, body limit, metrics and tracing.

@@ -2,7 +2,7 @@
 //! principals; issues, rotates and revokes API keys; registers users and logs them in and
 //! out; keeps profiles; issues chat tokens. Revocations are announced on the revocation bus.
 
-mod chat_ui;
+pub mod chat_ui;
 mod error;
 mod grpc;
 pub mod jwt;

@@ -241,6 +241,25 @@ enum Lookup<'a> {
 }
 
 /// The request's principal, validated, once the caller is known to be allowed to act for it.
+/// The tenant whose every user's conversations a list asks for: a service credential naming
+/// no user (and a tenant it serves, unless it is bound to one). `None` for a list of one
+/// principal's conversations.
+fn every_user_of(request: &Request<pb::ListConversationsRequest>) -> Result<Option<String>, Status> {
+    let caller = switchboard_kit::auth::caller(request)?;
+    let named = request.get_ref().principal.as_ref();
+    if !caller.service || named.is_some_and(|p| !p.user_id.trim().is_empty()) {
+        return Ok(None);
+    }
+    let system_id = named.map(|p| p.system_id.trim()).filter(|s| !s.is_empty()).unwrap_or(caller.system_id.as_str());
+    if system_id.is_empty() {
+        return Err(switchboard_kit::grpc::invalid_field("system_id", "system_id: is required".to_owned()));
+    }
+    if !caller.serves(system_id) {
+        return Err(Status::permission_denied(format!("system_id {system_id:?} is not allowed for this credential")));
+    }
+    Ok(Some(system_id.to_owned()))
+}
+
 fn owner<T>(request: &Request<T>, p: Option<&pb::Principal>) -> Result<Principal, Status> {
     let caller = switchboard_kit::auth::caller(request)?;
     let p = p.ok_or_else(|| ConversationError::invalid("principal", "is required"))?;
@@ -379,9 +398,7 @@ impl ConversationService for ConversationGrpc {
         &self,
         request: Request<pb::ListConversationsRequest>,
     ) -> Result<Response<pb::ListConversationsResponse>, Status> {
-        let owner = owner(&request, request.get_ref().principal.as_ref())?;
-        self.counted(&request, &owner);
-        let req = request.into_inner();
+        let req = request.get_ref();
         let page = PageRequest {
             size: page_size(req.page_size, 20, 100),
             cursor: Cursor::decode(&req.page_token, "page_token")?,
@@ -390,7 +407,18 @@ impl ConversationService for ConversationGrpc {
             from: req.from_time.as_ref().map(from_timestamp),
             to: req.to_time.as_ref().map(from_timestamp),
         };
-        let page = self.store.list_conversations(&owner, &filter, &page).await.map_err(ConversationError::from)?;
+        let page = match every_user_of(&request)? {
+            Some(system_id) => {
+                self.api_usage.count(&system_id, "", &endpoint_of(&request), switchboard_kit::time::now_ms());
+                self.store.list_tenant_conversations(&system_id, &filter, &page).await
+            }
+            None => {
+                let owner = owner(&request, req.principal.as_ref())?;
+                self.counted(&request, &owner);
+                self.store.list_conversations(&owner, &filter, &page).await
+            }
+        }
+        .map_err(ConversationError::from)?;
         Ok(Response::new(pb::ListConversationsResponse {
             conversations: page.items.into_iter().map(conversation_pb).collect(),
             next_page_token: page.next.map(|c| c.encode()).unwrap_or_default(),

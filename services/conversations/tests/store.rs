@@ -42,6 +42,7 @@ on_both_backends!(
     messages_come_back_oldest_first_across_pages,
     another_principals_conversation_is_invisible,
     conversations_list_newest_first_with_paging_and_date_filters,
+    a_tenant_lists_every_users_conversations_and_no_other_tenants,
     finished_messages_keep_their_outcome_and_failed_ones_leave_the_context,
     clearing_history_removes_only_the_owners_conversations,
     usage_records_are_written_in_one_batch,
@@ -161,6 +162,66 @@ async fn conversations_list_newest_first_with_paging_and_date_filters(f: Fixture
         .unwrap()
         .items;
     assert_eq!(until.len(), 2);
+}
+
+async fn a_tenant_lists_every_users_conversations_and_no_other_tenants(f: Fixture) {
+    let bob = Principal::parse("drillquiz", "bob").unwrap();
+    let elsewhere = Principal::parse("cointutor", "alice").unwrap();
+    let mut ours = Vec::new();
+    for (i, owner) in [alice(), bob.clone(), elsewhere.clone(), alice()].iter().enumerate() {
+        let c = f.store.create_conversation(owner, &format!("c{i}")).await.unwrap();
+        f.store.append_message(user_message(&c.id, "hi")).await.unwrap();
+        if owner.system_id == "drillquiz" {
+            ours.push((c.id, owner.user_id.clone()));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+    }
+    ours.reverse();
+    let mut listed = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = f
+            .store
+            .list_tenant_conversations("drillquiz", &ConversationFilter::default(), &PageRequest { size: 2, cursor })
+            .await
+            .unwrap();
+        listed.extend(page.items.into_iter().map(|c| (c.id, c.owner.user_id)));
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(listed, ours, "every user of drillquiz, newest first, none of cointutor");
+    let newest = f
+        .store
+        .list_tenant_conversations("drillquiz", &ConversationFilter::default(), &PageRequest { size: 10, cursor: None })
+        .await
+        .unwrap()
+        .items[0]
+        .updated_at;
+    let recent = f
+        .store
+        .list_tenant_conversations(
+            "drillquiz",
+            &ConversationFilter { from: Some(newest), to: None },
+            &PageRequest { size: 10, cursor: None },
+        )
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(recent.len(), 1, "the date filter applies");
+    assert!(
+        f.store
+            .list_tenant_conversations(
+                "nobody",
+                &ConversationFilter::default(),
+                &PageRequest { size: 10, cursor: None }
+            )
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
 }
 
 async fn finished_messages_keep_their_outcome_and_failed_ones_leave_the_context(f: Fixture) {

@@ -19,9 +19,11 @@ use crate::state::AppState;
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
-    /// Tenant of the user (a service key names it; other credentials are their own).
+    /// Tenant of the user (a service key names it unless bound to one; other credentials are
+    /// their own).
     system_id: Option<String>,
-    /// The user (likewise).
+    /// The user (likewise). A service key may leave it out to list every user's
+    /// conversations of the tenant.
     user_id: Option<String>,
     /// Page size (default 20, at most 100).
     limit: Option<u32>,
@@ -38,6 +40,10 @@ pub struct ListQuery {
 pub struct ConversationBody {
     /// Conversation id.
     id: String,
+    /// Its tenant.
+    system_id: String,
+    /// Its user.
+    user_id: String,
     /// Its title (the first line of its first message).
     title: String,
     /// How many messages it holds.
@@ -106,10 +112,21 @@ pub async fn list(
     caller: Caller,
     ValidQuery(query): ValidQuery<ListQuery>,
 ) -> Result<Json<ListBody<ConversationBody>>, ApiError> {
-    let principal = caller.act_as(query.system_id.as_deref(), query.user_id.as_deref(), "query")?;
-    state.limiter.principal(Group::Api, &principal.system_id, &principal.user_id).await?;
+    let given = |v: &Option<String>| v.as_deref().map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned);
+    let principal = match (caller.0.service, given(&query.user_id)) {
+        // A service credential naming no user lists every user's conversations of the tenant
+        // (the history page); the conversation service checks it serves that tenant.
+        (true, None) => {
+            pb::Principal { system_id: given(&query.system_id).unwrap_or_default(), user_id: String::new() }
+        }
+        _ => {
+            let principal = caller.act_as(query.system_id.as_deref(), query.user_id.as_deref(), "query")?;
+            state.limiter.principal(Group::Api, &principal.system_id, &principal.user_id).await?;
+            pb::Principal { system_id: principal.system_id, user_id: principal.user_id }
+        }
+    };
     let mut request = caller.request(pb::ListConversationsRequest {
-        principal: Some(pb::Principal { system_id: principal.system_id, user_id: principal.user_id }),
+        principal: Some(principal),
         page_size: query.limit.unwrap_or(0),
         page_token: query.cursor.unwrap_or_default(),
         from_time: date(query.from_date.as_deref(), "from_date", false)?,
@@ -127,6 +144,8 @@ pub async fn list(
         .conversations
         .into_iter()
         .map(|c| ConversationBody {
+            system_id: c.principal.as_ref().map(|p| p.system_id.clone()).unwrap_or_default(),
+            user_id: c.principal.map(|p| p.user_id).unwrap_or_default(),
             created_at: timestamp_rfc3339(c.created_at.as_ref()),
             updated_at: timestamp_rfc3339(c.updated_at.as_ref()),
             id: c.id,

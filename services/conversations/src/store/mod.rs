@@ -82,6 +82,14 @@ pub trait ConversationStore: Send + Sync + 'static {
         filter: &ConversationFilter,
         page: &PageRequest,
     ) -> Result<Page<Conversation>, sqlx::Error>;
+    /// Every user's conversations of a tenant, most recently updated first (for service
+    /// credentials browsing a tenant's history).
+    async fn list_tenant_conversations(
+        &self,
+        system_id: &str,
+        filter: &ConversationFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Conversation>, sqlx::Error>;
     /// Appends messages (in order, in one transaction) and bumps their conversations.
     async fn append_messages(&self, messages: Vec<NewMessage>) -> Result<Vec<Message>, sqlx::Error>;
     /// Appends one message and bumps its conversation, atomically.

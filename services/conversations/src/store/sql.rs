@@ -101,6 +101,43 @@ impl SqlStore {
             Db::Postgres(_) => ("", String::new()),
         }
     }
+
+    /// Conversations of a tenant, of one user of it when `user_id` is given, most recently
+    /// updated first (each case has its index).
+    async fn list(
+        &self,
+        system_id: &str,
+        user_id: Option<&str>,
+        filter: &ConversationFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Conversation>, sqlx::Error> {
+        let (before_time, before_id) = match &page.cursor {
+            Some(c) => (c.time, c.id.clone()),
+            None => (i64::MAX, String::new()),
+        };
+        // `$2` is the user, or (for the whole tenant) a condition that always holds.
+        let user = if user_id.is_some() { "user_id = $2" } else { "$2 = ''" };
+        let sql = format!(
+            "SELECT {CONVERSATION_COLUMNS} FROM conversations \
+             WHERE system_id = $1 AND {user} AND updated_at >= $3 AND updated_at <= $4 \
+               AND (updated_at < $5 OR (updated_at = $5 AND id < $6)) \
+             ORDER BY updated_at DESC, id DESC LIMIT $7"
+        );
+        let rows: Vec<ConversationRow> = db_run!(&self.db, |pool| {
+            sqlx::query_as(&sql)
+                .bind(system_id)
+                .bind(user_id.unwrap_or_default())
+                .bind(filter.from.unwrap_or(i64::MIN))
+                .bind(filter.to.unwrap_or(i64::MAX))
+                .bind(before_time)
+                .bind(&before_id)
+                .bind(i64::from(page.size) + 1)
+                .fetch_all(pool)
+                .await
+        })?;
+        let items = rows.into_iter().map(Conversation::from).collect();
+        Ok(next_page(items, page.size, |c: &Conversation| Cursor { time: c.updated_at, id: c.id.clone() }))
+    }
 }
 
 /// Most bytes of message text in one page of messages (gRPC messages end at 4 MiB).
@@ -191,30 +228,16 @@ impl ConversationStore for SqlStore {
         filter: &ConversationFilter,
         page: &PageRequest,
     ) -> Result<Page<Conversation>, sqlx::Error> {
-        let (before_time, before_id) = match &page.cursor {
-            Some(c) => (c.time, c.id.clone()),
-            None => (i64::MAX, String::new()),
-        };
-        let sql = format!(
-            "SELECT {CONVERSATION_COLUMNS} FROM conversations \
-             WHERE system_id = $1 AND user_id = $2 AND updated_at >= $3 AND updated_at <= $4 \
-               AND (updated_at < $5 OR (updated_at = $5 AND id < $6)) \
-             ORDER BY updated_at DESC, id DESC LIMIT $7"
-        );
-        let rows: Vec<ConversationRow> = db_run!(&self.db, |pool| {
-            sqlx::query_as(&sql)
-                .bind(&owner.system_id)
-                .bind(&owner.user_id)
-                .bind(filter.from.unwrap_or(i64::MIN))
-                .bind(filter.to.unwrap_or(i64::MAX))
-                .bind(before_time)
-                .bind(&before_id)
-                .bind(i64::from(page.size) + 1)
-                .fetch_all(pool)
-                .await
-        })?;
-        let items = rows.into_iter().map(Conversation::from).collect();
-        Ok(next_page(items, page.size, |c: &Conversation| Cursor { time: c.updated_at, id: c.id.clone() }))
+        self.list(&owner.system_id, Some(&owner.user_id), filter, page).await
+    }
+
+    async fn list_tenant_conversations(
+        &self,
+        system_id: &str,
+        filter: &ConversationFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Conversation>, sqlx::Error> {
+        self.list(system_id, None, filter, page).await
     }
 
     async fn append_messages(&self, messages: Vec<NewMessage>) -> Result<Vec<Message>, sqlx::Error> {
