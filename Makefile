@@ -13,6 +13,7 @@ PLAYWRIGHT_VERSION ?= 1.65.1
 export SWITCHBOARD_CHROMIUM ?= /usr/bin/chromium
 export SWITCHBOARD_PLAYWRIGHT ?= $(TOOLS_DIR)/node_modules/playwright-core
 export SWITCHBOARD_ARTIFACTS ?= $(CACHE_DIR)/artifacts
+CJK_FONT ?= /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc
 export SWITCHBOARD_PYTHON ?= $(TOOLS_DIR)/venv/bin/python
 export SWITCHBOARD_TEST_POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/test
 export SWITCHBOARD_TEST_REDIS_URL ?= redis://127.0.0.1:6379
@@ -41,7 +42,7 @@ run: build
 	CHAT_GATEWAY_API_KEY="$${CHAT_GATEWAY_API_KEY:-$(DEMO_KEY)}" $(CARGO_TARGET_DIR)/release/switchboard
 
 tools: $(SWITCHBOARD_BUF) $(TOOLS_DIR)/venv/.openai-$(OPENAI_SDK_VERSION) $(TOOLS_DIR)/venv/.schemathesis-$(SCHEMATHESIS_VERSION) \
-	$(SWITCHBOARD_PLAYWRIGHT)/.installed-$(PLAYWRIGHT_VERSION) $(SWITCHBOARD_CHROMIUM)
+	$(SWITCHBOARD_PLAYWRIGHT)/.installed-$(PLAYWRIGHT_VERSION) $(SWITCHBOARD_CHROMIUM) $(CJK_FONT)
 
 $(SWITCHBOARD_BUF):
 	mkdir -p $(TOOLS_DIR)
@@ -74,6 +75,12 @@ $(SWITCHBOARD_CHROMIUM):
 	  { apt-get update && apt-get install -y --no-install-recommends chromium; } || \
 	  { echo "FATAL: cannot install chromium, which the browser tests need"; exit 1; }
 	$(SWITCHBOARD_CHROMIUM) --version
+
+# Korean, Chinese and Japanese glyphs, so the pages' screenshots show their text.
+$(CJK_FONT):
+	apt-get install -y --no-install-recommends fonts-noto-cjk || \
+	  { apt-get update && apt-get install -y --no-install-recommends fonts-noto-cjk; } || \
+	  { echo "FATAL: cannot install fonts-noto-cjk, which the browser tests' screenshots need"; exit 1; }
 
 # Doc examples are not tests here; the last line sums every test binary's result.
 test: tools clean-test-dbs

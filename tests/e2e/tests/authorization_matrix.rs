@@ -243,6 +243,9 @@ impl Victim {
             template.replace("{id}", &self.default_number.to_string())
         } else if template.starts_with("/api-keys/") {
             template.replace("{api_key}", &self.key_id).replace("{id}", &self.key_id)
+        } else if template.starts_with("/assets/") {
+            // The pages' files hold no one's data.
+            template.replace("{file}", "chat.js")
         } else {
             template.to_owned()
         };
@@ -444,6 +447,12 @@ async fn probes(app: &TestApp, credential: &Credential, victim: &Victim) -> Vec<
     let reached = (200..300).contains(&status) && text.contains(&victim.conversation);
     cells.push(("POST /v1/chat replaying the victim's Idempotency-Key", status, reached.then(|| text.clone())));
     cells
+}
+
+/// Whether `text` is a list whose every item names `system_id` as its tenant.
+fn only_tenant(text: &str, system_id: &str) -> bool {
+    let listed = serde_json::from_str::<Value>(text).ok().and_then(|v| v["data"].as_array().cloned());
+    listed.is_some_and(|items| items.iter().all(|item| item["system_id"] == system_id))
 }
 
 #[tokio::test]
@@ -654,6 +663,11 @@ async fn no_credential_reaches_another_principals_data_on_any_route() {
                     continue;
                 }
                 own += 1;
+                if credential.kind == Kind::ServiceKeyOfAnotherTenant && only_tenant(&text, "cointutor") {
+                    // A tenant-wide listing of its own tenant, where the probes of cointutor's
+                    // credentials sent the victim's words as their own.
+                    continue;
+                }
                 if let Some(marker) = victim.markers().into_iter().find(|m| text.contains(m)) {
                     violations.push(format!("{cell} shows the victim's {marker:?}: {text}"));
                 }

@@ -19,6 +19,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
+use utoipa::openapi::{Ref, RefOr, ResponseBuilder};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -39,12 +40,30 @@ pub fn router(state: &AppState) -> OpenApiRouter<AppState> {
         .layer(axum::middleware::from_fn_with_state(state.clone(), html_errors))
         // Before the rate limiter, which then verifies (and counts) the key like any other.
         .layer(axum::middleware::from_fn(cache::key_from_query));
-    for item in routes.get_openapi_mut().paths.paths.values_mut() {
+    for (path, item) in &mut routes.get_openapi_mut().paths.paths {
+        let page = matches!(path.as_str(), "/chat" | "/chat-api" | "/cache");
         for operation in super::operations(item) {
             operation.tags = Some(vec!["pages".to_owned()]);
+            operation.responses.responses.entry("default".to_owned()).or_insert_with(|| error_response(page));
         }
     }
     routes
+}
+
+/// The `default` response of a page (an error page) or of a file (FastAPI's error body).
+fn error_response(page: bool) -> RefOr<utoipa::openapi::Response> {
+    let (description, content_type, schema) = if page {
+        let html = utoipa::openapi::ObjectBuilder::new().schema_type(utoipa::openapi::Type::String).build();
+        ("An error page, in the reader's language.", "text/html", RefOr::T(utoipa::openapi::Schema::Object(html)))
+    } else {
+        ("An error, in this API's error shape.", "application/json", RefOr::Ref(Ref::from_schema_name("FastApiError")))
+    };
+    RefOr::T(
+        ResponseBuilder::new()
+            .description(description)
+            .content(content_type, utoipa::openapi::ContentBuilder::new().schema(Some(schema)).build())
+            .build(),
+    )
 }
 
 /// Who may frame a page (`frame-ancestors`).
