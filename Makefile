@@ -14,6 +14,10 @@ export SWITCHBOARD_CHROMIUM ?= /usr/bin/chromium
 export SWITCHBOARD_PLAYWRIGHT ?= $(TOOLS_DIR)/node_modules/playwright-core
 export SWITCHBOARD_ARTIFACTS ?= $(CACHE_DIR)/artifacts
 CJK_FONT ?= /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc
+OHA_VERSION ?= 1.16.0
+OHA ?= $(TOOLS_DIR)/oha/bin/oha
+LITELLM_VERSION ?= 1.106.2
+LITELLM ?= $(TOOLS_DIR)/litellm-venv/bin/litellm
 export SWITCHBOARD_PYTHON ?= $(TOOLS_DIR)/venv/bin/python
 export SWITCHBOARD_TEST_POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/test
 export SWITCHBOARD_TEST_REDIS_URL ?= redis://127.0.0.1:6379
@@ -29,7 +33,7 @@ help:
 	@echo "make lint   - rustfmt check and clippy with warnings as errors"
 	@echo "make tools  - install the test tools (buf for gRPC reflection; the openai SDK and Schemathesis in a virtualenv;"
 	@echo "              Debian's chromium and playwright-core for the browser tests)"
-	@echo "make bench  - latency side by side: upstream directly, LLM proxy, whole gateway"
+	@echo "make bench  - overhead side by side at fixed rates: upstream alone, Switchboard, LiteLLM (bench/results/)"
 	@echo "make chaos  - kill -9, SIGTERM and PostgreSQL-restart checks against the real binary (needs PostgreSQL)"
 
 build:
@@ -89,8 +93,25 @@ test: tools clean-test-dbs
 	  awk '/^test result:/ { p += $$4; f += $$6 } END { printf "tests: %d passed, %d failed\n", p, f }' $(CACHE_DIR)/test.log; \
 	  exit $$status
 
-bench:
-	cargo run --release -p switchboard-e2e --example bench
+# Side by side at fixed rates: the mock upstream alone, Switchboard (release binary, one process per
+# component) and LiteLLM proxy (BENCH_PEER=none leaves it out); tables in bench/results/.
+bench: $(OHA) $(if $(filter none,$(BENCH_PEER)),,$(LITELLM))
+	cargo build --release --bin switchboard -p switchboard-gateway
+	cargo build --release -p switchboard-bench
+	SWITCHBOARD_BIN=$(CARGO_TARGET_DIR)/release/switchboard OHA=$(OHA) LITELLM=$(LITELLM) \
+	  $(CARGO_TARGET_DIR)/release/bench
+
+# oha, the fixed-rate HTTP load generator (its TLS backend builds with cmake).
+$(OHA):
+	command -v cmake >/dev/null || apt-get install -y --no-install-recommends cmake || \
+	  { apt-get update && apt-get install -y --no-install-recommends cmake; }
+	cargo install oha --locked --version $(OHA_VERSION) --root $(TOOLS_DIR)/oha
+
+# LiteLLM proxy for the peer column (pip first: the old one backtracks for minutes on its pins).
+$(LITELLM):
+	python3 -m venv $(TOOLS_DIR)/litellm-venv
+	$(TOOLS_DIR)/litellm-venv/bin/pip install --quiet --disable-pip-version-check -U pip
+	$(TOOLS_DIR)/litellm-venv/bin/pip install --quiet 'litellm[proxy]==$(LITELLM_VERSION)'
 
 # Process-level failure modes against the real binary, one process per component: kill -9
 # loops, SIGTERM with open streams, a PostgreSQL restart (on a private throwaway cluster;

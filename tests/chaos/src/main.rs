@@ -32,7 +32,8 @@ use rand::Rng;
 use serde_json::{Value, json};
 use sqlx::Connection;
 use switchboard_test_support::MockUpstream;
-use tokio::process::{Child, Command};
+use switchboard_test_support::stack::{Part, Stack, free_port, health_channel};
+use tokio::process::Command;
 use tokio::task::JoinHandle;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -55,212 +56,21 @@ fn started() -> Instant {
     *START.get_or_init(Instant::now)
 }
 
-// ---------------------------------------------------------------------------------------------
-// The components, one process each.
-
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Part {
-    Auth,
-    Llm,
-    Conversations,
-    Gateway,
-}
-
-impl Part {
-    const ALL: [Part; 4] = [Part::Auth, Part::Llm, Part::Conversations, Part::Gateway];
-
-    fn command(self) -> &'static str {
-        match self {
-            Part::Auth => "auth",
-            Part::Llm => "llm-proxy",
-            Part::Conversations => "conversations",
-            Part::Gateway => "gateway",
-        }
-    }
-
-    fn index(self) -> usize {
-        self as usize
-    }
-}
-
-struct Stack {
-    name: &'static str,
-    bin: PathBuf,
-    env: Vec<(String, String)>,
-    logs: PathBuf,
-    ports: [u16; 4],
-    children: [Option<Child>; 4],
-    http: String,
-    db_url: String,
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(l.local_addr()?.port())
-}
-
-impl Stack {
-    async fn start(name: &'static str, bin: &Path, logs: &Path, db_url: &str, upstream: &str) -> anyhow::Result<Self> {
-        let ports = [free_port()?, free_port()?, free_port()?, free_port()?];
-        let addr = |p: Part| format!("127.0.0.1:{}", ports[p.index()]);
-        let env: Vec<(String, String)> = [
-            ("DATABASE_URL", db_url.to_owned()),
-            ("CHAT_GATEWAY_API_KEY", KEY.to_owned()),
-            ("SWITCHBOARD_AUTH_ADDR", addr(Part::Auth)),
-            ("SWITCHBOARD_LLM_ADDR", addr(Part::Llm)),
-            ("SWITCHBOARD_CONVERSATIONS_ADDR", addr(Part::Conversations)),
-            ("SWITCHBOARD_HTTP_ADDR", addr(Part::Gateway)),
-            ("OPENAI_BASE_URL", upstream.to_owned()),
-            ("OPENAI_API_KEY", "sk-chaos".to_owned()),
-            ("SWITCHBOARD_DEFAULT_MODEL", "gpt-test".to_owned()),
-            ("SWITCHBOARD_TURN_TIMEOUT_SECS", TURN_TIMEOUT_SECS.to_string()),
-            ("SWITCHBOARD_RATE_LIMIT_CHAT", "off".to_owned()),
-            ("SWITCHBOARD_RATE_LIMIT_CHAT_PRINCIPAL", "off".to_owned()),
-            ("SWITCHBOARD_RATE_LIMIT_API", "off".to_owned()),
-            ("SWITCHBOARD_RATE_LIMIT_API_PRINCIPAL", "off".to_owned()),
-            ("RUST_LOG", "warn".to_owned()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
-        let mut stack = Stack {
-            name,
-            bin: bin.to_owned(),
-            env,
-            logs: logs.to_owned(),
-            ports,
-            children: [None, None, None, None],
-            http: format!("http://{}", addr(Part::Gateway)),
-            db_url: db_url.to_owned(),
-        };
-        // Migrations once, then each component alone and ready before the next.
-        let status = tokio::time::timeout(
-            Duration::from_secs(60),
-            Command::new(&stack.bin)
-                .arg("migrate")
-                .envs(stack.env.iter().map(|(k, v)| (k, v)))
-                .stdout(stack.log_file("migrate")?)
-                .stderr(stack.log_file("migrate")?)
-                .status(),
-        )
-        .await
-        .context("migrate timed out")??;
-        if !status.success() {
-            bail!("{name}: `switchboard migrate` failed ({status}); see {}", stack.logs.display());
-        }
-        for part in Part::ALL {
-            stack.spawn(part).await?;
-        }
-        Ok(stack)
-    }
-
-    fn log_file(&self, what: &str) -> anyhow::Result<Stdio> {
-        let path = self.logs.join(format!("{}-{what}.log", self.name));
-        let file = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
-        Ok(Stdio::from(file))
-    }
-
-    fn port(&self, part: Part) -> u16 {
-        self.ports[part.index()]
-    }
-
-    /// Starts `part` and waits until it serves.
-    async fn spawn(&mut self, part: Part) -> anyhow::Result<()> {
-        let child = Command::new(&self.bin)
-            .arg(part.command())
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(self.log_file(part.command())?)
-            .stderr(self.log_file(part.command())?)
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("cannot run {}", self.bin.display()))?;
-        self.children[part.index()] = Some(child);
-        self.wait_ready(part).await
-    }
-
-    async fn wait_ready(&mut self, part: Part) -> anyhow::Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
-        loop {
-            if let Some(child) = self.children[part.index()].as_mut()
-                && let Some(status) = child.try_wait()?
-            {
-                bail!("{} {} exited at start ({status}); see {}", self.name, part.command(), self.logs.display());
-            }
-            let ready = match part {
-                Part::Gateway => {
-                    client.get(format!("{}/readyz", self.http)).send().await.is_ok_and(|r| r.status().is_success())
-                }
-                _ => health_check(self.port(part)).await == Some(ServingStatus::Serving),
-            };
-            if ready {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                bail!("{} {} not ready after 30 s", self.name, part.command());
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-    }
-
-    /// `kill -9`, then waits for the process to be gone.
-    async fn kill9(&mut self, part: Part) -> anyhow::Result<()> {
-        if let Some(mut child) = self.children[part.index()].take() {
-            child.start_kill()?;
-            tokio::time::timeout(Duration::from_secs(10), child.wait()).await.context("killed process lingers")??;
-        }
-        Ok(())
-    }
-
-    /// Sends SIGTERM and hands back the process, to wait for it.
-    fn sigterm(&mut self, part: Part) -> anyhow::Result<Child> {
-        let child = self.children[part.index()].take().context("not running")?;
-        let pid = child.id().context("no pid")?;
-        let status = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status()?;
-        if !status.success() {
-            bail!("kill -TERM {pid} failed");
-        }
-        Ok(child)
-    }
-
-    /// Stops `part` gracefully (SIGTERM, at most 15 s), then hard.
-    async fn stop(&mut self, part: Part) -> anyhow::Result<()> {
-        if self.children[part.index()].is_none() {
-            return Ok(());
-        }
-        let mut child = self.sigterm(part)?;
-        if tokio::time::timeout(Duration::from_secs(15), child.wait()).await.is_err() {
-            log(format!("{} {} ignored SIGTERM for 15 s: killed", self.name, part.command()));
-            child.start_kill()?;
-            let _ = child.wait().await;
-        }
-        Ok(())
-    }
-
-    async fn stop_all(&mut self) {
-        for part in [Part::Gateway, Part::Conversations, Part::Llm, Part::Auth] {
-            if let Err(e) = self.stop(part).await {
-                log(format!("stopping {}: {e:#}", part.command()));
-            }
-        }
-    }
-}
-
-async fn health_channel(port: u16) -> Option<tonic::transport::Channel> {
-    tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
-        .ok()?
-        .connect_timeout(Duration::from_secs(1))
-        .timeout(Duration::from_secs(2))
-        .connect()
-        .await
-        .ok()
-}
-
-async fn health_check(port: u16) -> Option<ServingStatus> {
-    let mut client = HealthClient::new(health_channel(port).await?);
-    let reply = client.check(HealthCheckRequest { service: String::new() }).await.ok()?;
-    ServingStatus::try_from(reply.into_inner().status).ok()
+/// The settings of every chaos stack: the service key, the upstream, a short turn timeout (so
+/// the sweeper closes answers a kill left behind within the run), no rate limits.
+fn settings(upstream: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("CHAT_GATEWAY_API_KEY", KEY.to_owned()),
+        ("OPENAI_BASE_URL", upstream.to_owned()),
+        ("OPENAI_API_KEY", "sk-chaos".to_owned()),
+        ("SWITCHBOARD_DEFAULT_MODEL", "gpt-test".to_owned()),
+        ("SWITCHBOARD_TURN_TIMEOUT_SECS", TURN_TIMEOUT_SECS.to_string()),
+        ("SWITCHBOARD_RATE_LIMIT_CHAT", "off".to_owned()),
+        ("SWITCHBOARD_RATE_LIMIT_CHAT_PRINCIPAL", "off".to_owned()),
+        ("SWITCHBOARD_RATE_LIMIT_API", "off".to_owned()),
+        ("SWITCHBOARD_RATE_LIMIT_API_PRINCIPAL", "off".to_owned()),
+        ("RUST_LOG", "warn".to_owned()),
+    ]
 }
 
 fn panics_in(logs: &Path) -> Vec<String> {
@@ -905,7 +715,7 @@ async fn pg_restart_on(pg: &Pg, bin: &Path, logs: &Path, report: &mut Report) ->
     let db_url = create_database(&pg.admin_url(), "sb_chaos_pg_restart").await?;
     let upstream = MockUpstream::start().await;
     upstream.set_delay(Duration::from_millis(30));
-    let mut stack = Stack::start("pg", bin, logs, &db_url, &upstream.base_url()).await?;
+    let mut stack = Stack::start("pg", bin, logs, &db_url, &settings(&upstream.base_url())).await?;
     let (load, handles) = start_load(&stack.http, "pg", 4, 4, 100_000);
     let result = async {
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -1014,7 +824,7 @@ async fn disrupt(pg: &Pg, load: &Load, how: Disruption, report: &mut Report) -> 
 async fn kill_and_term(bin: &Path, logs: &Path, report: &mut Report) -> anyhow::Result<()> {
     let db_url = create_database(&admin_url(), "sb_chaos_kill").await?;
     let upstream = MockUpstream::start().await;
-    let mut stack = Stack::start("kill", bin, logs, &db_url, &upstream.base_url()).await?;
+    let mut stack = Stack::start("kill", bin, logs, &db_url, &settings(&upstream.base_url())).await?;
     let mut result = kill_loop(&mut stack, &upstream, report).await;
     if let Err(e) = &result {
         report.check("kill -9 loop", format!("error: {e:#}"), false);

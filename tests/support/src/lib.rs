@@ -3,18 +3,29 @@
 //! [`MockUpstream`] is a real HTTP server on loopback speaking the OpenAI chat-completions
 //! wire format (JSON and SSE), with knobs for delay, failures and cut streams; [`MockDify`]
 //! speaks Dify's chat-app API and keeps conversations as Dify does; [`db`] makes
-//! fresh SQLite and PostgreSQL databases.
+//! fresh SQLite and PostgreSQL databases; [`stack`] runs the real binary, one process per
+//! component.
 
 pub mod db;
 mod dify;
 mod openai;
+pub mod stack;
 
 pub use dify::MockDify;
 pub use openai::MockUpstream;
 
 /// Serves `app` on a free loopback port until the returned sender is dropped.
 pub(crate) async fn serve(app: axum::Router, what: &str) -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>) {
-    let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
+    serve_on("127.0.0.1:0", app, what).await
+}
+
+/// Serves `app` on `addr` until the returned sender is dropped.
+pub(crate) async fn serve_on(
+    addr: &str,
+    app: axum::Router,
+    what: &str,
+) -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    let listener = match tokio::net::TcpListener::bind(addr).await {
         Ok(l) => l,
         Err(e) => panic!("{what} cannot bind loopback: {e}"),
     };

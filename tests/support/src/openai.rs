@@ -25,6 +25,8 @@ struct Knobs {
     requests: Vec<Value>,
     authorizations: Vec<Option<String>>,
     accepted_keys: Option<Vec<String>>,
+    /// Keep no request (a benchmark's mock answers millions).
+    forgetful: bool,
 }
 
 #[derive(Default)]
@@ -51,6 +53,11 @@ pub struct MockUpstream {
 impl MockUpstream {
     /// Starts the server on a free loopback port.
     pub async fn start() -> Self {
+        Self::start_on("127.0.0.1:0").await
+    }
+
+    /// Starts the server on `addr` (`127.0.0.1:0` for a free port).
+    pub async fn start_on(addr: &str) -> Self {
         let shared = Arc::new(Shared::default());
         let app = Router::new()
             .route("/v1/chat/completions", post(chat_completions))
@@ -58,13 +65,19 @@ impl MockUpstream {
             // Real upstreams take prompts of many megabytes.
             .layer(axum::extract::DefaultBodyLimit::max(64 * 1024 * 1024))
             .with_state(shared.clone());
-        let (addr, stop) = crate::serve(app, "mock upstream").await;
+        let (addr, stop) = crate::serve_on(addr, app, "mock upstream").await;
         Self { addr, shared, _stop: stop }
     }
 
     /// Base URL to use as `OPENAI_BASE_URL`, e.g. `http://127.0.0.1:41234/v1`.
     pub fn base_url(&self) -> String {
         format!("http://{}/v1", self.addr)
+    }
+
+    /// Keeps no request or authorization from now on: [`Self::requests`] stays empty, and
+    /// memory flat under a benchmark's load.
+    pub fn forget_requests(&self) {
+        self.shared.knobs().forgetful = true;
     }
 
     /// The next calls answer these HTTP statuses, in order, before answering normally.
@@ -170,9 +183,11 @@ async fn chat_completions(State(shared): State<Arc<Shared>>, headers: HeaderMap,
     }
     let (failure, delay, cut) = {
         let mut knobs = shared.knobs();
-        knobs.requests.push(body.clone());
-        let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
-        knobs.authorizations.push(auth);
+        if !knobs.forgetful {
+            knobs.requests.push(body.clone());
+            let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
+            knobs.authorizations.push(auth);
+        }
         let failure = knobs.fail_next.pop_front().or(knobs.always_fail);
         (failure, knobs.delay, (knobs.cut_stream_after, knobs.chunk_delay))
     };

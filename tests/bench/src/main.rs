@@ -1,0 +1,423 @@
+//! `make bench`: what Switchboard adds to a request, measured side by side in one run on this
+//! machine — the same request straight to the mock upstream and through Switchboard (and,
+//! when installed, through LiteLLM proxy) at fixed rates, open loop with latency correction.
+//!
+//! - `POST /v1/chat/completions` (API-key auth; gateway → LLM proxy → upstream) at 1k, 2k and
+//!   5k requests/s with `oha`, stopping where the mock alone saturates;
+//! - streamed completions at 100 streams/s: time to first token and to the end;
+//! - `POST /v1/chat` (a new conversation each: auth, store, history, persistence) on SQLite and
+//!   on PostgreSQL with Redis;
+//! - gRPC `LlmService/Complete` and `ConversationService/SendMessage` as an internal caller;
+//! - CPU time per request across Switchboard's processes and each one's peak resident memory,
+//!   from `/proc`.
+//!
+//! Switchboard runs as an operator runs it: the release `switchboard` binary, one process per
+//! component (`SWITCHBOARD_BIN`); the mock upstream is a process of its own (`mock-upstream`).
+//! Results go to `bench/results/<time>.{json,md}` and `bench/results/latest.md`, and the table
+//! is printed. `BENCH_SECONDS` sets each point's length (default 8); `LITELLM` names the
+//! `litellm` executable of the peer column (`make bench` installs it; `BENCH_PEER=none` skips it).
+
+mod litellm;
+mod load;
+mod oha;
+mod proc;
+mod report;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+use switchboard_test_support::stack::{Part, Stack};
+
+use report::{Memory, Point, Report, Target};
+
+/// The static service key of the benchmark's Switchboard.
+const SERVICE_KEY: &str = "bench-service-key-0123456789";
+const ADMIN_TOKEN: &str = "bench-admin-token-0123456789";
+const UPSTREAM_KEY: &str = "sk-upstream-bench";
+/// Non-streaming completion rates, per second.
+const COMPLETION_RATES: [f64; 3] = [1000.0, 2000.0, 5000.0];
+const STREAM_RATE: f64 = 100.0;
+const CHAT_RATES: [f64; 3] = [200.0, 500.0, 1000.0];
+const GRPC_COMPLETE_RATES: [f64; 2] = [1000.0, 2000.0];
+const GRPC_TURN_RATES: [f64; 2] = [200.0, 500.0];
+
+fn log(message: impl AsRef<str>) {
+    eprintln!("[bench] {}", message.as_ref());
+}
+
+fn completion_body(stream: bool) -> Value {
+    json!({"model": "gpt-test", "messages": [{"role": "user", "content": "Say hello in five words"}], "stream": stream})
+}
+
+/// What an oha point measures: a scenario, who answers it, where, with which key.
+#[derive(Clone, Copy)]
+struct Aim<'a> {
+    scenario: &'a str,
+    target: Target,
+    url: &'a str,
+    key: &'a str,
+}
+
+/// Everything a measurement needs.
+struct Bench {
+    oha: PathBuf,
+    seconds: Duration,
+    upstream: String,
+    report: Report,
+    http: reqwest::Client,
+}
+
+impl Bench {
+    /// Measures `aim` with oha, counting the CPU of `pids` (if any) per answered request.
+    async fn oha_point(
+        &mut self,
+        aim: Aim<'_>,
+        body: &Value,
+        rate: f64,
+        pids: &[(&'static str, u32)],
+    ) -> anyhow::Result<oha::Run> {
+        let Aim { scenario, target, url, key } = aim;
+        let before: Vec<Duration> = pids.iter().map(|(_, pid)| proc::cpu(*pid)).collect();
+        let bearer = format!("Bearer {key}");
+        let run = oha::post(&self.oha, url, body, &[("Authorization", &bearer)], rate, self.seconds).await?;
+        let cpu = cpu_per_request(pids, &before, run.answered as usize);
+        log(format!(
+            "{scenario} {target:?} @ {rate} rps: p50 {:.3} p90 {:.3} p99 {:.3} ms, {:.0} rps, {} failed{}",
+            run.p50_ms,
+            run.p90_ms,
+            run.p99_ms,
+            run.achieved_rps,
+            run.failed(),
+            cpu.as_ref().map_or(String::new(), |(total, _)| format!(", {total:.3} ms CPU/request"))
+        ));
+        self.report.points.push(Point::from_oha(scenario, target, rate, &run, cpu));
+        Ok(run)
+    }
+
+    /// Measures an open-loop run of `call`, counting the CPU of `pids` per request.
+    async fn open_loop_point<F, Fut>(
+        &mut self,
+        scenario: &str,
+        target: Target,
+        rate: f64,
+        pids: &[(&'static str, u32)],
+        call: F,
+    ) -> load::Outcome
+    where
+        F: Fn(usize) -> Fut,
+        Fut: std::future::Future<Output = load::CallResult> + Send + 'static,
+    {
+        let before: Vec<Duration> = pids.iter().map(|(_, pid)| proc::cpu(*pid)).collect();
+        let outcome = load::open_loop(rate, self.seconds, call).await;
+        let cpu = cpu_per_request(pids, &before, outcome.sent);
+        let point = Point::from_outcome(scenario, target, rate, &outcome, cpu);
+        log(format!(
+            "{scenario} {target:?} @ {rate}/s: p50 {:.3} p99 {:.3} ms{}, {} failed",
+            point.p50_ms,
+            point.p99_ms,
+            point.ttft_p99_ms.map_or(String::new(), |t| format!(", first token p99 {t:.3} ms")),
+            outcome.failed()
+        ));
+        self.report.points.push(point);
+        outcome
+    }
+}
+
+/// `(all processes, by process)` CPU ms per request since `before`.
+fn cpu_per_request(
+    pids: &[(&'static str, u32)],
+    before: &[Duration],
+    requests: usize,
+) -> Option<(f64, Vec<(String, f64)>)> {
+    if pids.is_empty() || requests == 0 {
+        return None;
+    }
+    let each: Vec<(String, f64)> = pids
+        .iter()
+        .zip(before)
+        .map(|((name, pid), before)| {
+            ((*name).to_owned(), proc::cpu(*pid).saturating_sub(*before).as_secs_f64() * 1000.0 / requests as f64)
+        })
+        .collect();
+    Some((each.iter().map(|(_, ms)| ms).sum(), each))
+}
+
+fn stack_pids(stack: &Stack) -> Vec<(&'static str, u32)> {
+    Part::ALL.iter().filter_map(|part| Some((part.command(), stack.pid(*part)?))).collect()
+}
+
+fn stack_memory(stack: &Stack, backend: &str) -> Vec<Memory> {
+    stack_pids(stack)
+        .into_iter()
+        .map(|(component, pid)| {
+            let (_, peak) = proc::memory(pid);
+            Memory { component: format!("{component} ({backend})"), peak_rss_mib: peak as f64 / 1024.0 / 1024.0 }
+        })
+        .collect()
+}
+
+fn settings(upstream: &str, redis: Option<&str>) -> Vec<(&'static str, String)> {
+    let mut settings = vec![
+        ("CHAT_GATEWAY_API_KEY", SERVICE_KEY.to_owned()),
+        ("SWITCHBOARD_ADMIN_TOKEN", ADMIN_TOKEN.to_owned()),
+        ("OPENAI_BASE_URL", upstream.to_owned()),
+        ("OPENAI_API_KEY", UPSTREAM_KEY.to_owned()),
+        ("SWITCHBOARD_DEFAULT_MODEL", "gpt-test".to_owned()),
+        ("SWITCHBOARD_RATE_LIMIT_CHAT", "off".to_owned()),
+        ("SWITCHBOARD_RATE_LIMIT_CHAT_PRINCIPAL", "off".to_owned()),
+        ("SWITCHBOARD_RATE_LIMIT_API", "off".to_owned()),
+        ("SWITCHBOARD_RATE_LIMIT_API_PRINCIPAL", "off".to_owned()),
+        ("RUST_LOG", "warn".to_owned()),
+    ];
+    if let Some(redis) = redis {
+        settings.push(("REDIS_URL", redis.to_owned()));
+    }
+    settings
+}
+
+async fn client_key(http: &reqwest::Client, gateway: &str) -> anyhow::Result<String> {
+    let answer: Value = http
+        .post(format!("{gateway}/api-keys"))
+        .header("x-admin-token", ADMIN_TOKEN)
+        .json(&json!({"client_name": "bench"}))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    answer["api_key"].as_str().map(str::to_owned).context("no api_key in the answer")
+}
+
+/// Starts the mock upstream process; its base URL (`…/v1`) and the child.
+async fn start_mock() -> anyhow::Result<(String, tokio::process::Child)> {
+    use tokio::io::AsyncBufReadExt;
+    let bin = std::env::current_exe()?.with_file_name("mock-upstream");
+    let mut child = tokio::process::Command::new(&bin)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("cannot run {}", bin.display()))?;
+    let stdout = child.stdout.take().context("mock stdout")?;
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let url = tokio::time::timeout(Duration::from_secs(10), lines.next_line()).await??.context("mock said nothing")?;
+    Ok((url, child))
+}
+
+/// The non-streaming completions: the mock alone, then Switchboard, at each rate.
+async fn completions(bench: &mut Bench, stack: &Stack, key: &str) -> anyhow::Result<()> {
+    let body = completion_body(false);
+    let direct = format!("{}/chat/completions", bench.upstream);
+    let through = format!("{}/v1/chat/completions", stack.http);
+    let pids = stack_pids(stack);
+    // Warm both paths (connections, caches) before measuring.
+    let warmup = bench.seconds;
+    bench.seconds = Duration::from_secs(1);
+    oha::post(&bench.oha, &through, &body, &[("Authorization", &format!("Bearer {key}"))], 500.0, bench.seconds)
+        .await?;
+    bench.seconds = warmup;
+    for rate in COMPLETION_RATES {
+        let alone = bench
+            .oha_point(
+                Aim { scenario: "completions", target: Target::Direct, url: &direct, key: UPSTREAM_KEY },
+                &body,
+                rate,
+                &[],
+            )
+            .await?;
+        bench
+            .oha_point(
+                Aim { scenario: "completions", target: Target::Switchboard, url: &through, key },
+                &body,
+                rate,
+                &pids,
+            )
+            .await?;
+        if alone.achieved_rps < rate * 0.9 || alone.failed() > 0 {
+            log(format!("the mock alone saturates at {rate} rps: stopping there"));
+            break;
+        }
+    }
+    Ok(())
+}
+
+async fn streams(bench: &mut Bench, base: &str, key: &str, target: Target, pids: &[(&'static str, u32)]) {
+    let url = format!("{base}/chat/completions");
+    let client = reqwest::Client::builder().pool_max_idle_per_host(256).build().unwrap_or_default();
+    let key = key.to_owned();
+    bench
+        .open_loop_point("stream", target, STREAM_RATE, pids, move |_| {
+            load::stream_completion(client.clone(), url.clone(), key.clone(), completion_body(true))
+        })
+        .await;
+}
+
+/// `POST /v1/chat`, a new conversation each time, at each rate (next to the mock alone).
+async fn turns(bench: &mut Bench, stack: &Stack, scenario: &str) -> anyhow::Result<()> {
+    let pids = stack_pids(stack);
+    let url = format!("{}/v1/chat", stack.http);
+    let direct = format!("{}/chat/completions", bench.upstream);
+    let body = json!({"system_id": "bench", "user_id": "reader", "message": "Say hello in five words"});
+    for rate in CHAT_RATES {
+        if !bench
+            .report
+            .points
+            .iter()
+            .any(|p| p.scenario == "completions" && p.target == Target::Direct && p.rate == rate)
+        {
+            let aim = Aim { scenario: "completions", target: Target::Direct, url: &direct, key: UPSTREAM_KEY };
+            bench.oha_point(aim, &completion_body(false), rate, &[]).await?;
+        }
+        let aim = Aim { scenario, target: Target::Switchboard, url: &url, key: SERVICE_KEY };
+        let run = bench.oha_point(aim, &body, rate, &pids).await?;
+        if run.failed() * 10 > run.answered.max(1) {
+            log(format!("{scenario} fails at {rate} rps: stopping there"));
+            break;
+        }
+    }
+    Ok(())
+}
+
+async fn grpc(bench: &mut Bench, stack: &Stack) -> anyhow::Result<()> {
+    use switchboard_proto::conversation::v1 as conv;
+    use switchboard_proto::llm::v1 as llm;
+    let pids = stack_pids(stack);
+    let channel = |port: u16| {
+        tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}")).map(|e| e.connect_lazy())
+    };
+    let key: tonic::metadata::MetadataValue<_> = SERVICE_KEY.parse()?;
+    let llm_client = llm::llm_service_client::LlmServiceClient::new(channel(stack.port(Part::Llm))?);
+    for rate in GRPC_COMPLETE_RATES {
+        let (client, key) = (llm_client.clone(), key.clone());
+        bench
+            .open_loop_point("grpc Complete", Target::Switchboard, rate, &pids, move |_| {
+                let (mut client, key) = (client.clone(), key.clone());
+                async move {
+                    let mut request = tonic::Request::new(llm::CompleteRequest {
+                        messages: vec![llm::ChatMessage {
+                            role: llm::Role::User as i32,
+                            content: "Say hello in five words".to_owned(),
+                        }],
+                        principal: Some(llm::Principal { system_id: "bench".into(), user_id: "grpc".into() }),
+                        ..Default::default()
+                    });
+                    request.metadata_mut().insert("x-api-key", key);
+                    client.complete(request).await.map(|_| None).map_err(|s| format!("{:?}", s.code()))
+                }
+            })
+            .await;
+    }
+    let turns =
+        conv::conversation_service_client::ConversationServiceClient::new(channel(stack.port(Part::Conversations))?);
+    for rate in GRPC_TURN_RATES {
+        let (client, key) = (turns.clone(), key.clone());
+        bench
+            .open_loop_point("grpc SendMessage", Target::Switchboard, rate, &pids, move |i| {
+                let (mut client, key) = (client.clone(), key.clone());
+                async move {
+                    let mut request = tonic::Request::new(conv::SendMessageRequest {
+                        principal: Some(conv::Principal {
+                            system_id: "bench".into(),
+                            user_id: format!("grpc-{}", i % 100),
+                        }),
+                        message: "Say hello in five words".to_owned(),
+                        ..Default::default()
+                    });
+                    request.metadata_mut().insert("x-api-key", key);
+                    client.send_message(request).await.map(|_| None).map_err(|s| format!("{:?}", s.code()))
+                }
+            })
+            .await;
+    }
+    Ok(())
+}
+
+async fn postgres_database() -> anyhow::Result<(String, String)> {
+    let admin = std::env::var("SWITCHBOARD_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let name = format!("bench_{}", std::process::id());
+    let status = tokio::process::Command::new("psql")
+        .args([admin.as_str(), "-Atqc", &format!("CREATE DATABASE {name}")])
+        .status()
+        .await
+        .context("psql")?;
+    if !status.success() {
+        bail!("cannot create database {name} on {admin}");
+    }
+    let url = match admin.rsplit_once('/') {
+        Some((server, _)) => format!("{server}/{name}"),
+        None => bail!("SWITCHBOARD_TEST_POSTGRES_URL has no database"),
+    };
+    Ok((admin, url))
+}
+
+async fn run() -> anyhow::Result<()> {
+    let bin = PathBuf::from(std::env::var("SWITCHBOARD_BIN").context("SWITCHBOARD_BIN names the release binary")?);
+    let oha = PathBuf::from(std::env::var("OHA").unwrap_or_else(|_| "oha".to_owned()));
+    let seconds = Duration::from_secs(std::env::var("BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(8));
+    let out = PathBuf::from(std::env::var("BENCH_RESULTS").unwrap_or_else(|_| "bench/results".to_owned()));
+    let logs = tempfile::Builder::new().prefix("sb-bench-logs-").tempdir()?.keep();
+    log(format!("component logs in {}", logs.display()));
+
+    let (upstream, mut mock) = start_mock().await?;
+    let mock_pid = mock.id().context("mock pid")?;
+    let mut bench = Bench {
+        oha,
+        seconds,
+        upstream: upstream.clone(),
+        report: Report::new(proc::machine(), seconds),
+        http: reqwest::Client::new(),
+    };
+
+    // SQLite, in-process cache: the defaults of `make run`.
+    let data = tempfile::tempdir()?;
+    let sqlite = format!("sqlite://{}/bench.db", data.path().display());
+    let mut stack = Stack::start("sqlite", &bin, &logs, &sqlite, &settings(&upstream, None)).await?;
+    let key = client_key(&bench.http, &stack.http).await?;
+    completions(&mut bench, &stack, &key).await?;
+    streams(&mut bench, &upstream, UPSTREAM_KEY, Target::Direct, &[]).await;
+    let gateway_v1 = format!("{}/v1", stack.http);
+    streams(&mut bench, &gateway_v1, &key, Target::Switchboard, &stack_pids(&stack)).await;
+    grpc(&mut bench, &stack).await?;
+    turns(&mut bench, &stack, "chat sqlite").await?;
+    bench.report.memory.extend(stack_memory(&stack, "SQLite"));
+    stack.stop_all().await;
+
+    // PostgreSQL and Redis: a production deployment's backends.
+    let (admin, pg) = postgres_database().await?;
+    let redis = std::env::var("SWITCHBOARD_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    let mut stack = Stack::start("postgres", &bin, &logs, &pg, &settings(&upstream, Some(&redis))).await?;
+    turns(&mut bench, &stack, "chat postgres").await?;
+    bench.report.memory.extend(stack_memory(&stack, "PostgreSQL"));
+    stack.stop_all().await;
+    let name = pg.rsplit('/').next().unwrap_or_default().to_owned();
+    let _ = tokio::process::Command::new("psql")
+        .args([admin.as_str(), "-Atqc", &format!("DROP DATABASE {name}")])
+        .status()
+        .await;
+
+    if let Some(peer) = litellm::from_env()? {
+        litellm::measure(&mut bench, &peer).await?;
+    }
+    let (_, mock_peak) = proc::memory(mock_pid);
+    bench.report.memory.push(Memory { component: "mock upstream".into(), peak_rss_mib: mock_peak as f64 / 1048576.0 });
+    let _ = mock.kill().await;
+
+    let markdown = bench.report.markdown();
+    println!("{markdown}");
+    bench.report.write(&out, &markdown)?;
+    log(format!("written to {}", out.display()));
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            log(format!("failed: {e:#}"));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
