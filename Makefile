@@ -96,10 +96,9 @@ test: tools clean-test-dbs
 # Side by side at fixed rates: the mock upstream alone, Switchboard (release binary, one process per
 # component) and LiteLLM proxy (BENCH_PEER=none leaves it out); tables in bench/results/.
 bench: $(OHA) $(if $(filter none,$(BENCH_PEER)),,$(LITELLM))
-	cargo build --release --bin switchboard -p switchboard-gateway
-	cargo build --release -p switchboard-bench
-	SWITCHBOARD_BIN=$(CARGO_TARGET_DIR)/release/switchboard OHA=$(OHA) LITELLM=$(LITELLM) \
-	  $(CARGO_TARGET_DIR)/release/bench
+	cargo build --profile production --bin switchboard -p switchboard-gateway -p switchboard-bench
+	SWITCHBOARD_BIN=$(CARGO_TARGET_DIR)/production/switchboard OHA=$(OHA) LITELLM=$(LITELLM) \
+	  $(CARGO_TARGET_DIR)/production/bench
 
 # oha, the fixed-rate HTTP load generator (its TLS backend builds with cmake).
 $(OHA):

@@ -77,7 +77,7 @@ impl Application {
                 fallbacks.inc();
             }),
         );
-        let state = AppState {
+        let state = AppState::new(state::Shared {
             auth: AuthServiceClient::new(auth.clone()),
             conversations: ConversationServiceClient::new(conversations.clone()),
             llm: LlmServiceClient::new(llm.clone()),
@@ -87,7 +87,7 @@ impl Application {
             limiter: Arc::new(limiter),
             verifier: switchboard_kit::auth::Verifier::from_settings(&settings.verifier, hub)?,
             chat_frame_ancestors: settings.chat_frame_ancestors.clone().into(),
-        };
+        });
         let (listener, local) = switchboard_kit::net::bind(settings.addr, "SWITCHBOARD_HTTP_ADDR").await?;
         tracing::info!(
             addr = %local,

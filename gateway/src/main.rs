@@ -6,6 +6,10 @@ use switchboard_kit::revocation::Hub;
 use switchboard_kit::{Env, shutdown, telemetry};
 use tokio::sync::watch;
 
+/// mimalloc: under load it spends less CPU per request than glibc's allocator (`make bench`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Switchboard: a multi-tenant LLM chat gateway.
 #[derive(Parser)]
 #[command(version, about)]

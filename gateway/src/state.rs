@@ -12,9 +12,28 @@ use tonic::transport::Channel;
 use crate::metrics::Metrics;
 use crate::ratelimit::Limiter;
 
-/// Everything a handler needs.
+/// Everything a handler needs. Cloned for every request (and by every route's middleware), so
+/// a clone is one reference count: the clients and settings live behind one `Arc`.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    /// The state of a gateway.
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What [`AppState`] shares.
+pub struct Shared {
     /// AuthService client.
     pub auth: AuthServiceClient<Channel>,
     /// ConversationService client.

@@ -31,6 +31,8 @@ pub(super) const MAX_STREAM_TEXT: usize = 1024 * 1024;
 pub struct OpenAi {
     http: reqwest::Client,
     base_url: String,
+    /// `{base_url}/chat/completions`, parsed once: not on every request.
+    completions_url: reqwest::Url,
     api_key: Option<SecretString>,
     retry: RetryPolicy,
     budget: Arc<RetryBudget>,
@@ -119,8 +121,11 @@ impl OpenAi {
         retry: RetryPolicy,
     ) -> Result<Self, ProviderError> {
         let http = http_client()?;
+        let completions_url = reqwest::Url::parse(&format!("{base_url}/chat/completions"))
+            .map_err(|e| ProviderError::Setup(format!("base URL {base_url:?}: {e}")))?;
         Ok(Self {
             http,
+            completions_url,
             base_url,
             api_key,
             retry,
@@ -153,7 +158,7 @@ impl OpenAi {
 
     /// Sends the request; an error status becomes [`ProviderError::Status`].
     async fn send(&self, request: &CompletionRequest, stream: bool) -> Result<reqwest::Response, ProviderError> {
-        let mut call = self.http.post(format!("{}/chat/completions", self.base_url)).json(&Self::body(request, stream));
+        let mut call = self.http.post(self.completions_url.clone()).json(&Self::body(request, stream));
         if stream {
             call = call.header(reqwest::header::ACCEPT, "text/event-stream");
         } else {
@@ -258,7 +263,7 @@ impl OpenAi {
     async fn send_raw(&self, body: &bytes::Bytes, stream: bool) -> Result<reqwest::Response, ProviderError> {
         let mut call = self
             .http
-            .post(format!("{}/chat/completions", self.base_url))
+            .post(self.completions_url.clone())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body.clone());
         if stream {
