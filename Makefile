@@ -24,6 +24,7 @@ export SWITCHBOARD_TEST_REDIS_URL ?= redis://127.0.0.1:6379
 # A fixed local demo key so the README walk-through works with no configuration.
 # Set your own (or issue keys) for anything but a laptop.
 DEMO_KEY ?= sb-demo-key-change-me
+DEMO_JWT_SECRET ?= sb-demo-jwt-secret-change-me-0123456789
 
 .PHONY: run build test tools lint fmt bench chaos clean-test-dbs help
 
@@ -43,7 +44,11 @@ run: build
 	@if [ -z "$$CHAT_GATEWAY_API_KEY" ]; then \
 	  echo "CHAT_GATEWAY_API_KEY is unset: using the demo key '$(DEMO_KEY)' (local use only)"; \
 	fi
-	CHAT_GATEWAY_API_KEY="$${CHAT_GATEWAY_API_KEY:-$(DEMO_KEY)}" $(CARGO_TARGET_DIR)/release/switchboard
+	@if [ -z "$$CHAT_GATEWAY_JWT_SECRET" ]; then \
+	  echo "CHAT_GATEWAY_JWT_SECRET is unset: using a demo secret, so the chat page works (local use only)"; \
+	fi
+	CHAT_GATEWAY_API_KEY="$${CHAT_GATEWAY_API_KEY:-$(DEMO_KEY)}" \
+	  CHAT_GATEWAY_JWT_SECRET="$${CHAT_GATEWAY_JWT_SECRET:-$(DEMO_JWT_SECRET)}" $(CARGO_TARGET_DIR)/release/switchboard
 
 tools: $(SWITCHBOARD_BUF) $(TOOLS_DIR)/venv/.openai-$(OPENAI_SDK_VERSION) $(TOOLS_DIR)/venv/.schemathesis-$(SCHEMATHESIS_VERSION) \
 	$(SWITCHBOARD_PLAYWRIGHT)/.installed-$(PLAYWRIGHT_VERSION) $(SWITCHBOARD_CHROMIUM) $(CJK_FONT)
