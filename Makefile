@@ -101,7 +101,7 @@ test: tools clean-test-dbs
 # Side by side at fixed rates: the mock upstream alone, Switchboard (release binary, one process per
 # component) and LiteLLM proxy (BENCH_PEER=none leaves it out); tables in bench/results/.
 bench: $(OHA) $(if $(filter none,$(BENCH_PEER)),,$(LITELLM))
-	cargo build --profile production --bin switchboard -p switchboard-gateway -p switchboard-bench
+	cargo build --profile production --bins -p switchboard-gateway -p switchboard-bench
 	SWITCHBOARD_BIN=$(CARGO_TARGET_DIR)/production/switchboard OHA=$(OHA) LITELLM=$(LITELLM) \
 	  $(CARGO_TARGET_DIR)/production/bench
 
