@@ -76,15 +76,17 @@ pub fn credential_of(headers: &axum::http::HeaderMap, query: Option<&str>) -> Re
         Err(CredentialError::MalformedAuthorization) => {
             Err(ApiError::unauthenticated("Authorization must be `Bearer <token>`"))
         }
-        Err(CredentialError::Missing) => query_token(query).map(Credential::Jwt).ok_or_else(|| {
+        Err(CredentialError::Missing) => query_param(query, "token").map(Credential::Jwt).ok_or_else(|| {
             ApiError::unauthenticated("missing credential: send X-API-Key, Authorization: Bearer <token>, or ?token=")
         }),
     }
 }
 
-fn query_token(query: Option<&str>) -> Option<String> {
+/// The query parameter `name`, trimmed, if given and not empty (`?token=` on pages,
+/// `?api_key=` on the history page).
+pub fn query_param(query: Option<&str>, name: &str) -> Option<String> {
     form_urlencoded::parse(query?.as_bytes())
-        .find(|(k, _)| k == "token")
+        .find(|(k, _)| k == name)
         .map(|(_, v)| v.trim().to_owned())
         .filter(|v| !v.is_empty())
 }

@@ -212,11 +212,8 @@ async fn completions(bench: &mut Bench, stack: &Stack, key: &str) -> anyhow::Res
     let through = format!("{}/v1/chat/completions", stack.http);
     let pids = stack_pids(stack);
     // Warm both paths (connections, caches) before measuring.
-    let warmup = bench.seconds;
-    bench.seconds = Duration::from_secs(1);
-    oha::post(&bench.oha, &through, &body, &[("Authorization", &format!("Bearer {key}"))], 500.0, bench.seconds)
-        .await?;
-    bench.seconds = warmup;
+    let bearer = format!("Bearer {key}");
+    oha::post(&bench.oha, &through, &body, &[("Authorization", &bearer)], 500.0, Duration::from_secs(1)).await?;
     for rate in COMPLETION_RATES {
         let alone = bench
             .oha_point(
@@ -260,12 +257,7 @@ async fn turns(bench: &mut Bench, stack: &Stack, scenario: &str) -> anyhow::Resu
     let direct = format!("{}/chat/completions", bench.upstream);
     let body = json!({"system_id": "bench", "user_id": "reader", "message": "Say hello in five words"});
     for rate in CHAT_RATES {
-        if !bench
-            .report
-            .points
-            .iter()
-            .any(|p| p.scenario == "completions" && p.target == Target::Direct && p.rate == rate)
-        {
+        if bench.report.find("completions", Target::Direct, rate).is_none() {
             let aim = Aim { scenario: "completions", target: Target::Direct, url: &direct, key: UPSTREAM_KEY };
             bench.oha_point(aim, &completion_body(false), rate, &[]).await?;
         }

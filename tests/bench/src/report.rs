@@ -157,7 +157,8 @@ impl Report {
         Self { machine, date, seconds_per_point: seconds.as_secs(), points: Vec::new(), memory: Vec::new() }
     }
 
-    fn find(&self, scenario: &str, target: Target, rate: f64) -> Option<&Point> {
+    /// The point of `scenario` measured on `target` at `rate`, if any.
+    pub fn find(&self, scenario: &str, target: Target, rate: f64) -> Option<&Point> {
         self.points.iter().find(|p| p.scenario == scenario && p.target == target && p.rate == rate)
     }
 

@@ -106,28 +106,14 @@ async fn the_pages_work_in_headless_chromium() {
 
     // What the browser did is in the store: the Korean conversation, whole, and the stopped
     // answer kept as partial next to its retry.
-    let listed: Value = app
-        .client
-        .get(format!("{}/v1/conversations?system_id=drillquiz&user_id=browser-user&limit=100", app.http))
-        .header("x-api-key", SERVICE_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let read = |path: String| {
+        let request = app.client.get(format!("{}{path}", app.http)).header("x-api-key", SERVICE_KEY);
+        async move { request.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let listed = read("/v1/conversations?system_id=drillquiz&user_id=browser-user&limit=100".into()).await;
     let conversations = listed["data"].as_array().unwrap();
     let korean = conversations.iter().find(|c| c["title"].as_str().unwrap().contains("안녕하세요")).expect("stored");
-    let messages: Value = app
-        .client
-        .get(format!("{}/v1/conversations/{}/messages", app.http, korean["id"].as_str().unwrap()))
-        .header("x-api-key", SERVICE_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let messages = read(format!("/v1/conversations/{}/messages", korean["id"].as_str().unwrap())).await;
     let contents: Vec<(&str, &str, &str)> = messages["data"]
         .as_array()
         .unwrap()
@@ -143,16 +129,7 @@ async fn the_pages_work_in_headless_chromium() {
         "{contents:?}"
     );
     let stopped = conversations.iter().find(|c| c["title"].as_str().unwrap().starts_with("count one")).expect("stored");
-    let messages: Value = app
-        .client
-        .get(format!("{}/v1/conversations/{}/messages", app.http, stopped["id"].as_str().unwrap()))
-        .header("x-api-key", SERVICE_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let messages = read(format!("/v1/conversations/{}/messages", stopped["id"].as_str().unwrap())).await;
     let statuses: Vec<&str> =
         messages["data"].as_array().unwrap().iter().map(|m| m["status"].as_str().unwrap()).collect();
     assert!(statuses.contains(&"partial") && statuses.last() == Some(&"complete"), "{statuses:?}");

@@ -8,23 +8,23 @@
 //! Nobody may frame it (`frame-ancestors 'none'`): it shows other people's conversations.
 
 use askama::Template;
-use axum::extract::{Query, Request, State};
-use axum::http::{HeaderValue, StatusCode};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
 use super::i18n::Catalog;
-use super::{Framing, PageQuery, assets, html, render, strings_json};
+use super::{Kind, PageQuery, assets, html, render, strings_json};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// Query of the history page. The filters are the page script's (it reads them from the
-/// address bar); they are declared here for the API document.
+/// Query of the history page, for the API document: the filters are the page script's (it
+/// reads them from the address bar), `api_key` and `lang` are read as every page's are.
 #[derive(Debug, Deserialize, IntoParams)]
-#[expect(dead_code, reason = "the filters are read by the page's script")]
+#[expect(dead_code, reason = "read by the page's script and through PageQuery")]
 #[into_params(parameter_in = Query)]
 pub struct CachePageQuery {
     /// An API key (a service key of the tenant to browse). Checked before the page is served;
@@ -63,29 +63,30 @@ struct CachePage<'a> {
 pub async fn page(
     State(state): State<AppState>,
     caller: Result<Caller, ApiError>,
-    Query(query): Query<CachePageQuery>,
-    headers: axum::http::HeaderMap,
+    uri: Uri,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    if query.api_key.as_deref().is_some_and(|k| !k.trim().is_empty()) {
+    if api_key(&uri).is_some() {
         caller?;
     }
-    let page = PageQuery { lang: query.lang.clone(), ..PageQuery::default() };
-    let t = page.catalog(&headers);
+    let t = PageQuery::parse(uri.query()).catalog(headers.get(header::ACCEPT_LANGUAGE));
     let body = render(&CachePage { t: &t, strings: strings_json(&t), version: assets::version() })?;
-    Ok(html(StatusCode::OK, body, Framing::Nobody, &state))
+    Ok(html(StatusCode::OK, body, Kind::Cache.framing(false), &state))
+}
+
+/// The page's `?api_key=`, if given.
+fn api_key(uri: &Uri) -> Option<String> {
+    crate::auth::query_param(uri.query(), "api_key")
 }
 
 /// Middleware: on `/cache`, `?api_key=` is presented as `X-API-Key`, so the rate limiter
 /// checks and counts it as it does every key (refused keys against the address's quota).
 pub async fn key_from_query(mut request: Request, next: Next) -> Response {
-    if request.uri().path() == "/cache" && !request.headers().contains_key("x-api-key") {
-        let key = form_urlencoded::parse(request.uri().query().unwrap_or_default().as_bytes())
-            .find(|(k, _)| k == "api_key")
-            .map(|(_, v)| v.trim().to_owned())
-            .filter(|v| !v.is_empty());
-        if let Some(value) = key.and_then(|k| HeaderValue::from_str(&k).ok()) {
-            request.headers_mut().insert("x-api-key", value);
-        }
+    if request.uri().path() == "/cache"
+        && !request.headers().contains_key("x-api-key")
+        && let Some(value) = api_key(request.uri()).and_then(|k| HeaderValue::from_str(&k).ok())
+    {
+        request.headers_mut().insert("x-api-key", value);
     }
     next.run(request).await
 }

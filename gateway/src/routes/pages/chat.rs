@@ -8,22 +8,24 @@
 //! so a wrong or expired link is an error page in the reader's language, not a blank page.
 
 use askama::Template;
-use axum::extract::{Query, State};
-use axum::http::StatusCode;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::Response;
 use serde::Deserialize;
 use switchboard_kit::auth::Credential;
 use utoipa::IntoParams;
 
 use super::i18n::Catalog;
-use super::{Framing, PageQuery, assets, html, render, strings_json};
+use super::{Kind, PageQuery, assets, html, render, strings_json};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// Query of the chat page.
+/// Query of the chat page, for the API document; the handler reads it as the error pages do
+/// ([`PageQuery`]).
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+#[expect(dead_code, reason = "read through PageQuery, declared here for the API document")]
 pub struct ChatPageQuery {
     /// The user's chat token: a JWT with `system_id`, `user_id` and `exp`, signed with
     /// `CHAT_GATEWAY_JWT_SECRET` (as `/v1/chat-token` issues).
@@ -57,10 +59,10 @@ struct ChatPage<'a> {
 pub async fn page(
     State(state): State<AppState>,
     caller: Result<Caller, ApiError>,
-    Query(query): Query<ChatPageQuery>,
-    headers: axum::http::HeaderMap,
+    uri: Uri,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    show(&state, caller, &query, &headers)
+    show(&state, caller, &uri, &headers)
 }
 
 /// The chat page (seed 003's other name for it).
@@ -75,31 +77,25 @@ pub async fn page(
 pub async fn alias(
     State(state): State<AppState>,
     caller: Result<Caller, ApiError>,
-    Query(query): Query<ChatPageQuery>,
-    headers: axum::http::HeaderMap,
+    uri: Uri,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    show(&state, caller, &query, &headers)
+    show(&state, caller, &uri, &headers)
 }
 
 fn show(
     state: &AppState,
     caller: Result<Caller, ApiError>,
-    query: &ChatPageQuery,
-    headers: &axum::http::HeaderMap,
+    uri: &Uri,
+    headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
-    // The page's script sends the link's token; a key in a header would leave it with none.
-    let from_link = query.token.as_deref().is_some_and(|t| !t.trim().is_empty());
+    let page = PageQuery::parse(uri.query());
     let caller = caller?;
-    if !from_link || !matches!(caller.0.credential, Credential::Jwt(_)) {
+    // The page's script sends the link's token; a key in a header would leave it with none.
+    if !page.token || !matches!(caller.0.credential, Credential::Jwt(_)) {
         return Err(ApiError::unauthenticated("the chat page needs ?token=<JWT>"));
     }
-    let page = PageQuery {
-        lang: query.lang.clone(),
-        embed: matches!(query.embed.as_deref(), Some("1" | "true")),
-        token: true,
-    };
-    let t = page.catalog(headers);
+    let t = page.catalog(headers.get(header::ACCEPT_LANGUAGE));
     let body = render(&ChatPage { t: &t, strings: strings_json(&t), version: assets::version(), embed: page.embed })?;
-    let framing = if page.embed { Framing::ChatSites } else { Framing::SameOrigin };
-    Ok(html(StatusCode::OK, body, framing, state))
+    Ok(html(StatusCode::OK, body, Kind::Chat.framing(page.embed), state))
 }

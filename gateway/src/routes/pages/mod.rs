@@ -16,7 +16,7 @@ pub mod widget;
 
 use askama::Template;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
 use utoipa::openapi::{Ref, RefOr, ResponseBuilder};
@@ -41,7 +41,7 @@ pub fn router(state: &AppState) -> OpenApiRouter<AppState> {
         // Before the rate limiter, which then verifies (and counts) the key like any other.
         .layer(axum::middleware::from_fn(cache::key_from_query));
     for (path, item) in &mut routes.get_openapi_mut().paths.paths {
-        let page = matches!(path.as_str(), "/chat" | "/chat-api" | "/cache");
+        let page = Kind::of(path) != Kind::Other;
         for operation in super::operations(item) {
             operation.tags = Some(vec!["pages".to_owned()]);
             operation.responses.responses.entry("default".to_owned()).or_insert_with(|| error_response(page));
@@ -141,8 +141,8 @@ impl PageQuery {
     }
 
     /// The page's language (see [`i18n::negotiate`]) and its strings.
-    pub fn catalog(&self, headers: &HeaderMap) -> Catalog {
-        let accept = headers.get(header::ACCEPT_LANGUAGE).and_then(|v| v.to_str().ok());
+    pub fn catalog(&self, accept_language: Option<&HeaderValue>) -> Catalog {
+        let accept = accept_language.and_then(|v| v.to_str().ok());
         i18n::catalog(i18n::negotiate(self.lang.as_deref(), accept))
     }
 }
@@ -164,30 +164,49 @@ struct ErrorPage<'a> {
     hint: &'a str,
 }
 
-/// Which page a request is for, as the error layer sees it.
+/// Which page a path is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
+pub enum Kind {
+    /// `/chat`, `/chat-api`.
     Chat,
+    /// `/cache`.
     Cache,
+    /// Not a page: a script or stylesheet.
     Other,
+}
+
+impl Kind {
+    /// The page at `path`.
+    pub fn of(path: &str) -> Self {
+        match path {
+            "/chat" | "/chat-api" => Self::Chat,
+            "/cache" => Self::Cache,
+            _ => Self::Other,
+        }
+    }
+
+    /// Who may frame this page (the chat page's embedded layout, other sites).
+    pub fn framing(self, embed: bool) -> Framing {
+        match self {
+            Self::Chat if embed => Framing::ChatSites,
+            Self::Chat => Framing::SameOrigin,
+            Self::Cache | Self::Other => Framing::Nobody,
+        }
+    }
 }
 
 /// Middleware: an error on a page (from the rate limiter, the credential check or the
 /// handler) is a page in the reader's language, with the same status and headers.
 async fn html_errors(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let kind = match request.uri().path() {
-        "/chat" | "/chat-api" => Kind::Chat,
-        "/cache" => Kind::Cache,
-        _ => Kind::Other,
-    };
+    let kind = Kind::of(request.uri().path());
+    if kind == Kind::Other {
+        return next.run(request).await;
+    }
     let query = PageQuery::parse(request.uri().query());
-    let headers = request.headers().clone();
+    let accept_language = request.headers().get(header::ACCEPT_LANGUAGE).cloned();
     let response = next.run(request).await;
     let Some(error) = response.extensions().get::<ApiError>().cloned() else { return response };
-    if kind == Kind::Other {
-        return response;
-    }
-    let t = query.catalog(&headers);
+    let t = query.catalog(accept_language.as_ref());
     let s = t.page;
     let (heading, message, hint) = match (error.status, kind) {
         (StatusCode::UNAUTHORIZED, Kind::Chat) if !query.token => (s.error_title, s.token_missing, s.token_hint),
@@ -201,12 +220,7 @@ async fn html_errors(State(state): State<AppState>, request: Request, next: Next
     };
     let heading = if kind == Kind::Cache { s.history_title } else { heading };
     let page = ErrorPage { t: &t, version: assets::version(), embed: query.embed, heading, message, hint };
-    let framing = match kind {
-        Kind::Chat if query.embed => Framing::ChatSites,
-        Kind::Chat => Framing::SameOrigin,
-        _ => Framing::Nobody,
-    };
-    let mut fresh = html(error.status, page.render().unwrap_or_default(), framing, &state);
+    let mut fresh = html(error.status, page.render().unwrap_or_default(), kind.framing(query.embed), &state);
     for (name, value) in response.headers() {
         let ours = [header::CONTENT_TYPE, header::CONTENT_LENGTH, header::CONTENT_SECURITY_POLICY];
         if !ours.contains(name) && !fresh.headers().contains_key(name) {
