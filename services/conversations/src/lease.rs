@@ -24,6 +24,7 @@ pub struct TurnLease {
     conversation_id: String,
     holder: String,
     renewal: JoinHandle<()>,
+    released: bool,
 }
 
 /// Why no lease was had.
@@ -40,22 +41,41 @@ pub enum LeaseError {
     Store(#[from] sqlx::Error),
 }
 
-/// Takes the lease of `owner`'s conversation `conversation_id`, waiting for another
-/// replica's turn to end, until `deadline` (or five minutes). Someone else's conversation is
+/// The terms an attempt to take a lease offers: see [`acquire`].
+#[derive(Debug, Clone)]
+pub struct Terms {
+    /// Who takes it.
+    pub holder: String,
+    /// Now (Unix ms).
+    pub now: i64,
+    /// Until when it holds (Unix ms).
+    pub until: i64,
+}
+
+/// Takes the lease of `owner`'s conversation `conversation_id` by running `attempt` (which
+/// takes it on the given terms and returns `Some` with whatever else it did in the same
+/// transaction, or `None` when another holder's lease runs), waiting for another replica's
+/// turn to end, until `deadline` (or five minutes). Someone else's conversation is
 /// [`LeaseError::NotFound`], and is never leased.
-pub async fn acquire(
+pub async fn acquire<T, F, Fut>(
     store: &Arc<dyn ConversationStore>,
     conversation_id: &str,
     owner: &Principal,
     deadline: Option<std::time::Instant>,
-) -> Result<TurnLease, LeaseError> {
+    mut attempt: F,
+) -> Result<(TurnLease, T), LeaseError>
+where
+    F: FnMut(Terms) -> Fut,
+    Fut: Future<Output = Result<Option<T>, sqlx::Error>>,
+{
     let holder = uuid::Uuid::new_v4().to_string();
     let give_up = deadline.unwrap_or_else(|| std::time::Instant::now() + MAX_WAIT);
     let mut pause = Duration::from_millis(10);
-    loop {
+    let taken = loop {
         let now = now_ms();
-        if store.lease_turn(conversation_id, owner, &holder, now, now + LEASE.as_millis() as i64).await? {
-            break;
+        let terms = Terms { holder: holder.clone(), now, until: now + LEASE.as_millis() as i64 };
+        if let Some(taken) = attempt(terms).await? {
+            break taken;
         }
         if store.get_conversation(owner, conversation_id).await?.is_none() {
             return Err(LeaseError::NotFound);
@@ -65,7 +85,7 @@ pub async fn acquire(
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_millis(200));
-    }
+    };
     let renewal = {
         let (store, id, owner, holder) = (store.clone(), conversation_id.to_owned(), owner.clone(), holder.clone());
         tokio::spawn(async move {
@@ -78,12 +98,36 @@ pub async fn acquire(
             }
         })
     };
-    Ok(TurnLease { store: store.clone(), conversation_id: conversation_id.to_owned(), holder, renewal })
+    let lease = TurnLease {
+        store: store.clone(),
+        conversation_id: conversation_id.to_owned(),
+        holder,
+        renewal,
+        released: false,
+    };
+    Ok((lease, taken))
+}
+
+impl TurnLease {
+    /// Who holds it.
+    pub fn holder(&self) -> &str {
+        &self.holder
+    }
+
+    /// Notes that the lease was given back (with the turn's last write), so that dropping it
+    /// writes nothing more.
+    pub fn released(&mut self) {
+        self.renewal.abort();
+        self.released = true;
+    }
 }
 
 impl Drop for TurnLease {
     fn drop(&mut self) {
         self.renewal.abort();
+        if self.released {
+            return;
+        }
         let (store, id, holder) = (self.store.clone(), self.conversation_id.clone(), self.holder.clone());
         tokio::spawn(async move {
             if let Err(e) = store.release_turn(&id, &holder).await {

@@ -18,11 +18,12 @@ use tonic::transport::Channel;
 
 use crate::context::ContextCache;
 use crate::domain::{
-    Conversation, MAX_MESSAGE_CHARS, Message, MessageOutcome, MessageStatus, Principal, Role, UsageRecord, title_from,
+    Conversation, MAX_MESSAGE_CHARS, Message, MessageOutcome, MessageStatus, Principal, Role, UsageRecord, new_id,
+    title_from,
 };
 use crate::error::ConversationError;
 use crate::lease::TurnLease;
-use crate::store::{ConversationStore, NewMessage};
+use crate::store::{ConversationStore, OpenedTurn, TurnOpening};
 use crate::usage::UsageWriter;
 
 /// Time kept back from the caller's deadline to store a turn's outcome.
@@ -73,7 +74,13 @@ struct Begun {
     request: TurnRequest,
     /// The context sent upstream (ending with the user message).
     context: Vec<Message>,
-    _turn: (OwnedMutexGuard<()>, TurnLease),
+    turn: Held,
+}
+
+/// A turn's hold on its conversation: the lock in this process and the lease across replicas.
+struct Held {
+    _local: OwnedMutexGuard<()>,
+    lease: TurnLease,
 }
 
 /// One lock per conversation with a turn under way.
@@ -143,55 +150,43 @@ impl Turns {
                 format!("is longer than {MAX_MESSAGE_CHARS} characters"),
             ));
         }
-        // The turn lock (in this process) and lease (across replicas) are taken before the
-        // conversation is read, so what is read is current.
-        let (conversation, turn) = match request.conversation_id.as_deref() {
-            Some(id) => {
-                let local = self.locks.acquire(id).await;
-                let lease = crate::lease::acquire(&self.store, id, &request.owner, request.deadline).await?;
-                let conversation =
-                    self.store.get_conversation(&request.owner, id).await?.ok_or(ConversationError::NotFound)?;
-                (conversation, (local, lease))
-            }
-            None => {
-                let conversation = self.store.create_conversation(&request.owner, &title_from(&message)).await?;
-                let local = self.locks.acquire(&conversation.id).await;
-                let lease =
-                    crate::lease::acquire(&self.store, &conversation.id, &request.owner, request.deadline).await?;
-                (conversation, (local, lease))
-            }
+        // The turn lock (in this process), then the lease (across replicas), taken in the
+        // transaction that stores the user message and the answer row: so what the turn
+        // reads is current, and a new conversation is born leased.
+        let (conversation_id, create) = match request.conversation_id.as_deref() {
+            Some(id) => (id.to_owned(), None),
+            None => (new_id(), Some(title_from(&message))),
         };
-        // The user message and the answer row are written together, before the upstream call.
-        let mut rows = self
-            .store
-            .append_messages(vec![
-                NewMessage {
-                    conversation_id: conversation.id.clone(),
-                    role: Role::User,
-                    content: message,
-                    status: MessageStatus::Complete,
-                    model: String::new(),
-                },
-                NewMessage {
-                    conversation_id: conversation.id.clone(),
-                    role: Role::Assistant,
-                    content: String::new(),
-                    status: MessageStatus::InProgress,
-                    model: request.model.clone(),
-                },
-            ])
-            .await?
-            .into_iter();
-        let (Some(user_message), Some(assistant)) = (rows.next(), rows.next()) else {
-            return Err(ConversationError::Store(sqlx::Error::RowNotFound));
-        };
-        // The answer row is `in_progress`, so the store's context leaves it out.
-        let context = match self.context.get(&conversation.id, conversation.message_count).await {
-            Some(mut cached) => {
-                cached.push(user_message.clone());
-                cached
+        let local = self.locks.acquire(&conversation_id).await;
+        let (store, owner, create, message) = (&self.store, &request.owner, create.as_deref(), message.as_str());
+        let (id, model) = (conversation_id.as_str(), request.model.as_str());
+        let (lease, opened) = crate::lease::acquire(store, id, owner, request.deadline, move |terms| async move {
+            let opening = TurnOpening {
+                owner,
+                conversation_id: id,
+                create,
+                holder: &terms.holder,
+                now: terms.now,
+                until: terms.until,
+                message,
+                model,
+            };
+            store.open_turn(opening).await
+        })
+        .await?;
+        let OpenedTurn { conversation, user_message, assistant } = opened;
+        // The answer row is `in_progress`, so the store's context leaves it out; a conversation
+        // that had no message has only the new one.
+        let context = if conversation.message_count == 0 {
+            vec![user_message.clone()]
+        } else {
+            match self.context.get(&conversation.id, conversation.message_count).await {
+                Some(mut cached) => {
+                    cached.push(user_message.clone());
+                    cached
+                }
+                None => self.store.recent_messages(&conversation.id, self.history).await?,
             }
-            None => self.store.recent_messages(&conversation.id, self.history).await?,
         };
         let context = within_bytes(context, MAX_PROMPT_BYTES);
         let mut call = tonic::Request::new(llm::CompleteRequest {
@@ -213,7 +208,7 @@ impl Turns {
         // The upstream call ends a little before the caller's deadline, so that the outcome
         // is recorded before the caller gives up.
         switchboard_kit::grpc::propagate(&mut call, request.deadline, DEADLINE_MARGIN);
-        Ok(Begun { conversation, user_message, assistant, call, request, context, _turn: turn })
+        Ok(Begun { conversation, user_message, assistant, call, request, context, turn: Held { _local: local, lease } })
     }
 
     /// Forgets the cached contexts of deleted conversations.
@@ -232,15 +227,16 @@ impl Turns {
 
     async fn run_to_end(&self, request: TurnRequest) -> Result<TurnResult, ConversationError> {
         let begun = self.begin(request).await?;
-        let Begun { conversation, user_message, assistant, call, request, context, _turn } = begun;
+        let Begun { conversation, user_message, assistant, call, request, context, mut turn } = begun;
         match self.llm.clone().complete(call).await {
             Ok(answer) => {
-                let assistant = self.complete(assistant, &user_message, &request, answer.into_inner()).await?;
+                let assistant =
+                    self.complete(assistant, &user_message, &request, answer.into_inner(), &mut turn.lease).await?;
                 self.remember(&conversation, &context, Some(&assistant)).await;
                 Ok(TurnResult { conversation, user_message, assistant_message: assistant })
             }
             Err(status) => {
-                self.fail(&assistant, &request.model, &public_reason(&status), String::new()).await?;
+                self.fail(&assistant, &request.model, &public_reason(&status), String::new(), &mut turn.lease).await?;
                 self.remember(&conversation, &context, None).await;
                 Err(ConversationError::Llm(status))
             }
@@ -264,11 +260,11 @@ impl Turns {
         request: TurnRequest,
     ) -> Result<mpsc::Receiver<Result<pb::StreamMessageResponse, Status>>, ConversationError> {
         let begun = self.begin(request).await?;
-        let Begun { conversation, user_message, assistant, call, request, context, _turn } = begun;
+        let Begun { conversation, user_message, assistant, call, request, context, mut turn } = begun;
         let mut upstream = match self.llm.clone().stream_complete(call).await {
             Ok(stream) => stream.into_inner(),
             Err(status) => {
-                self.fail(&assistant, &request.model, &public_reason(&status), String::new()).await?;
+                self.fail(&assistant, &request.model, &public_reason(&status), String::new(), &mut turn.lease).await?;
                 return Err(ConversationError::Llm(status));
             }
         };
@@ -281,7 +277,7 @@ impl Turns {
         };
         let this = self.clone();
         tokio::spawn(async move {
-            let _turn = _turn;
+            let mut turn = turn;
             let event = |e| Ok(pb::StreamMessageResponse { event: Some(e) });
             let mut delivered = String::new();
             let mut client_gone = tx.send(event(pb::stream_message_response::Event::Started(started))).await.is_err();
@@ -300,7 +296,8 @@ impl Turns {
                     Ok(Some(llm::StreamCompleteResponse {
                         event: Some(llm::stream_complete_response::Event::Done(done)),
                     })) => {
-                        let finished = this.complete(assistant.clone(), &user_message, &request, done).await;
+                        let finished =
+                            this.complete(assistant.clone(), &user_message, &request, done, &mut turn.lease).await;
                         match finished {
                             Ok(stored) => {
                                 this.remember(&conversation, &context, Some(&stored)).await;
@@ -321,12 +318,19 @@ impl Turns {
                     Ok(Some(_)) => {}
                     Ok(None) => {
                         let reason = "the model stream ended without its last event";
-                        this.finish_quietly(&assistant, &request.model, reason, delivered).await;
+                        this.finish_quietly(&assistant, &request.model, reason, delivered, &mut turn.lease).await;
                         let _ = tx.send(Err(Status::unavailable(reason))).await;
                         return;
                     }
                     Err(status) => {
-                        this.finish_quietly(&assistant, &request.model, &public_reason(&status), delivered).await;
+                        this.finish_quietly(
+                            &assistant,
+                            &request.model,
+                            &public_reason(&status),
+                            delivered,
+                            &mut turn.lease,
+                        )
+                        .await;
                         // Mapped as for an unstreamed turn: the LLM proxy dying mid-stream is an outage.
                         let _ = tx.send(Err(ConversationError::Llm(status).into())).await;
                         return;
@@ -342,7 +346,7 @@ impl Turns {
                 completion_tokens: 0,
                 error: "the client went away before the answer was complete".into(),
             };
-            if let Err(e) = this.store.finish_message(&assistant.id, outcome).await {
+            if let Err(e) = this.close(&assistant, outcome, &mut turn.lease).await {
                 tracing::error!(error = %e, message_id = %assistant.id, "cannot store a partial answer");
             }
         });
@@ -356,6 +360,7 @@ impl Turns {
         user_message: &Message,
         request: &TurnRequest,
         answer: llm::CompleteResponse,
+        lease: &mut TurnLease,
     ) -> Result<Message, ConversationError> {
         let usage = answer.usage.unwrap_or_default();
         if !answer.upstream_conversation_id.is_empty() {
@@ -375,7 +380,7 @@ impl Turns {
             completion_tokens: i64::from(usage.completion_tokens),
             error: String::new(),
         };
-        self.store.finish_message(&assistant.id, outcome.clone()).await?;
+        self.close(&assistant, outcome.clone(), lease).await?;
         assistant.content = outcome.content;
         assistant.status = outcome.status;
         assistant.model = outcome.model;
@@ -399,8 +404,27 @@ impl Turns {
         Ok(assistant)
     }
 
+    /// Stores the answer's outcome and gives the turn's lease back, in one commit.
+    async fn close(
+        &self,
+        assistant: &Message,
+        outcome: MessageOutcome,
+        lease: &mut TurnLease,
+    ) -> Result<(), sqlx::Error> {
+        self.store.close_turn(&assistant.conversation_id, &assistant.id, outcome, lease.holder()).await?;
+        lease.released();
+        Ok(())
+    }
+
     /// Records an upstream failure on the answer: `partial` when some text was delivered.
-    async fn fail(&self, assistant: &Message, model: &str, reason: &str, delivered: String) -> Result<(), sqlx::Error> {
+    async fn fail(
+        &self,
+        assistant: &Message,
+        model: &str,
+        reason: &str,
+        delivered: String,
+        lease: &mut TurnLease,
+    ) -> Result<(), sqlx::Error> {
         let status = if delivered.is_empty() { MessageStatus::Failed } else { MessageStatus::Partial };
         let outcome = MessageOutcome {
             status,
@@ -410,11 +434,18 @@ impl Turns {
             completion_tokens: 0,
             error: reason.to_owned(),
         };
-        self.store.finish_message(&assistant.id, outcome).await
+        self.close(assistant, outcome, lease).await
     }
 
-    async fn finish_quietly(&self, assistant: &Message, model: &str, reason: &str, delivered: String) {
-        if let Err(e) = self.fail(assistant, model, reason, delivered).await {
+    async fn finish_quietly(
+        &self,
+        assistant: &Message,
+        model: &str,
+        reason: &str,
+        delivered: String,
+        lease: &mut TurnLease,
+    ) {
+        if let Err(e) = self.fail(assistant, model, reason, delivered, lease).await {
             tracing::error!(error = %e, message_id = %assistant.id, "cannot record a failed answer");
         }
     }

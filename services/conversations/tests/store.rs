@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use switchboard_conversations::domain::{MessageOutcome, MessageStatus, PageRequest, Principal, Role, UsageRecord};
 use switchboard_conversations::store::{
-    Claim, ClaimTerms, ConversationFilter, ConversationStore, IdempotencyStore, NewMessage, SqlStore,
+    Claim, ClaimTerms, ConversationFilter, ConversationStore, IdempotencyStore, NewMessage, SqlStore, TurnOpening,
     UpstreamConversation, UpstreamMessage,
 };
 use switchboard_conversations::{POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS};
@@ -51,6 +51,7 @@ on_both_backends!(
     idempotency_keys_replay_refuse_and_expire,
     upstream_conversations_and_messages_are_upserted_once,
     a_turn_lease_is_exclusive_owned_and_expires,
+    a_turn_opens_leased_in_one_commit_and_closes_releasing_it,
     conversations_and_messages_get_whole_number_aliases_in_creation_order,
 );
 
@@ -460,6 +461,61 @@ async fn a_turn_lease_is_exclusive_owned_and_expires(f: Fixture) {
     assert!(!f.store.lease_turn(&c.id, &alice(), "h3", 200, 300).await.unwrap(), "only the holder releases");
     f.store.release_turn(&c.id, "h2").await.unwrap();
     assert!(f.store.lease_turn(&c.id, &alice(), "h3", 200, 300).await.unwrap());
+}
+
+async fn a_turn_opens_leased_in_one_commit_and_closes_releasing_it(f: Fixture) {
+    let alice = alice();
+    let opening = |id: &'static str, create: Option<&'static str>, holder: &'static str, now: i64| TurnOpening {
+        owner: &alice,
+        conversation_id: id,
+        create,
+        holder,
+        now,
+        until: now + 100,
+        message: "hello",
+        model: "m",
+    };
+    // A new conversation is born holding the lease, with both rows.
+    let opened = f.store.open_turn(opening("c-1", Some("greeting"), "h1", 1_000)).await.unwrap().unwrap();
+    assert_eq!(opened.conversation.id, "c-1");
+    assert_eq!(opened.conversation.title, "greeting");
+    assert_eq!(opened.conversation.message_count, 0, "as it was before the turn");
+    assert_eq!((opened.user_message.role, opened.user_message.status), (Role::User, MessageStatus::Complete));
+    assert_eq!(opened.assistant.status, MessageStatus::InProgress);
+    assert!(opened.assistant.number > opened.user_message.number);
+    let stored = f.store.get_conversation(&alice, "c-1").await.unwrap().unwrap();
+    assert_eq!(stored.message_count, 2);
+    assert!(stored.number > 0);
+
+    // While it is held, another holder gets nothing and writes nothing; nor does another user.
+    assert!(f.store.open_turn(opening("c-1", None, "h2", 1_050)).await.unwrap().is_none(), "held");
+    let bob = Principal::parse("drillquiz", "bob").unwrap();
+    let mut bobs = opening("c-1", None, "h-bob", 5_000);
+    bobs.owner = &bob;
+    assert!(f.store.open_turn(bobs).await.unwrap().is_none(), "never on someone else's");
+    let page = f.store.list_messages("c-1", &PageRequest { size: 10, cursor: None }).await.unwrap();
+    assert_eq!(page.items.len(), 2);
+
+    // Closing stores the answer and gives the lease back.
+    let outcome = MessageOutcome {
+        status: MessageStatus::Complete,
+        content: "hi".into(),
+        model: "m".into(),
+        prompt_tokens: 3,
+        completion_tokens: 1,
+        error: String::new(),
+    };
+    f.store.close_turn("c-1", &opened.assistant.id, outcome.clone(), "h2").await.unwrap();
+    assert!(f.store.open_turn(opening("c-1", None, "h3", 1_060)).await.unwrap().is_none(), "not h2's to give");
+    f.store.close_turn("c-1", &opened.assistant.id, outcome, "h1").await.unwrap();
+    let context = f.store.recent_messages("c-1", 10).await.unwrap();
+    assert_eq!(context.iter().map(|m| m.content.as_str()).collect::<Vec<_>>(), ["hello", "hi"]);
+
+    // The next turn continues it, seeing the count before its own rows.
+    let next = f.store.open_turn(opening("c-1", None, "h3", 1_070)).await.unwrap().unwrap();
+    assert_eq!(next.conversation.message_count, 2);
+    assert_eq!(f.store.get_conversation(&alice, "c-1").await.unwrap().unwrap().message_count, 4);
+    assert!(f.store.open_turn(opening("c-404", None, "h4", 1_080)).await.unwrap().is_none(), "unknown");
 }
 
 async fn conversations_and_messages_get_whole_number_aliases_in_creation_order(f: Fixture) {

@@ -20,9 +20,21 @@ pub const DEFAULT_DATABASE_URL: &str = "sqlite://./data/switchboard.db";
 #[derive(Debug, Clone)]
 pub enum Db {
     /// SQLite (embedded default).
-    Sqlite(SqlitePool),
+    Sqlite(SqliteDb),
     /// PostgreSQL.
     Postgres(PgPool),
+}
+
+/// SQLite's pools: readers run side by side (WAL), while writes queue for the one writer
+/// connection in arrival order instead of polling SQLite's lock (whose back-off sleeps of
+/// up to 100 ms showed as latency spikes). WAL checkpoints run in the background, off the
+/// commit path.
+#[derive(Debug, Clone)]
+pub struct SqliteDb {
+    /// Reads (and any write not routed through [`db_write!`](crate::db_write)).
+    pub readers: SqlitePool,
+    /// The one connection writes take turns on.
+    pub writer: SqlitePool,
 }
 
 /// Why a database could not be opened or migrated.
@@ -107,7 +119,25 @@ impl std::fmt::Debug for DatabaseUrl {
 macro_rules! db_run {
     ($db:expr, |$pool:ident| $body:expr) => {
         match $db {
-            $crate::db::Db::Sqlite($pool) => $body,
+            $crate::db::Db::Sqlite(sqlite) => {
+                let $pool = &sqlite.readers;
+                $body
+            }
+            $crate::db::Db::Postgres($pool) => $body,
+        }
+    };
+}
+
+/// [`db_run!`] for a body that writes: on SQLite it runs on the writer connection, so writes
+/// wait their turn in order. Its body must not wait for another write (there is one writer).
+#[macro_export]
+macro_rules! db_write {
+    ($db:expr, |$pool:ident| $body:expr) => {
+        match $db {
+            $crate::db::Db::Sqlite(sqlite) => {
+                let $pool = &sqlite.writer;
+                $body
+            }
             $crate::db::Db::Postgres($pool) => $body,
         }
     };
@@ -132,13 +162,22 @@ impl Db {
                 create_dir(dir, var)?;
             }
             // A file cannot drop a connection: no ping before each use (4 % of a turn's CPU).
-            let pool = SqlitePoolOptions::new()
+            let readers = SqlitePoolOptions::new()
                 .max_connections(8)
                 .test_before_acquire(false)
-                .connect_with(options)
+                .connect_with(options.clone())
                 .await
                 .map_err(connect_err)?;
-            Ok(Self::Sqlite(pool))
+            // The writer checkpoints nothing itself; `checkpoints` does, in the background.
+            let writer = SqlitePoolOptions::new()
+                .max_connections(1)
+                .min_connections(1)
+                .test_before_acquire(false)
+                .connect_with(options.pragma("wal_autocheckpoint", "0"))
+                .await
+                .map_err(connect_err)?;
+            tokio::spawn(checkpoints(readers.clone()));
+            Ok(Self::Sqlite(SqliteDb { readers, writer }))
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let options = PgConnectOptions::from_str(url).map_err(connect_err)?;
             let pool = PgPoolOptions::new()
@@ -157,7 +196,7 @@ impl Db {
     /// database are left alone.
     pub async fn migrate(&self, sqlite: &Migrator, postgres: &Migrator) -> Result<(), DbError> {
         match self {
-            Self::Sqlite(pool) => lenient(sqlite).run(pool).await?,
+            Self::Sqlite(db) => lenient(sqlite).run(&db.writer).await?,
             Self::Postgres(pool) => lenient(postgres).run(pool).await?,
         }
         Ok(())
@@ -178,7 +217,35 @@ impl Db {
 
     /// Closes every connection.
     pub async fn close(&self) {
-        crate::db_run!(self, |pool| pool.close().await)
+        match self {
+            Self::Sqlite(sqlite) => {
+                sqlite.writer.close().await;
+                sqlite.readers.close().await;
+            }
+            Self::Postgres(pool) => pool.close().await,
+        }
+    }
+}
+
+/// How often the WAL is checkpointed into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
+/// Checkpoints SQLite's WAL every second, `PASSIVE`ly (never waiting for, nor blocking, a
+/// reader or the writer), until the pool closes: the commits themselves never pay for it.
+async fn checkpoints(pool: SqlitePool) {
+    let mut every = tokio::time::interval(CHECKPOINT_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        if pool.is_closed() {
+            return;
+        }
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&pool).await {
+            if pool.is_closed() {
+                return;
+            }
+            tracing::warn!(error = %e, "cannot checkpoint the SQLite WAL");
+        }
     }
 }
 

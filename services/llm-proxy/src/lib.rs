@@ -112,7 +112,7 @@ impl Application {
         let usage_service = grpc::UsageGrpc::new(store.clone(), store.clone(), budgets.clone());
         let deps = grpc::Deps {
             budgets: budgets.clone(),
-            choices: store.clone(),
+            choices: Arc::new(store::CachedChoices::new(store.clone(), store::CHOICE_TTL)),
             keys: store.clone(),
             sealer: settings.encryption_key.as_ref().map(|k| sealing::Sealer::new(&k.0)),
             tally: tally.clone(),

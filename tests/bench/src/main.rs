@@ -16,6 +16,10 @@
 //! Results go to `bench/results/<time>.{json,md}` and `bench/results/latest.md`, and the table
 //! is printed. `BENCH_SECONDS` sets each point's length (default 8); `LITELLM` names the
 //! `litellm` executable of the peer column (`make bench` installs it; `BENCH_PEER=none` skips it).
+//! `BENCH_ONLY` runs some parts only (a comma list of `completions`, `stream`, `grpc`,
+//! `chat-sqlite`, `chat-postgres`, `litellm`); `BENCH_ENV` adds settings to every Switchboard
+//! component (`NAME=value`, space separated, e.g. `TOKIO_WORKER_THREADS=1`), or to one
+//! (`conversations:TOKIO_WORKER_THREADS=1`), and the report names them.
 
 mod litellm;
 mod load;
@@ -154,6 +158,47 @@ fn stack_memory(stack: &Stack, backend: &str) -> Vec<Memory> {
         .map(|(component, pid)| {
             let (_, peak) = proc::memory(pid);
             Memory { component: format!("{component} ({backend})"), peak_rss_mib: peak as f64 / 1024.0 / 1024.0 }
+        })
+        .collect()
+}
+
+/// The parts of a run `BENCH_ONLY` selects: every part when it is unset.
+struct Only(Option<Vec<String>>);
+
+impl Only {
+    const PARTS: [&str; 6] = ["completions", "stream", "grpc", "chat-sqlite", "chat-postgres", "litellm"];
+
+    fn from_env() -> anyhow::Result<Self> {
+        let Ok(list) = std::env::var("BENCH_ONLY") else { return Ok(Self(None)) };
+        let parts: Vec<String> = list.split(',').map(|p| p.trim().to_owned()).filter(|p| !p.is_empty()).collect();
+        if let Some(unknown) = parts.iter().find(|p| !Self::PARTS.contains(&p.as_str())) {
+            bail!("BENCH_ONLY: unknown part {unknown:?} (expected some of {})", Self::PARTS.join(", "));
+        }
+        Ok(Self(Some(parts)))
+    }
+
+    fn wants(&self, part: &str) -> bool {
+        self.0.as_ref().is_none_or(|parts| parts.iter().any(|p| p == part))
+    }
+}
+
+/// `BENCH_ENV`: settings added to every component, as `NAME=value` words.
+fn extra_settings() -> anyhow::Result<Vec<(&'static str, String)>> {
+    let Ok(words) = std::env::var("BENCH_ENV") else { return Ok(Vec::new()) };
+    words
+        .split_whitespace()
+        .map(|word| match word.split_once('=') {
+            Some((name, value)) if !name.is_empty() => {
+                if let Some((part, _)) = name.split_once(':')
+                    && !Part::ALL.iter().any(|p| p.command() == part)
+                {
+                    bail!(
+                        "BENCH_ENV: {part:?} in {word:?} is not a component (auth, llm-proxy, conversations, gateway)"
+                    );
+                }
+                Ok((&*name.to_owned().leak(), value.to_owned()))
+            }
+            _ => bail!("BENCH_ENV: {word:?} is not NAME=value or component:NAME=value"),
         })
         .collect()
 }
@@ -362,34 +407,62 @@ async fn run() -> anyhow::Result<()> {
         http: reqwest::Client::new(),
     };
 
+    let only = Only::from_env()?;
+    let extra = extra_settings()?;
+    if !extra.is_empty() {
+        let shown: Vec<String> = extra.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        bench.report.settings = shown.join(" ");
+        log(format!("every component runs with {}", bench.report.settings));
+    }
+    let with_extra = |mut settings: Vec<(&'static str, String)>| {
+        settings.extend(extra.iter().cloned());
+        settings
+    };
+
     // SQLite, in-process cache: the defaults of `make run`.
-    let data = tempfile::tempdir()?;
-    let sqlite = format!("sqlite://{}/bench.db", data.path().display());
-    let mut stack = Stack::start("sqlite", &bin, &logs, &sqlite, &settings(&upstream, None)).await?;
-    let key = client_key(&bench.http, &stack.http).await?;
-    completions(&mut bench, &stack, &key).await?;
-    streams(&mut bench, &upstream, UPSTREAM_KEY, Target::Direct, &[]).await;
-    let gateway_v1 = format!("{}/v1", stack.http);
-    streams(&mut bench, &gateway_v1, &key, Target::Switchboard, &stack_pids(&stack)).await;
-    grpc(&mut bench, &stack).await?;
-    turns(&mut bench, &stack, "chat sqlite").await?;
-    bench.report.memory.extend(stack_memory(&stack, "SQLite"));
-    stack.stop_all().await;
+    if ["completions", "stream", "grpc", "chat-sqlite"].iter().any(|p| only.wants(p)) {
+        let data = tempfile::tempdir()?;
+        let sqlite = format!("sqlite://{}/bench.db", data.path().display());
+        let mut stack = Stack::start("sqlite", &bin, &logs, &sqlite, &with_extra(settings(&upstream, None))).await?;
+        if only.wants("completions") {
+            let key = client_key(&bench.http, &stack.http).await?;
+            completions(&mut bench, &stack, &key).await?;
+        }
+        if only.wants("stream") {
+            let key = client_key(&bench.http, &stack.http).await?;
+            streams(&mut bench, &upstream, UPSTREAM_KEY, Target::Direct, &[]).await;
+            let gateway_v1 = format!("{}/v1", stack.http);
+            streams(&mut bench, &gateway_v1, &key, Target::Switchboard, &stack_pids(&stack)).await;
+        }
+        if only.wants("grpc") {
+            grpc(&mut bench, &stack).await?;
+        }
+        if only.wants("chat-sqlite") {
+            turns(&mut bench, &stack, "chat sqlite").await?;
+        }
+        bench.report.memory.extend(stack_memory(&stack, "SQLite"));
+        stack.stop_all().await;
+    }
 
     // PostgreSQL and Redis: a production deployment's backends.
-    let (admin, pg) = postgres_database().await?;
-    let redis = std::env::var("SWITCHBOARD_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
-    let mut stack = Stack::start("postgres", &bin, &logs, &pg, &settings(&upstream, Some(&redis))).await?;
-    turns(&mut bench, &stack, "chat postgres").await?;
-    bench.report.memory.extend(stack_memory(&stack, "PostgreSQL"));
-    stack.stop_all().await;
-    let name = pg.rsplit('/').next().unwrap_or_default().to_owned();
-    let _ = tokio::process::Command::new("psql")
-        .args([admin.as_str(), "-Atqc", &format!("DROP DATABASE {name}")])
-        .status()
-        .await;
+    if only.wants("chat-postgres") {
+        let (admin, pg) = postgres_database().await?;
+        let redis = std::env::var("SWITCHBOARD_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+        let mut stack =
+            Stack::start("postgres", &bin, &logs, &pg, &with_extra(settings(&upstream, Some(&redis)))).await?;
+        turns(&mut bench, &stack, "chat postgres").await?;
+        bench.report.memory.extend(stack_memory(&stack, "PostgreSQL"));
+        stack.stop_all().await;
+        let name = pg.rsplit('/').next().unwrap_or_default().to_owned();
+        let _ = tokio::process::Command::new("psql")
+            .args([admin.as_str(), "-Atqc", &format!("DROP DATABASE {name}")])
+            .status()
+            .await;
+    }
 
-    if let Some(peer) = litellm::from_env()? {
+    if only.wants("litellm")
+        && let Some(peer) = litellm::from_env()?
+    {
         litellm::measure(&mut bench, &peer).await?;
     }
     let (_, mock_peak) = proc::memory(mock_pid);

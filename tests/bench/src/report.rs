@@ -135,6 +135,8 @@ pub struct Report {
     pub points: Vec<Point>,
     /// Peak memory per process.
     pub memory: Vec<Memory>,
+    /// Settings given to every component (`BENCH_ENV`), if any.
+    pub settings: String,
 }
 
 fn three(p: &Point) -> String {
@@ -154,7 +156,14 @@ impl Report {
     pub fn new(machine: String, seconds: Duration) -> Self {
         let date =
             time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
-        Self { machine, date, seconds_per_point: seconds.as_secs(), points: Vec::new(), memory: Vec::new() }
+        Self {
+            machine,
+            date,
+            seconds_per_point: seconds.as_secs(),
+            points: Vec::new(),
+            memory: Vec::new(),
+            settings: String::new(),
+        }
     }
 
     /// The point of `scenario` measured on `target` at `rate`, if any.
@@ -175,6 +184,9 @@ impl Report {
              request, from /proc.\n",
             self.machine, self.seconds_per_point
         );
+        if !self.settings.is_empty() {
+            let _ = writeln!(md, "Every Switchboard component ran with `{}`.\n", self.settings);
+        }
         let _ = writeln!(md, "## POST /v1/chat/completions (API key)\n");
         let _ = writeln!(
             md,

@@ -74,7 +74,8 @@ pub fn free_port() -> anyhow::Result<u16> {
 
 impl Stack {
     /// Migrates the database, then starts every component and waits until each serves.
-    /// `settings` come on top of the addresses and `DATABASE_URL`.
+    /// `settings` come on top of the addresses and `DATABASE_URL`; one named `<part>:NAME` is
+    /// given to that component only, as `NAME`.
     pub async fn start(
         name: &'static str,
         bin: &Path,
@@ -110,7 +111,7 @@ impl Stack {
             Duration::from_secs(60),
             Command::new(&stack.bin)
                 .arg("migrate")
-                .envs(stack.env.iter().map(|(k, v)| (k, v)))
+                .envs(stack.env_of(None))
                 .stdout(stack.log_file("migrate")?)
                 .stderr(stack.log_file("migrate")?)
                 .status(),
@@ -124,6 +125,15 @@ impl Stack {
             stack.spawn(part).await?;
         }
         Ok(stack)
+    }
+
+    /// The settings of `part` (of the migration when `None`): every setting without a prefix,
+    /// and those named `<part>:NAME` (e.g. `conversations:TOKIO_WORKER_THREADS`) as `NAME`.
+    fn env_of(&self, part: Option<Part>) -> impl Iterator<Item = (&str, &str)> {
+        self.env.iter().filter_map(move |(k, v)| match k.split_once(':') {
+            None => Some((k.as_str(), v.as_str())),
+            Some((only, name)) => (Some(only) == part.map(Part::command)).then_some((name, v.as_str())),
+        })
     }
 
     /// An appending log file of this stack.
@@ -142,7 +152,7 @@ impl Stack {
     pub async fn spawn(&mut self, part: Part) -> anyhow::Result<()> {
         let child = Command::new(&self.bin)
             .arg(part.command())
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .envs(self.env_of(Some(part)))
             .stdin(Stdio::null())
             .stdout(self.log_file(part.command())?)
             .stderr(self.log_file(part.command())?)

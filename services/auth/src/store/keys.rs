@@ -1,7 +1,7 @@
 //! [`KeyStore`] on SQL.
 
 use async_trait::async_trait;
-use switchboard_kit::db_run;
+use switchboard_kit::{db_run, db_write};
 
 use super::{KeyStore, SqlStore, StoredKey};
 
@@ -14,7 +14,7 @@ const INSERT: &str = "INSERT INTO api_keys (id, digest, prefix, client_name, sys
 #[async_trait]
 impl KeyStore for SqlStore {
     async fn insert(&self, key: &StoredKey) -> Result<(), sqlx::Error> {
-        db_run!(&self.db, |pool| {
+        db_write!(&self.db, |pool| {
             sqlx::query(INSERT)
                 .bind(&key.id)
                 .bind(&key.digest)
@@ -57,7 +57,7 @@ impl KeyStore for SqlStore {
     }
 
     async fn revoke(&self, id: &str, now: i64) -> Result<bool, sqlx::Error> {
-        db_run!(&self.db, |pool| {
+        db_write!(&self.db, |pool| {
             sqlx::query("UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2")
                 .bind(now)
                 .bind(id)
@@ -68,7 +68,7 @@ impl KeyStore for SqlStore {
     }
 
     async fn rotate(&self, id: &str, successor: &StoredKey, old_expires_at: i64) -> Result<(), sqlx::Error> {
-        db_run!(&self.db, |pool| {
+        db_write!(&self.db, |pool| {
             let mut tx = pool.begin().await?;
             sqlx::query(
                 "UPDATE api_keys SET expires_at = CASE WHEN expires_at IS NULL OR expires_at > $1 THEN $1 \
@@ -97,7 +97,7 @@ impl KeyStore for SqlStore {
         if used.is_empty() {
             return Ok(());
         }
-        db_run!(&self.db, |pool| {
+        db_write!(&self.db, |pool| {
             let mut tx = pool.begin().await?;
             for (id, at) in used {
                 sqlx::query(

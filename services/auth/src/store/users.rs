@@ -1,14 +1,14 @@
 //! [`UserStore`] on SQL.
 
 use async_trait::async_trait;
-use switchboard_kit::db_run;
+use switchboard_kit::{db_run, db_write};
 
 use super::{SqlStore, StoredProfile, StoredUser, UserStore};
 
 #[async_trait]
 impl UserStore for SqlStore {
     async fn create_user(&self, user: &StoredUser) -> Result<(), sqlx::Error> {
-        db_run!(&self.db, |pool| {
+        db_write!(&self.db, |pool| {
             sqlx::query(
                 "INSERT INTO users (id, system_id, username, username_lower, password_hash, created_at) \
                  VALUES ($1, $2, $3, $4, $5, $6)",
@@ -39,7 +39,7 @@ impl UserStore for SqlStore {
     }
 
     async fn upsert_profile(&self, p: &StoredProfile) -> Result<(StoredProfile, bool), sqlx::Error> {
-        let stored: StoredProfile = db_run!(&self.db, |pool| {
+        let stored: StoredProfile = db_write!(&self.db, |pool| {
             sqlx::query_as(
                 "INSERT INTO profiles (system_id, user_id, name, email, created_at, updated_at) \
                  VALUES ($1, $2, $3, $4, $5, $5) \
@@ -60,7 +60,7 @@ impl UserStore for SqlStore {
     }
 
     async fn create_profile(&self, p: &StoredProfile) -> Result<Option<StoredProfile>, sqlx::Error> {
-        db_run!(&self.db, |pool| {
+        db_write!(&self.db, |pool| {
             sqlx::query_as(
                 "INSERT INTO profiles (system_id, user_id, name, email, created_at, updated_at) \
                  VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT (system_id, user_id) DO NOTHING \
@@ -90,7 +90,7 @@ impl UserStore for SqlStore {
     }
 
     async fn revoke_token(&self, jti: &str, expires_at: i64, now: i64) -> Result<(), sqlx::Error> {
-        db_run!(&self.db, |pool| {
+        db_write!(&self.db, |pool| {
             let mut tx = pool.begin().await?;
             sqlx::query("INSERT INTO revoked_tokens (jti, expires_at) VALUES ($1, $2) ON CONFLICT (jti) DO NOTHING")
                 .bind(jti)

@@ -1,7 +1,7 @@
 //! Seed 001's API usage table on both backends.
 
 use async_trait::async_trait;
-use switchboard_kit::db_run;
+use switchboard_kit::{db_run, db_write};
 
 use super::{ApiUsageCount, ApiUsageKey, ApiUsageRow, ApiUsageStore, SqlStore};
 use crate::domain::Principal;
@@ -12,7 +12,7 @@ impl ApiUsageStore for SqlStore {
         if counts.is_empty() {
             return Ok(());
         }
-        db_run!(&self.db, |pool| {
+        db_write!(&self.db, |pool| {
             let mut tx = pool.begin().await?;
             for ((system_id, user_id, endpoint), c) in counts {
                 sqlx::query(

@@ -1,7 +1,7 @@
 //! [`IdempotencyStore`] on SQL.
 
 use async_trait::async_trait;
-use switchboard_kit::db_run;
+use switchboard_kit::db_write;
 
 use super::{Claim, ClaimTerms, IdempotencyStore, SqlStore};
 use crate::domain::Principal;
@@ -17,7 +17,7 @@ struct Row {
 impl IdempotencyStore for SqlStore {
     async fn claim(&self, owner: &Principal, key: &str, terms: &ClaimTerms<'_>) -> Result<Claim, sqlx::Error> {
         let hash = terms.hash;
-        let row: Option<Row> = db_run!(&self.db, |pool| {
+        let row: Option<Row> = db_write!(&self.db, |pool| {
             let mut tx = pool.begin().await?;
             sqlx::query(
                 "DELETE FROM idempotency_keys WHERE system_id = $1 AND user_id = $2 AND key = $3 AND created_at < $4",
@@ -89,7 +89,7 @@ impl IdempotencyStore for SqlStore {
     }
 
     async fn finish(&self, owner: &Principal, key: &str, holder: &str, response: &[u8]) -> Result<(), sqlx::Error> {
-        db_run!(&self.db, |pool| {
+        db_write!(&self.db, |pool| {
             sqlx::query(
                 "UPDATE idempotency_keys SET status = 'complete', response = $1 \
                  WHERE system_id = $2 AND user_id = $3 AND key = $4 AND holder = $5",
@@ -106,7 +106,7 @@ impl IdempotencyStore for SqlStore {
     }
 
     async fn release(&self, owner: &Principal, key: &str, holder: &str) -> Result<(), sqlx::Error> {
-        db_run!(&self.db, |pool| {
+        db_write!(&self.db, |pool| {
             sqlx::query(
                 "DELETE FROM idempotency_keys WHERE system_id = $1 AND user_id = $2 AND key = $3 \
                  AND status = 'in_progress' AND holder = $4",

@@ -63,6 +63,38 @@ pub struct UpstreamMessage {
     pub created_at: i64,
 }
 
+/// A turn to open: see [`ConversationStore::open_turn`].
+#[derive(Debug, Clone, Copy)]
+pub struct TurnOpening<'a> {
+    /// Whose conversation.
+    pub owner: &'a Principal,
+    /// The conversation (chosen by the caller when it is created).
+    pub conversation_id: &'a str,
+    /// The title of a conversation to create; `None` continues an existing one.
+    pub create: Option<&'a str>,
+    /// Who takes the turn lease.
+    pub holder: &'a str,
+    /// Now (Unix ms): the messages' time, and what the lease's expiry is compared with.
+    pub now: i64,
+    /// Until when the lease holds (Unix ms).
+    pub until: i64,
+    /// The user's message.
+    pub message: &'a str,
+    /// The model asked for (empty: the LLM proxy chooses), stored on the answer row.
+    pub model: &'a str,
+}
+
+/// A turn opened: the conversation as it was before the turn, and the two rows written.
+#[derive(Debug, Clone)]
+pub struct OpenedTurn {
+    /// The conversation, its message count not counting this turn's two rows.
+    pub conversation: Conversation,
+    /// The stored user message.
+    pub user_message: Message,
+    /// The answer row, `in_progress`.
+    pub assistant: Message,
+}
+
 /// Conversations, messages and usage records.
 #[async_trait]
 pub trait ConversationStore: Send + Sync + 'static {
@@ -140,6 +172,20 @@ pub trait ConversationStore: Send + Sync + 'static {
         now: i64,
         until: i64,
     ) -> Result<bool, sqlx::Error>;
+    /// Opens a turn in one transaction (one commit): takes the turn lease for `holder` (a new
+    /// conversation is created holding it), and appends the user message and the answer row,
+    /// `in_progress`. `None`, with nothing written, while another holder's lease runs or when
+    /// the conversation is not the owner's.
+    async fn open_turn(&self, turn: TurnOpening<'_>) -> Result<Option<OpenedTurn>, sqlx::Error>;
+    /// Closes a turn in one transaction: stores the answer's outcome and gives the lease back
+    /// if `holder` still holds it.
+    async fn close_turn(
+        &self,
+        conversation_id: &str,
+        message_id: &str,
+        outcome: MessageOutcome,
+        holder: &str,
+    ) -> Result<(), sqlx::Error>;
     /// Gives the lease back, if `owner` still holds it.
     async fn release_turn(&self, conversation_id: &str, owner: &str) -> Result<(), sqlx::Error>;
     /// Writes usage records in one transaction.

@@ -3,10 +3,12 @@
 
 use async_trait::async_trait;
 use switchboard_kit::db::Db;
-use switchboard_kit::db_run;
 use switchboard_kit::time::now_ms;
+use switchboard_kit::{db_run, db_write};
 
-use super::{ConversationFilter, ConversationStore, NewMessage, UpstreamConversation, UpstreamMessage};
+use super::{
+    ConversationFilter, ConversationStore, NewMessage, OpenedTurn, TurnOpening, UpstreamConversation, UpstreamMessage,
+};
 use crate::domain::{
     Conversation, Cursor, Message, MessageOutcome, MessageStatus, Page, PageRequest, Principal, Role, UsageRecord,
     new_id,
@@ -88,6 +90,47 @@ impl From<MessageRow> for Message {
 
 const CONVERSATION_COLUMNS: &str =
     "id, system_id, user_id, title, upstream_id, created_at, updated_at, message_count, number";
+/// The query of [`SqlStore::insert_message_sql`] for message `$m`, written at `$now`.
+macro_rules! insert_message {
+    ($sql:expr, $m:expr, $now:expr) => {
+        sqlx::query_scalar($sql)
+            .bind(&$m.id)
+            .bind(&$m.conversation_id)
+            .bind($m.role.as_str())
+            .bind(&$m.content)
+            .bind($m.status.as_str())
+            .bind(&$m.model)
+            .bind($now)
+    };
+}
+
+const FINISH_MESSAGE: &str = "UPDATE messages SET status = $1, content = $2, model = $3, prompt_tokens = $4, \
+     completion_tokens = $5, error = $6, updated_at = $7 WHERE id = $8";
+
+/// The update storing message `id`'s outcome, for either backend.
+fn finish_query<'q, DB: sqlx::Database>(
+    id: &'q str,
+    outcome: &'q MessageOutcome,
+    now: i64,
+) -> sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>
+where
+    &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    sqlx::query(FINISH_MESSAGE)
+        .bind(outcome.status.as_str())
+        .bind(outcome.content.as_str())
+        .bind(outcome.model.as_str())
+        .bind(outcome.prompt_tokens)
+        .bind(outcome.completion_tokens)
+        .bind(outcome.error.as_str())
+        .bind(now)
+        .bind(id)
+}
+
+const RELEASE_TURN: &str =
+    "UPDATE conversations SET turn_lease_owner = NULL, turn_lease_until = NULL WHERE id = $1 AND turn_lease_owner = $2";
+
 const MESSAGE_COLUMNS: &str =
     "id, conversation_id, role, content, status, model, prompt_tokens, completion_tokens, error, created_at, number";
 
@@ -100,6 +143,15 @@ impl SqlStore {
             Db::Sqlite(_) => (", number", format!(", (SELECT COALESCE(MAX(number), 0) + 1 FROM {table})")),
             Db::Postgres(_) => ("", String::new()),
         }
+    }
+
+    /// The insert of a message row, answering its number (bound by [`insert_message!`]).
+    fn insert_message_sql(&self) -> String {
+        let (column, value) = self.numbered("messages");
+        format!(
+            "INSERT INTO messages (id, conversation_id, role, content, status, model, created_at, updated_at{column}) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $7{value}) RETURNING number"
+        )
     }
 
     /// Conversations of a tenant, of one user of it when `user_id` is given, most recently
@@ -185,7 +237,7 @@ impl ConversationStore for SqlStore {
             "INSERT INTO conversations (id, system_id, user_id, title, created_at, updated_at, message_count{column}) \
              VALUES ($1, $2, $3, $4, $5, $5, 0{value}) RETURNING number"
         );
-        conversation.number = db_run!(&self.db, |pool| {
+        conversation.number = db_write!(&self.db, |pool| {
             sqlx::query_scalar(&sql)
                 .bind(&conversation.id)
                 .bind(&owner.system_id)
@@ -258,24 +310,11 @@ impl ConversationStore for SqlStore {
                 number: 0,
             })
             .collect();
-        let (column, value) = self.numbered("messages");
-        let sql = format!(
-            "INSERT INTO messages (id, conversation_id, role, content, status, model, created_at, updated_at{column}) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $7{value}) RETURNING number"
-        );
-        db_run!(&self.db, |pool| {
+        let sql = self.insert_message_sql();
+        db_write!(&self.db, |pool| {
             let mut tx = pool.begin().await?;
             for m in &mut stored {
-                m.number = sqlx::query_scalar(&sql)
-                    .bind(&m.id)
-                    .bind(&m.conversation_id)
-                    .bind(m.role.as_str())
-                    .bind(&m.content)
-                    .bind(m.status.as_str())
-                    .bind(&m.model)
-                    .bind(now)
-                    .fetch_one(&mut *tx)
-                    .await?;
+                m.number = insert_message!(&sql, m, now).fetch_one(&mut *tx).await?;
                 sqlx::query(
                     "UPDATE conversations SET updated_at = $1, message_count = message_count + 1 WHERE id = $2",
                 )
@@ -290,23 +329,8 @@ impl ConversationStore for SqlStore {
     }
 
     async fn finish_message(&self, id: &str, outcome: MessageOutcome) -> Result<(), sqlx::Error> {
-        db_run!(&self.db, |pool| {
-            sqlx::query(
-                "UPDATE messages SET status = $1, content = $2, model = $3, prompt_tokens = $4, \
-                 completion_tokens = $5, error = $6, updated_at = $7 WHERE id = $8",
-            )
-            .bind(outcome.status.as_str())
-            .bind(&outcome.content)
-            .bind(&outcome.model)
-            .bind(outcome.prompt_tokens)
-            .bind(outcome.completion_tokens)
-            .bind(&outcome.error)
-            .bind(now_ms())
-            .bind(id)
-            .execute(pool)
-            .await
-            .map(|_| ())
-        })
+        let now = now_ms();
+        db_write!(&self.db, |pool| finish_query(id, &outcome, now).execute(pool).await.map(|_| ()))
     }
 
     async fn list_messages(&self, conversation_id: &str, page: &PageRequest) -> Result<Page<Message>, sqlx::Error> {
@@ -352,7 +376,7 @@ impl ConversationStore for SqlStore {
     }
 
     async fn clear_history(&self, owner: &Principal) -> Result<Vec<String>, sqlx::Error> {
-        db_run!(&self.db, |pool| {
+        db_write!(&self.db, |pool| {
             let mut tx = pool.begin().await?;
             // A write first: on SQLite a transaction that reads and then writes fails at once
             // (SQLITE_BUSY) when another write landed in between; one that writes first waits.
@@ -387,7 +411,7 @@ impl ConversationStore for SqlStore {
     }
 
     async fn sweep_in_progress(&self, before: i64, now: i64) -> Result<u64, sqlx::Error> {
-        db_run!(&self.db, |pool| {
+        db_write!(&self.db, |pool| {
             sqlx::query(
                 "UPDATE messages SET status = CASE WHEN content = '' THEN 'failed' ELSE 'partial' END, \
                  error = 'interrupted: the turn did not finish (the service stopped or crashed)', updated_at = $1 \
@@ -407,7 +431,7 @@ impl ConversationStore for SqlStore {
         upstream_conversation_id: &str,
         messages: &[(&str, String)],
     ) -> Result<(), sqlx::Error> {
-        db_run!(&self.db, |pool| {
+        db_write!(&self.db, |pool| {
             let mut tx = pool.begin().await?;
             sqlx::query("UPDATE conversations SET upstream_id = $1 WHERE id = $2 AND upstream_id IS NULL")
                 .bind(upstream_conversation_id)
@@ -449,7 +473,7 @@ impl ConversationStore for SqlStore {
             "INSERT INTO conversations (id, system_id, user_id, title, upstream_id, created_at, updated_at, message_count{column}) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, 0{value}) ON CONFLICT (system_id, user_id, upstream_id) DO NOTHING"
         );
-        db_run!(&self.db, |pool| {
+        db_write!(&self.db, |pool| {
             let inserted = sqlx::query(&sql)
                 .bind(&id)
                 .bind(&owner.system_id)
@@ -479,7 +503,7 @@ impl ConversationStore for SqlStore {
             "INSERT INTO messages (id, conversation_id, role, content, status, model, created_at, updated_at, upstream_id{column}) \
              VALUES ($1, $2, $3, $4, 'complete', '', $5, $5, $6{value}) ON CONFLICT (conversation_id, upstream_id) DO NOTHING"
         );
-        db_run!(&self.db, |pool| {
+        db_write!(&self.db, |pool| {
             let mut tx = pool.begin().await?;
             let inserted = sqlx::query(&sql)
                 .bind(new_id())
@@ -514,7 +538,7 @@ impl ConversationStore for SqlStore {
         now: i64,
         until: i64,
     ) -> Result<bool, sqlx::Error> {
-        db_run!(&self.db, |pool| {
+        db_write!(&self.db, |pool| {
             sqlx::query(
                 "UPDATE conversations SET turn_lease_owner = $1, turn_lease_until = $2 \
                  WHERE id = $3 AND system_id = $5 AND user_id = $6 \
@@ -532,17 +556,93 @@ impl ConversationStore for SqlStore {
         })
     }
 
+    async fn open_turn(&self, turn: TurnOpening<'_>) -> Result<Option<OpenedTurn>, sqlx::Error> {
+        let TurnOpening { owner, conversation_id, create, holder, now, until, message, model } = turn;
+        let conversation_sql = match create {
+            Some(_) => {
+                let (column, value) = self.numbered("conversations");
+                let sql = format!(
+                    "INSERT INTO conversations (id, system_id, user_id, title, created_at, updated_at, message_count, \
+                     turn_lease_owner, turn_lease_until{column}) VALUES ($3, $5, $6, $7, $4, $4, 2, $1, $2{value}) \
+                     RETURNING {CONVERSATION_COLUMNS}"
+                );
+                sql
+            }
+            None => format!(
+                "UPDATE conversations SET turn_lease_owner = $1, turn_lease_until = $2, updated_at = $4, \
+                     message_count = message_count + 2 \
+                     WHERE id = $3 AND system_id = $5 AND user_id = $6 \
+                     AND (turn_lease_until IS NULL OR turn_lease_until < $4 OR turn_lease_owner = $1) \
+                     RETURNING {CONVERSATION_COLUMNS}"
+            ),
+        };
+        let row = |role: Role, content: &str, status: MessageStatus, model: &str| Message {
+            id: new_id(),
+            conversation_id: conversation_id.to_owned(),
+            role,
+            content: content.to_owned(),
+            status,
+            model: model.to_owned(),
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            error: String::new(),
+            created_at: now,
+            number: 0,
+        };
+        let mut rows = [
+            row(Role::User, message, MessageStatus::Complete, ""),
+            row(Role::Assistant, "", MessageStatus::InProgress, model),
+        ];
+        let message_sql = self.insert_message_sql();
+        let conversation: Option<ConversationRow> = db_write!(&self.db, |pool| {
+            let mut tx = pool.begin().await?;
+            let mut query = sqlx::query_as(&conversation_sql)
+                .bind(holder)
+                .bind(until)
+                .bind(conversation_id)
+                .bind(now)
+                .bind(&owner.system_id)
+                .bind(&owner.user_id);
+            if let Some(title) = create {
+                query = query.bind(title);
+            }
+            let conversation: Option<ConversationRow> = query.fetch_optional(&mut *tx).await?;
+            if conversation.is_none() {
+                return Ok(None);
+            }
+            for m in &mut rows {
+                m.number = insert_message!(&message_sql, m, now).fetch_one(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(conversation)
+        })?;
+        let Some(conversation) = conversation else { return Ok(None) };
+        // Returned as it was before this turn's two rows.
+        let mut conversation = Conversation::from(conversation);
+        conversation.message_count -= 2;
+        let [user_message, assistant] = rows;
+        Ok(Some(OpenedTurn { conversation, user_message, assistant }))
+    }
+
+    async fn close_turn(
+        &self,
+        conversation_id: &str,
+        message_id: &str,
+        outcome: MessageOutcome,
+        holder: &str,
+    ) -> Result<(), sqlx::Error> {
+        let now = now_ms();
+        db_write!(&self.db, |pool| {
+            let mut tx = pool.begin().await?;
+            finish_query(message_id, &outcome, now).execute(&mut *tx).await?;
+            sqlx::query(RELEASE_TURN).bind(conversation_id).bind(holder).execute(&mut *tx).await?;
+            tx.commit().await
+        })
+    }
+
     async fn release_turn(&self, conversation_id: &str, owner: &str) -> Result<(), sqlx::Error> {
-        db_run!(&self.db, |pool| {
-            sqlx::query(
-                "UPDATE conversations SET turn_lease_owner = NULL, turn_lease_until = NULL \
-                 WHERE id = $1 AND turn_lease_owner = $2",
-            )
-            .bind(conversation_id)
-            .bind(owner)
-            .execute(pool)
-            .await
-            .map(|_| ())
+        db_write!(&self.db, |pool| {
+            sqlx::query(RELEASE_TURN).bind(conversation_id).bind(owner).execute(pool).await.map(|_| ())
         })
     }
 
@@ -550,7 +650,7 @@ impl ConversationStore for SqlStore {
         if records.is_empty() {
             return Ok(());
         }
-        db_run!(&self.db, |pool| {
+        db_write!(&self.db, |pool| {
             let mut tx = pool.begin().await?;
             for r in records {
                 sqlx::query(

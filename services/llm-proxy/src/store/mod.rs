@@ -1,9 +1,13 @@
 //! Storage of the LLM proxy: each principal's chosen model, the provider keys users bring,
 //! usage rolled up per hour (and reports over it) and the budgets set through the API.
 
+mod cached_choices;
+
 use async_trait::async_trait;
 use switchboard_kit::db::Db;
-use switchboard_kit::db_run;
+use switchboard_kit::{db_run, db_write};
+
+pub use cached_choices::{CHOICE_TTL, CachedChoices};
 
 /// A principal's current model.
 #[async_trait]
@@ -41,7 +45,7 @@ impl ModelChoiceStore for SqlStore {
 
     async fn set(&self, system_id: &str, user_id: &str, model: &str) -> Result<(), sqlx::Error> {
         let now = switchboard_kit::time::now_ms();
-        db_run!(&self.db, |pool| {
+        db_write!(&self.db, |pool| {
             sqlx::query(
                 "INSERT INTO model_choices (system_id, user_id, model, updated_at) VALUES ($1, $2, $3, $4) \
                  ON CONFLICT (system_id, user_id) DO UPDATE SET model = excluded.model, updated_at = excluded.updated_at",
@@ -131,7 +135,7 @@ const KEY_COLUMNS: &str = "id, system_id, user_id, provider, label, sealed, last
 #[async_trait]
 impl ProviderKeyStore for SqlStore {
     async fn insert(&self, k: &StoredProviderKey) -> Result<(), sqlx::Error> {
-        db_run!(&self.db, |pool| {
+        db_write!(&self.db, |pool| {
             sqlx::query(
                 "INSERT INTO provider_keys (id, system_id, user_id, provider, label, sealed, last_four, created_at) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -178,7 +182,7 @@ impl ProviderKeyStore for SqlStore {
     }
 
     async fn delete(&self, system_id: &str, user_id: &str, id: &str) -> Result<bool, sqlx::Error> {
-        db_run!(&self.db, |pool| {
+        db_write!(&self.db, |pool| {
             sqlx::query("DELETE FROM provider_keys WHERE system_id = $1 AND user_id = $2 AND id = $3")
                 .bind(system_id)
                 .bind(user_id)
@@ -193,7 +197,7 @@ impl ProviderKeyStore for SqlStore {
         if usage.is_empty() {
             return Ok(());
         }
-        db_run!(&self.db, |pool| {
+        db_write!(&self.db, |pool| {
             let mut tx = pool.begin().await?;
             for (id, u) in usage {
                 sqlx::query(
@@ -410,7 +414,7 @@ impl UsageStore for SqlStore {
         if rollups.is_empty() {
             return Ok(());
         }
-        db_run!(&self.db, |pool| {
+        db_write!(&self.db, |pool| {
             let mut tx = pool.begin().await?;
             for (k, r) in rollups {
                 sqlx::query(
@@ -515,7 +519,7 @@ impl BudgetStore for SqlStore {
     async fn put_budget(&self, b: &crate::budgets::Budget) -> Result<(), sqlx::Error> {
         let now = switchboard_kit::time::now_ms();
         let warn = i32::try_from(b.warn_percent).unwrap_or(100);
-        db_run!(&self.db, |pool| {
+        db_write!(&self.db, |pool| {
             sqlx::query(
                 "INSERT INTO budgets (id, scope, system_id, subject, period, max_cost_micros, max_tokens, \
                  warn_percent, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
@@ -539,7 +543,7 @@ impl BudgetStore for SqlStore {
     }
 
     async fn delete_budget(&self, id: &str) -> Result<bool, sqlx::Error> {
-        db_run!(&self.db, |pool| {
+        db_write!(&self.db, |pool| {
             sqlx::query("DELETE FROM budgets WHERE id = $1").bind(id).execute(pool).await.map(|r| r.rows_affected() > 0)
         })
     }
