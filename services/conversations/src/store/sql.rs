@@ -107,8 +107,10 @@ macro_rules! insert_message {
 const FINISH_MESSAGE: &str = "UPDATE messages SET status = $1, content = $2, model = $3, prompt_tokens = $4, \
      completion_tokens = $5, error = $6, updated_at = $7 WHERE id = $8";
 
-/// The update storing message `id`'s outcome, for either backend.
+/// `sql` (which starts with [`FINISH_MESSAGE`]'s parameters) storing message `id`'s outcome,
+/// for either backend.
 fn finish_query<'q, DB: sqlx::Database>(
+    sql: &'q str,
     id: &'q str,
     outcome: &'q MessageOutcome,
     now: i64,
@@ -117,7 +119,7 @@ where
     &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
     i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
 {
-    sqlx::query(FINISH_MESSAGE)
+    sqlx::query(sql)
         .bind(outcome.status.as_str())
         .bind(outcome.content.as_str())
         .bind(outcome.model.as_str())
@@ -142,6 +144,28 @@ impl SqlStore {
         match self.db {
             Db::Sqlite(_) => (", number", format!(", (SELECT COALESCE(MAX(number), 0) + 1 FROM {table})")),
             Db::Postgres(_) => ("", String::new()),
+        }
+    }
+
+    /// The statement of a turn's opening that creates the conversation (`create`) or takes the
+    /// lease of an existing one, answering its row: `$1` the holder, `$2` the lease's end, `$3`
+    /// the conversation, `$4` now, `$5` and `$6` the owner, `title` the new one's title.
+    fn turn_conversation_sql(&self, create: bool, title: &str) -> String {
+        if create {
+            let (column, value) = self.numbered("conversations");
+            format!(
+                "INSERT INTO conversations (id, system_id, user_id, title, created_at, updated_at, message_count, \
+                 turn_lease_owner, turn_lease_until{column}) VALUES ($3, $5, $6, {title}, $4, $4, 2, $1, $2{value}) \
+                 RETURNING {CONVERSATION_COLUMNS}"
+            )
+        } else {
+            format!(
+                "UPDATE conversations SET turn_lease_owner = $1, turn_lease_until = $2, updated_at = $4, \
+                 message_count = message_count + 2 \
+                 WHERE id = $3 AND system_id = $5 AND user_id = $6 \
+                 AND (turn_lease_until IS NULL OR turn_lease_until < $4 OR turn_lease_owner = $1) \
+                 RETURNING {CONVERSATION_COLUMNS}"
+            )
         }
     }
 
@@ -216,6 +240,58 @@ fn next_page<T>(mut items: Vec<T>, size: u32, key: impl Fn(&T) -> Cursor) -> Pag
         None
     };
     Page { items, next }
+}
+
+/// A conversation row with the numbers of the turn's two messages.
+#[derive(sqlx::FromRow)]
+struct OpenedRow {
+    #[sqlx(flatten)]
+    conversation: ConversationRow,
+    user_number: i64,
+    answer_number: i64,
+}
+
+/// [`ConversationStore::open_turn`] on PostgreSQL: one statement, so one round trip and one
+/// commit (the messages are inserted only when the conversation was created or leased).
+async fn open_turn_in_one_statement(
+    pool: &sqlx::PgPool,
+    conversation_sql: &str,
+    turn: TurnOpening<'_>,
+    rows: [Message; 2],
+) -> Result<Option<OpenedTurn>, sqlx::Error> {
+    let TurnOpening { owner, conversation_id, create, holder, now, until, .. } = turn;
+    let [mut user_message, mut assistant] = rows;
+    let sql = format!(
+        "WITH c AS ({conversation_sql}), \
+         m AS (INSERT INTO messages (id, conversation_id, role, content, status, model, created_at, updated_at) \
+               SELECT v.id, $3, v.role, v.content, v.status, v.model, $4, $4 \
+               FROM (VALUES ($7, 'user', $8, 'complete', ''), ($9, 'assistant', '', 'in_progress', $10)) \
+                    AS v (id, role, content, status, model) \
+               WHERE EXISTS (SELECT 1 FROM c) RETURNING id, number) \
+         SELECT c.*, (SELECT number FROM m WHERE m.id = $7) AS user_number, \
+                (SELECT number FROM m WHERE m.id = $9) AS answer_number FROM c"
+    );
+    let mut query = sqlx::query_as::<_, OpenedRow>(&sql)
+        .bind(holder)
+        .bind(until)
+        .bind(conversation_id)
+        .bind(now)
+        .bind(&owner.system_id)
+        .bind(&owner.user_id)
+        .bind(&user_message.id)
+        .bind(&user_message.content)
+        .bind(&assistant.id)
+        .bind(&assistant.model);
+    if let Some(title) = create {
+        query = query.bind(title);
+    }
+    let Some(opened) = query.fetch_optional(pool).await? else { return Ok(None) };
+    user_message.number = opened.user_number;
+    assistant.number = opened.answer_number;
+    // Returned as it was before this turn's two rows.
+    let mut conversation = Conversation::from(opened.conversation);
+    conversation.message_count -= 2;
+    Ok(Some(OpenedTurn { conversation, user_message, assistant }))
 }
 
 #[async_trait]
@@ -330,7 +406,7 @@ impl ConversationStore for SqlStore {
 
     async fn finish_message(&self, id: &str, outcome: MessageOutcome) -> Result<(), sqlx::Error> {
         let now = now_ms();
-        db_write!(&self.db, |pool| finish_query(id, &outcome, now).execute(pool).await.map(|_| ()))
+        db_write!(&self.db, |pool| finish_query(FINISH_MESSAGE, id, &outcome, now).execute(pool).await.map(|_| ()))
     }
 
     async fn list_messages(&self, conversation_id: &str, page: &PageRequest) -> Result<Page<Message>, sqlx::Error> {
@@ -558,24 +634,6 @@ impl ConversationStore for SqlStore {
 
     async fn open_turn(&self, turn: TurnOpening<'_>) -> Result<Option<OpenedTurn>, sqlx::Error> {
         let TurnOpening { owner, conversation_id, create, holder, now, until, message, model } = turn;
-        let conversation_sql = match create {
-            Some(_) => {
-                let (column, value) = self.numbered("conversations");
-                let sql = format!(
-                    "INSERT INTO conversations (id, system_id, user_id, title, created_at, updated_at, message_count, \
-                     turn_lease_owner, turn_lease_until{column}) VALUES ($3, $5, $6, $7, $4, $4, 2, $1, $2{value}) \
-                     RETURNING {CONVERSATION_COLUMNS}"
-                );
-                sql
-            }
-            None => format!(
-                "UPDATE conversations SET turn_lease_owner = $1, turn_lease_until = $2, updated_at = $4, \
-                     message_count = message_count + 2 \
-                     WHERE id = $3 AND system_id = $5 AND user_id = $6 \
-                     AND (turn_lease_until IS NULL OR turn_lease_until < $4 OR turn_lease_owner = $1) \
-                     RETURNING {CONVERSATION_COLUMNS}"
-            ),
-        };
         let row = |role: Role, content: &str, status: MessageStatus, model: &str| Message {
             id: new_id(),
             conversation_id: conversation_id.to_owned(),
@@ -593,6 +651,11 @@ impl ConversationStore for SqlStore {
             row(Role::User, message, MessageStatus::Complete, ""),
             row(Role::Assistant, "", MessageStatus::InProgress, model),
         ];
+        if let Db::Postgres(pool) = &self.db {
+            let conversation_sql = self.turn_conversation_sql(create.is_some(), "$11");
+            return open_turn_in_one_statement(pool, &conversation_sql, turn, rows).await;
+        }
+        let conversation_sql = self.turn_conversation_sql(create.is_some(), "$7");
         let message_sql = self.insert_message_sql();
         let conversation: Option<ConversationRow> = db_write!(&self.db, |pool| {
             let mut tx = pool.begin().await?;
@@ -632,9 +695,22 @@ impl ConversationStore for SqlStore {
         holder: &str,
     ) -> Result<(), sqlx::Error> {
         let now = now_ms();
+        if let Db::Postgres(pool) = &self.db {
+            // One statement: one round trip, one commit.
+            let sql = format!(
+                "WITH m AS ({FINISH_MESSAGE}) UPDATE conversations SET turn_lease_owner = NULL, \
+                 turn_lease_until = NULL WHERE id = $9 AND turn_lease_owner = $10"
+            );
+            return finish_query(&sql, message_id, &outcome, now)
+                .bind(conversation_id)
+                .bind(holder)
+                .execute(pool)
+                .await
+                .map(|_| ());
+        }
         db_write!(&self.db, |pool| {
             let mut tx = pool.begin().await?;
-            finish_query(message_id, &outcome, now).execute(&mut *tx).await?;
+            finish_query(FINISH_MESSAGE, message_id, &outcome, now).execute(&mut *tx).await?;
             sqlx::query(RELEASE_TURN).bind(conversation_id).bind(holder).execute(&mut *tx).await?;
             tx.commit().await
         })
