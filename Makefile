@@ -100,9 +100,12 @@ test: tools clean-test-dbs
 
 # Side by side at fixed rates: the mock upstream alone, Switchboard (release binary, one process per
 # component) and LiteLLM proxy (BENCH_PEER=none leaves it out); tables in bench/results/.
+# The conversation service's database work runs on sqlx's own threads: on a machine shared by
+# everything, one async worker for it measured best (a pod given `cpu: 1` gets the same from tokio).
+BENCH_ENV ?= conversations:TOKIO_WORKER_THREADS=1
 bench: $(OHA) $(if $(filter none,$(BENCH_PEER)),,$(LITELLM))
 	cargo build --profile production --bins -p switchboard-gateway -p switchboard-bench
-	SWITCHBOARD_BIN=$(CARGO_TARGET_DIR)/production/switchboard OHA=$(OHA) LITELLM=$(LITELLM) \
+	SWITCHBOARD_BIN=$(CARGO_TARGET_DIR)/production/switchboard OHA=$(OHA) LITELLM=$(LITELLM) BENCH_ENV='$(BENCH_ENV)' \
 	  $(CARGO_TARGET_DIR)/production/bench
 
 # oha, the fixed-rate HTTP load generator (its TLS backend builds with cmake).

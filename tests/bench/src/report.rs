@@ -185,7 +185,7 @@ impl Report {
             self.machine, self.seconds_per_point
         );
         if !self.settings.is_empty() {
-            let _ = writeln!(md, "Every Switchboard component ran with `{}`.\n", self.settings);
+            let _ = writeln!(md, "Switchboard ran with `{}`.\n", self.settings);
         }
         let _ = writeln!(md, "## POST /v1/chat/completions (API key)\n");
         let _ = writeln!(
