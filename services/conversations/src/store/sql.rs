@@ -104,6 +104,25 @@ macro_rules! insert_message {
     };
 }
 
+/// Where a lease may be taken: `owner`'s conversation `$3` (`$5`, `$6`) whose lease is free,
+/// expired (before `$4`) or already held by `$1`.
+const LEASABLE: &str = "WHERE id = $3 AND system_id = $5 AND user_id = $6 \
+     AND (turn_lease_until IS NULL OR turn_lease_until < $4 OR turn_lease_owner = $1)";
+
+/// Binds a lease's terms as [`LEASABLE`] and the statements around it number them: `$1` the
+/// holder, `$2` the lease's end, `$3` the conversation, `$4` now, `$5` and `$6` the owner.
+macro_rules! bind_lease {
+    ($query:expr, $holder:expr, $until:expr, $conversation_id:expr, $now:expr, $owner:expr) => {
+        $query
+            .bind($holder)
+            .bind($until)
+            .bind($conversation_id)
+            .bind($now)
+            .bind(&$owner.system_id)
+            .bind(&$owner.user_id)
+    };
+}
+
 const FINISH_MESSAGE: &str = "UPDATE messages SET status = $1, content = $2, model = $3, prompt_tokens = $4, \
      completion_tokens = $5, error = $6, updated_at = $7 WHERE id = $8";
 
@@ -148,8 +167,8 @@ impl SqlStore {
     }
 
     /// The statement of a turn's opening that creates the conversation (`create`) or takes the
-    /// lease of an existing one, answering its row: `$1` the holder, `$2` the lease's end, `$3`
-    /// the conversation, `$4` now, `$5` and `$6` the owner, `title` the new one's title.
+    /// lease of an existing one, answering its row: parameters as [`bind_lease!`] binds them,
+    /// `title` the new one's title.
     fn turn_conversation_sql(&self, create: bool, title: &str) -> String {
         if create {
             let (column, value) = self.numbered("conversations");
@@ -161,10 +180,7 @@ impl SqlStore {
         } else {
             format!(
                 "UPDATE conversations SET turn_lease_owner = $1, turn_lease_until = $2, updated_at = $4, \
-                 message_count = message_count + 2 \
-                 WHERE id = $3 AND system_id = $5 AND user_id = $6 \
-                 AND (turn_lease_until IS NULL OR turn_lease_until < $4 OR turn_lease_owner = $1) \
-                 RETURNING {CONVERSATION_COLUMNS}"
+                 message_count = message_count + 2 {LEASABLE} RETURNING {CONVERSATION_COLUMNS}"
             )
         }
     }
@@ -271,13 +287,7 @@ async fn open_turn_in_one_statement(
          SELECT c.*, (SELECT number FROM m WHERE m.id = $7) AS user_number, \
                 (SELECT number FROM m WHERE m.id = $9) AS answer_number FROM c"
     );
-    let mut query = sqlx::query_as::<_, OpenedRow>(&sql)
-        .bind(holder)
-        .bind(until)
-        .bind(conversation_id)
-        .bind(now)
-        .bind(&owner.system_id)
-        .bind(&owner.user_id)
+    let mut query = bind_lease!(sqlx::query_as::<_, OpenedRow>(&sql), holder, until, conversation_id, now, owner)
         .bind(&user_message.id)
         .bind(&user_message.content)
         .bind(&assistant.id)
@@ -615,20 +625,11 @@ impl ConversationStore for SqlStore {
         until: i64,
     ) -> Result<bool, sqlx::Error> {
         db_write!(&self.db, |pool| {
-            sqlx::query(
-                "UPDATE conversations SET turn_lease_owner = $1, turn_lease_until = $2 \
-                 WHERE id = $3 AND system_id = $5 AND user_id = $6 \
-                 AND (turn_lease_until IS NULL OR turn_lease_until < $4 OR turn_lease_owner = $1)",
-            )
-            .bind(holder)
-            .bind(until)
-            .bind(conversation_id)
-            .bind(now)
-            .bind(&owner.system_id)
-            .bind(&owner.user_id)
-            .execute(pool)
-            .await
-            .map(|r| r.rows_affected() == 1)
+            let sql = format!("UPDATE conversations SET turn_lease_owner = $1, turn_lease_until = $2 {LEASABLE}");
+            bind_lease!(sqlx::query(&sql), holder, until, conversation_id, now, owner)
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected() == 1)
         })
     }
 
@@ -659,13 +660,7 @@ impl ConversationStore for SqlStore {
         let message_sql = self.insert_message_sql();
         let conversation: Option<ConversationRow> = db_write!(&self.db, |pool| {
             let mut tx = pool.begin().await?;
-            let mut query = sqlx::query_as(&conversation_sql)
-                .bind(holder)
-                .bind(until)
-                .bind(conversation_id)
-                .bind(now)
-                .bind(&owner.system_id)
-                .bind(&owner.user_id);
+            let mut query = bind_lease!(sqlx::query_as(&conversation_sql), holder, until, conversation_id, now, owner);
             if let Some(title) = create {
                 query = query.bind(title);
             }
