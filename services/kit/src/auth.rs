@@ -3,8 +3,7 @@
 //! within a second ([`Verifier`]), and a tower layer that does this for gRPC servers
 //! ([`GrpcAuthLayer`]).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -15,6 +14,7 @@ use tonic::Status;
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::transport::Channel;
 
+use crate::expiring::ExpiringMap;
 use crate::revocation::{Hub, Revocation};
 
 /// Largest number of cached verdicts; the cache is emptied when it would grow beyond.
@@ -250,12 +250,8 @@ pub fn caller<T>(request: &tonic::Request<T>) -> Result<&Caller, Status> {
     request.extensions().get::<Caller>().ok_or_else(|| Status::unauthenticated("invalid or missing credential"))
 }
 
-struct Entry {
-    caller: Caller,
-    until: Instant,
-}
-
-type Cache = Mutex<HashMap<[u8; 32], Entry>>;
+/// Verified callers by their credential's digest.
+type Cache = ExpiringMap<[u8; 32], Caller>;
 
 /// Where and how a component verifies credentials.
 #[derive(Debug, Clone)]
@@ -314,7 +310,7 @@ pub struct Verifier {
 impl Verifier {
     /// A verifier asking the auth service behind `channel`, forgetting what `hub` revokes.
     pub fn new(channel: Channel, ttl: Duration, hub: &Hub) -> Self {
-        let cache: Arc<Cache> = Arc::new(Mutex::new(HashMap::new()));
+        let cache = Arc::new(Cache::new(CACHE_CAPACITY));
         tokio::spawn(evict_on_revocation(Arc::downgrade(&cache), hub.subscribe()));
         Self { auth: AuthServiceClient::new(channel), cache, ttl, admin_token: None }
     }
@@ -356,10 +352,8 @@ impl Verifier {
     pub async fn verify(&self, credential: &Credential) -> Result<Caller, Status> {
         let digest = credential.digest();
         let now = Instant::now();
-        if let Some(entry) = self.cache.lock().unwrap_or_else(PoisonError::into_inner).get(&digest)
-            && entry.until > now
-        {
-            return Ok(entry.caller.clone());
+        if let Some(caller) = self.cache.get(&digest) {
+            return Ok(caller);
         }
         let mut request = tonic::Request::new(pb::AuthenticateRequest {
             kind: credential.kind() as i32,
@@ -379,14 +373,7 @@ impl Verifier {
             .into_inner();
         let caller = Caller::from_answer(answer, credential.clone());
         let until = caller.valid_until.map_or(now + self.ttl, |v| v.min(now + self.ttl));
-        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
-        if cache.len() >= CACHE_CAPACITY {
-            cache.retain(|_, e| e.until > now);
-            if cache.len() >= CACHE_CAPACITY {
-                cache.clear();
-            }
-        }
-        cache.insert(digest, Entry { caller: caller.clone(), until });
+        self.cache.insert(digest, caller.clone(), until);
         Ok(caller)
     }
 }
@@ -399,10 +386,9 @@ async fn evict_on_revocation(cache: Weak<Cache>, mut revocations: tokio::sync::b
             Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
         };
         let Some(cache) = cache.upgrade() else { return };
-        let mut cache = cache.lock().unwrap_or_else(PoisonError::into_inner);
         match event {
             Revocation::All => cache.clear(),
-            Revocation::One(id) => cache.retain(|_, e| e.caller.revocation_id != id),
+            Revocation::One(id) => cache.retain(|caller| caller.revocation_id != id),
         }
     }
 }

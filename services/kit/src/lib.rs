@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod db;
 pub mod env;
+pub mod expiring;
 pub mod grpc;
 pub mod net;
 pub mod periodic;

@@ -4,17 +4,17 @@
 //! A choice set through this replica is seen at once; one set through another replica is seen
 //! here within [`CHOICE_TTL`].
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use switchboard_kit::expiring::ExpiringMap;
 
 use super::ModelChoiceStore;
 
 /// How long a cached choice (or the absence of one) is trusted.
 pub const CHOICE_TTL: Duration = Duration::from_secs(2);
-/// Most principals remembered; the cache is emptied when it would grow beyond.
+/// Most principals remembered.
 const CAPACITY: usize = 100_000;
 
 type Key = (String, String);
@@ -23,25 +23,13 @@ type Key = (String, String);
 pub struct CachedChoices {
     inner: Arc<dyn ModelChoiceStore>,
     ttl: Duration,
-    cache: Mutex<HashMap<Key, (Option<String>, Instant)>>,
+    cache: ExpiringMap<Key, Option<String>>,
 }
 
 impl CachedChoices {
     /// A cache over `inner`, trusting what it read for `ttl`.
     pub fn new(inner: Arc<dyn ModelChoiceStore>, ttl: Duration) -> Self {
-        Self { inner, ttl, cache: Mutex::new(HashMap::new()) }
-    }
-
-    fn remember(&self, key: Key, choice: Option<String>) {
-        let now = Instant::now();
-        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
-        if cache.len() >= CAPACITY {
-            cache.retain(|_, (_, until)| *until > now);
-            if cache.len() >= CAPACITY {
-                cache.clear();
-            }
-        }
-        cache.insert(key, (choice, now + self.ttl));
+        Self { inner, ttl, cache: ExpiringMap::new(CAPACITY) }
     }
 }
 
@@ -49,13 +37,11 @@ impl CachedChoices {
 impl ModelChoiceStore for CachedChoices {
     async fn get(&self, system_id: &str, user_id: &str) -> Result<Option<String>, sqlx::Error> {
         let key = (system_id.to_owned(), user_id.to_owned());
-        if let Some((choice, until)) = self.cache.lock().unwrap_or_else(PoisonError::into_inner).get(&key)
-            && *until > Instant::now()
-        {
-            return Ok(choice.clone());
+        if let Some(choice) = self.cache.get(&key) {
+            return Ok(choice);
         }
         let choice = self.inner.get(system_id, user_id).await?;
-        self.remember(key, choice.clone());
+        self.cache.insert(key, choice.clone(), Instant::now() + self.ttl);
         Ok(choice)
     }
 
@@ -63,9 +49,9 @@ impl ModelChoiceStore for CachedChoices {
         let key = (system_id.to_owned(), user_id.to_owned());
         // Forgotten first: a read racing with this write must not re-cache the old choice
         // for long after the write returns.
-        self.cache.lock().unwrap_or_else(PoisonError::into_inner).remove(&key);
+        self.cache.remove(&key);
         self.inner.set(system_id, user_id, model).await?;
-        self.remember(key, Some(model.to_owned()));
+        self.cache.insert(key, Some(model.to_owned()), Instant::now() + self.ttl);
         Ok(())
     }
 }
@@ -73,6 +59,8 @@ impl ModelChoiceStore for CachedChoices {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
+    use std::collections::HashMap;
+    use std::sync::Mutex;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
