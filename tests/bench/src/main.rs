@@ -424,12 +424,12 @@ async fn run() -> anyhow::Result<()> {
         let data = tempfile::tempdir()?;
         let sqlite = format!("sqlite://{}/bench.db", data.path().display());
         let mut stack = Stack::start("sqlite", &bin, &logs, &sqlite, &with_extra(settings(&upstream, None))).await?;
+        // One client key for the OpenAI-compatible parts.
+        let key = client_key(&bench.http, &stack.http).await?;
         if only.wants("completions") {
-            let key = client_key(&bench.http, &stack.http).await?;
             completions(&mut bench, &stack, &key).await?;
         }
         if only.wants("stream") {
-            let key = client_key(&bench.http, &stack.http).await?;
             streams(&mut bench, &upstream, UPSTREAM_KEY, Target::Direct, &[]).await;
             let gateway_v1 = format!("{}/v1", stack.http);
             streams(&mut bench, &gateway_v1, &key, Target::Switchboard, &stack_pids(&stack)).await;
