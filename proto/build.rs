@@ -2,7 +2,8 @@
 
 use std::path::PathBuf;
 
-const PROTOS: [&str; 4] = [
+const PROTOS: [&str; 5] = [
+    "switchboard/common/v1/principal.proto",
     "switchboard/auth/v1/auth.proto",
     "switchboard/conversation/v1/conversation.proto",
     "switchboard/llm/v1/llm.proto",

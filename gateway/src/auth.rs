@@ -19,13 +19,7 @@ pub struct Principal {
     pub user_id: String,
 }
 
-impl From<&Principal> for switchboard_proto::conversation::v1::Principal {
-    fn from(p: &Principal) -> Self {
-        Self { system_id: p.system_id.clone(), user_id: p.user_id.clone() }
-    }
-}
-
-impl From<&Principal> for switchboard_proto::llm::v1::Principal {
+impl From<&Principal> for switchboard_proto::common::v1::Principal {
     fn from(p: &Principal) -> Self {
         Self { system_id: p.system_id.clone(), user_id: p.user_id.clone() }
     }

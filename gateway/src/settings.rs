@@ -61,11 +61,11 @@ impl Settings {
         }
         Ok(Self {
             addr,
-            verifier: VerifierSettings::from_env(env, switchboard_auth::settings_default_addr())?,
+            verifier: VerifierSettings::from_env(env, switchboard_kit::net::DEFAULT_AUTH_ADDR)?,
             conversations_addr: env
-                .get_or("SWITCHBOARD_CONVERSATIONS_ADDR", switchboard_conversations::settings_default_addr())
+                .get_or("SWITCHBOARD_CONVERSATIONS_ADDR", switchboard_kit::net::DEFAULT_CONVERSATIONS_ADDR)
                 .to_owned(),
-            llm_addr: env.get_or("SWITCHBOARD_LLM_ADDR", switchboard_llm_proxy::settings_default_addr()).to_owned(),
+            llm_addr: env.get_or("SWITCHBOARD_LLM_ADDR", switchboard_kit::net::DEFAULT_LLM_ADDR).to_owned(),
             body_limit,
             header_read_timeout: std::time::Duration::from_secs(header_read_timeout),
             request_timeout: std::time::Duration::from_secs(request_timeout),

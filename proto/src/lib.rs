@@ -5,10 +5,18 @@
 
 #![allow(clippy::all, missing_docs)]
 
+/// `switchboard.common.v1`: the types every package shares.
+pub mod common {
+    pub mod v1 {
+        tonic::include_proto!("switchboard.common.v1");
+    }
+}
+
 /// `switchboard.auth.v1`: API keys, users, JWTs and chat tokens.
 pub mod auth {
     pub mod v1 {
         tonic::include_proto!("switchboard.auth.v1");
+        pub use crate::common::v1::Principal;
     }
 }
 
@@ -16,6 +24,7 @@ pub mod auth {
 pub mod conversation {
     pub mod v1 {
         tonic::include_proto!("switchboard.conversation.v1");
+        pub use crate::common::v1::Principal;
     }
 }
 
@@ -23,6 +32,7 @@ pub mod conversation {
 pub mod llm {
     pub mod v1 {
         tonic::include_proto!("switchboard.llm.v1");
+        pub use crate::common::v1::Principal;
     }
 }
 

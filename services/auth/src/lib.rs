@@ -2,13 +2,13 @@
 //! principals; issues, rotates and revokes API keys; registers users and logs them in and
 //! out; keeps profiles; issues chat tokens. Revocations are announced on the revocation bus.
 
-pub mod chat_ui;
 mod error;
 mod grpc;
 pub mod jwt;
 pub mod keys;
 mod last_used;
 mod login_guard;
+pub mod ops;
 pub mod passwords;
 mod settings;
 pub mod store;
@@ -23,10 +23,10 @@ use tokio::net::TcpListener;
 pub use error::AuthError;
 pub use settings::Settings;
 
-/// Migrations for SQLite.
-pub static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/auth/sqlite");
-/// Migrations for PostgreSQL.
-pub static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/auth/postgres");
+/// This service's migrations (`migrations/auth/`: the same SQL on both backends).
+pub static MIGRATIONS: switchboard_kit::db::Migrations =
+    switchboard_kit::db::Migrations { shared: &SHARED_MIGRATIONS, sqlite: None, postgres: None };
+static SHARED_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/auth");
 
 /// Why the service could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -59,7 +59,7 @@ impl Application {
     /// between the components of one process.
     pub async fn build(settings: Settings, hub: &switchboard_kit::revocation::Hub) -> Result<Self, StartError> {
         let db = Db::connect(&settings.database_url, settings.database_var).await?;
-        db.migrate(&SQLITE_MIGRATIONS, &POSTGRES_MIGRATIONS).await?;
+        db.migrate(&MIGRATIONS).await?;
         let redis = settings.redis.as_ref().map(switchboard_kit::redis::Redis::new).transpose()?;
         let store = Arc::new(store::SqlStore::new(db.clone()));
         let last_used = last_used::LastUsed::default();
@@ -100,9 +100,4 @@ impl Application {
         tracing::info!("auth stopped");
         Ok(result?)
     }
-}
-
-/// Default listen address of this service, which is also where clients find it.
-pub fn settings_default_addr() -> &'static str {
-    settings::DEFAULT_ADDR
 }

@@ -9,7 +9,7 @@ use switchboard_kit::redis::RedisSettings;
 use switchboard_kit::{ConfigError, Env};
 
 /// Default listen address.
-pub const DEFAULT_ADDR: &str = "127.0.0.1:50051";
+pub const DEFAULT_ADDR: &str = switchboard_kit::net::DEFAULT_AUTH_ADDR;
 /// Shortest accepted JWT secret, in bytes.
 pub const MIN_JWT_SECRET_BYTES: usize = 32;
 /// Shortest accepted static key or admin token, in characters.

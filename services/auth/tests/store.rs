@@ -2,15 +2,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use switchboard_auth::MIGRATIONS;
 use switchboard_auth::keys;
 use switchboard_auth::store::{KeyStore, SqlStore, StoredKey, StoredProfile, StoredUser, UserStore};
-use switchboard_auth::{POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS};
 use switchboard_kit::db::Db;
 use switchboard_test_support::db::{self, TestDb};
 
 async fn open(test_db: TestDb) -> (SqlStore, Db, TestDb) {
     let db = Db::connect(&test_db.url, "DATABASE_URL").await.unwrap();
-    db.migrate(&SQLITE_MIGRATIONS, &POSTGRES_MIGRATIONS).await.unwrap();
+    db.migrate(&MIGRATIONS).await.unwrap();
     (SqlStore::new(db.clone()), db, test_db)
 }
 

@@ -23,10 +23,16 @@ use tokio::net::TcpListener;
 pub use error::ConversationError;
 pub use settings::Settings;
 
-/// Migrations for SQLite.
-pub static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/conversations/sqlite");
-/// Migrations for PostgreSQL.
-pub static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/conversations/postgres");
+/// This service's migrations (`migrations/conversations/`, with `sqlite/` and `postgres/` for the two
+/// whose SQL differs).
+pub static MIGRATIONS: switchboard_kit::db::Migrations = switchboard_kit::db::Migrations {
+    shared: &SHARED_MIGRATIONS,
+    sqlite: Some(&SQLITE_MIGRATIONS),
+    postgres: Some(&POSTGRES_MIGRATIONS),
+};
+static SHARED_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/conversations");
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/conversations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/conversations/postgres");
 
 /// Why the service could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -70,7 +76,7 @@ impl Application {
     /// between the components of one process.
     pub async fn build(settings: Settings, hub: &switchboard_kit::revocation::Hub) -> Result<Self, StartError> {
         let db = Db::connect(&settings.database_url, settings.database_var).await?;
-        db.migrate(&SQLITE_MIGRATIONS, &POSTGRES_MIGRATIONS).await?;
+        db.migrate(&MIGRATIONS).await?;
         let llm = LlmServiceClient::new(switchboard_kit::grpc::channel(&settings.llm_addr)?);
         let (listener, local) = switchboard_kit::net::bind(settings.addr, "SWITCHBOARD_CONVERSATIONS_ADDR").await?;
         let sql = Arc::new(store::SqlStore::new(db.clone()));
@@ -140,11 +146,6 @@ impl Application {
         tracing::info!("conversations stopped");
         Ok(result?)
     }
-}
-
-/// Default listen address of this service, which is also where clients find it.
-pub fn settings_default_addr() -> &'static str {
-    settings::DEFAULT_ADDR
 }
 
 async fn sweep(store: &dyn store::ConversationStore, stale_after: std::time::Duration) -> Result<u64, sqlx::Error> {

@@ -6,11 +6,11 @@ use switchboard_kit::auth::VerifierSettings;
 use switchboard_kit::{ConfigError, Env};
 
 /// Default listen address.
-pub const DEFAULT_ADDR: &str = "127.0.0.1:50052";
+pub const DEFAULT_ADDR: &str = switchboard_kit::net::DEFAULT_CONVERSATIONS_ADDR;
 /// Default address of the LLM proxy.
-pub const DEFAULT_LLM_ADDR: &str = "127.0.0.1:50053";
+pub const DEFAULT_LLM_ADDR: &str = switchboard_kit::net::DEFAULT_LLM_ADDR;
 /// Default address of the auth service.
-pub const DEFAULT_AUTH_ADDR: &str = "127.0.0.1:50051";
+pub const DEFAULT_AUTH_ADDR: &str = switchboard_kit::net::DEFAULT_AUTH_ADDR;
 
 /// Settings of the conversation service.
 #[derive(Debug, Clone)]

@@ -4,12 +4,12 @@
 
 use std::sync::Arc;
 
+use switchboard_conversations::MIGRATIONS;
 use switchboard_conversations::domain::{MessageOutcome, MessageStatus, PageRequest, Principal, Role, UsageRecord};
 use switchboard_conversations::store::{
     Claim, ClaimTerms, ConversationFilter, ConversationStore, IdempotencyStore, NewMessage, SqlStore, TurnOpening,
     UpstreamConversation, UpstreamMessage,
 };
-use switchboard_conversations::{POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS};
 use switchboard_kit::db::Db;
 use switchboard_test_support::db::{self, TestDb};
 
@@ -22,7 +22,7 @@ struct Fixture {
 
 async fn open(test_db: TestDb) -> Fixture {
     let db = Db::connect(&test_db.url, "DATABASE_URL").await.unwrap();
-    db.migrate(&SQLITE_MIGRATIONS, &POSTGRES_MIGRATIONS).await.unwrap();
+    db.migrate(&MIGRATIONS).await.unwrap();
     let sql = Arc::new(SqlStore::new(db.clone()));
     Fixture { store: sql.clone(), idempotency: sql, db, _test_db: test_db }
 }
@@ -350,7 +350,7 @@ async fn usage_records_are_written_in_one_batch(f: Fixture) {
 }
 
 async fn migrations_can_run_twice(f: Fixture) {
-    f.db.migrate(&SQLITE_MIGRATIONS, &POSTGRES_MIGRATIONS).await.unwrap();
+    f.db.migrate(&MIGRATIONS).await.unwrap();
     f.db.ping().await.unwrap();
 }
 

@@ -192,12 +192,12 @@ impl Db {
         }
     }
 
-    /// Applies the migrations of the backend in use. Migrations of other services sharing the
-    /// database are left alone.
-    pub async fn migrate(&self, sqlite: &Migrator, postgres: &Migrator) -> Result<(), DbError> {
+    /// Applies a service's migrations for the backend in use. Migrations of other services
+    /// sharing the database are left alone.
+    pub async fn migrate(&self, migrations: &Migrations) -> Result<(), DbError> {
         match self {
-            Self::Sqlite(db) => lenient(sqlite).run(&db.writer).await?,
-            Self::Postgres(pool) => lenient(postgres).run(pool).await?,
+            Self::Sqlite(db) => migrations.for_backend(migrations.sqlite).run(&db.writer).await?,
+            Self::Postgres(pool) => migrations.for_backend(migrations.postgres).run(pool).await?,
         }
         Ok(())
     }
@@ -249,15 +249,33 @@ async fn checkpoints(pool: SqlitePool) {
     }
 }
 
-fn lenient(migrator: &Migrator) -> Migrator {
-    let mut m = Migrator {
-        migrations: migrator.migrations.clone(),
-        ignore_missing: migrator.ignore_missing,
-        locking: migrator.locking,
-        no_tx: migrator.no_tx,
-    };
-    m.set_ignore_missing(true);
-    m
+/// A service's migrations: one folder of those whose SQL is the same on both backends, and a
+/// folder per backend only for those that must differ. Versions are unique across all three.
+#[derive(Debug)]
+pub struct Migrations {
+    /// Applied on both backends.
+    pub shared: &'static Migrator,
+    /// Applied on SQLite only.
+    pub sqlite: Option<&'static Migrator>,
+    /// Applied on PostgreSQL only.
+    pub postgres: Option<&'static Migrator>,
+}
+
+impl Migrations {
+    /// The shared migrations and `specific` ones in version order, as one migrator that leaves
+    /// other services' migrations in the same database alone.
+    fn for_backend(&self, specific: Option<&'static Migrator>) -> Migrator {
+        let mut all: Vec<_> = self.shared.iter().chain(specific.into_iter().flat_map(|m| m.iter())).cloned().collect();
+        all.sort_by_key(|m| m.version);
+        let mut m = Migrator {
+            migrations: all.into(),
+            ignore_missing: true,
+            locking: self.shared.locking,
+            no_tx: self.shared.no_tx,
+        };
+        m.set_ignore_missing(true);
+        m
+    }
 }
 
 fn create_dir(dir: &Path, var: &str) -> Result<(), DbError> {

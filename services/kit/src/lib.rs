@@ -2,10 +2,12 @@
 //! health and reflection, database pools for SQLite and PostgreSQL, clocks and shutdown.
 
 pub mod auth;
+pub mod chat_ui;
 pub mod db;
 pub mod env;
 pub mod expiring;
 pub mod grpc;
+pub mod metrics;
 pub mod net;
 pub mod periodic;
 pub mod principal;

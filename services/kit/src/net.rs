@@ -4,6 +4,13 @@ use std::net::SocketAddr;
 
 use tokio::net::TcpListener;
 
+/// Where the auth service listens by default, and where its clients look for it.
+pub const DEFAULT_AUTH_ADDR: &str = "127.0.0.1:50051";
+/// Where the conversation service listens by default, and where its clients look for it.
+pub const DEFAULT_CONVERSATIONS_ADDR: &str = "127.0.0.1:50052";
+/// Where the LLM proxy listens by default, and where its clients look for it.
+pub const DEFAULT_LLM_ADDR: &str = "127.0.0.1:50053";
+
 /// A listen address that cannot be bound, naming the variable it came from.
 #[derive(Debug, thiserror::Error)]
 #[error("{var}: cannot listen on {addr}: {source}")]

@@ -13,8 +13,8 @@
 use std::time::Instant;
 
 use switchboard_kit::db::Db;
+use switchboard_llm_proxy::MIGRATIONS;
 use switchboard_llm_proxy::store::{Dimension, Rollup, RollupKey, SqlStore, UsageFilter, UsageStore};
-use switchboard_llm_proxy::{POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS};
 
 const TENANTS: usize = 20;
 const USERS_PER_TENANT: usize = 100;
@@ -62,7 +62,7 @@ async fn fill(store: &SqlStore) -> usize {
 
 async fn measure(name: &str, url: &str) {
     let db = Db::connect(url, "DATABASE_URL").await.expect("connect");
-    db.migrate(&SQLITE_MIGRATIONS, &POSTGRES_MIGRATIONS).await.expect("migrate");
+    db.migrate(&MIGRATIONS).await.expect("migrate");
     let store = SqlStore::new(db.clone());
     let filled = Instant::now();
     let rows = fill(&store).await;

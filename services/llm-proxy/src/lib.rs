@@ -65,10 +65,10 @@ pub enum StartError {
     Serve(#[from] switchboard_kit::grpc::ServeError),
 }
 
-/// Migrations for SQLite.
-pub static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/llm-proxy/sqlite");
-/// Migrations for PostgreSQL.
-pub static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/llm-proxy/postgres");
+/// This service's migrations (`migrations/llm-proxy/`: the same SQL on both backends).
+pub static MIGRATIONS: switchboard_kit::db::Migrations =
+    switchboard_kit::db::Migrations { shared: &SHARED_MIGRATIONS, sqlite: None, postgres: None };
+static SHARED_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/llm-proxy");
 
 impl Application {
     /// Opens the store (running migrations), sets up the providers and binds the listener;
@@ -84,7 +84,7 @@ impl Application {
         clock: budgets::Clock,
     ) -> Result<Self, StartError> {
         let db = Db::connect(&settings.database_url, settings.database_var).await?;
-        db.migrate(&SQLITE_MIGRATIONS, &POSTGRES_MIGRATIONS).await?;
+        db.migrate(&MIGRATIONS).await?;
         let catalogue = Arc::new(catalogue::Catalogue::from_settings(&settings)?);
         // The upstream's own model list: waited for briefly at start, then refreshed.
         let _ = tokio::time::timeout(std::time::Duration::from_secs(3), catalogue.discover()).await;
@@ -192,9 +192,4 @@ impl Application {
         tracing::info!("llm-proxy stopped");
         Ok(result?)
     }
-}
-
-/// Default listen address of this service, which is also where clients find it.
-pub fn settings_default_addr() -> &'static str {
-    settings::DEFAULT_ADDR
 }

@@ -8,11 +8,11 @@ use switchboard_kit::db::Db;
 
 use crate::budgets::{BudgetBook, BudgetText, usd};
 use crate::store::{BudgetStore, SqlStore, UsageStore};
-use crate::{POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS, Settings};
+use crate::{MIGRATIONS, Settings};
 
 async fn store(settings: &Settings) -> anyhow::Result<(Db, SqlStore)> {
     let db = Db::connect(&settings.database_url, settings.database_var).await?;
-    db.migrate(&SQLITE_MIGRATIONS, &POSTGRES_MIGRATIONS).await?;
+    db.migrate(&MIGRATIONS).await?;
     Ok((db.clone(), SqlStore::new(db)))
 }
 

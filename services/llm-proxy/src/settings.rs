@@ -8,7 +8,7 @@ use switchboard_kit::auth::VerifierSettings;
 use switchboard_kit::{ConfigError, Env};
 
 /// Default listen (and connect) address.
-pub const DEFAULT_ADDR: &str = "127.0.0.1:50053";
+pub const DEFAULT_ADDR: &str = switchboard_kit::net::DEFAULT_LLM_ADDR;
 /// Default OpenAI-compatible base URL.
 pub const DEFAULT_OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
 
@@ -100,7 +100,7 @@ impl Settings {
                 }
                 retries
             },
-            verifier: VerifierSettings::from_env(env, "127.0.0.1:50051")?,
+            verifier: VerifierSettings::from_env(env, switchboard_kit::net::DEFAULT_AUTH_ADDR)?,
         })
     }
 }

@@ -7,17 +7,17 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 use switchboard_kit::db::Db;
+use switchboard_llm_proxy::MIGRATIONS;
 use switchboard_llm_proxy::providers::openai::OpenAi;
 use switchboard_llm_proxy::providers::{ChatMessage, CompletionRequest, ProviderError, Role};
 use switchboard_llm_proxy::resilience::RetryPolicy;
 use switchboard_llm_proxy::store::{ModelChoiceStore, SqlStore};
-use switchboard_llm_proxy::{POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS};
 use switchboard_test_support::MockUpstream;
 use switchboard_test_support::db::{self, TestDb};
 
 async fn model_choice_is_per_principal_and_overwritten(test_db: TestDb) {
     let db = Db::connect(&test_db.url, "DATABASE_URL").await.unwrap();
-    db.migrate(&SQLITE_MIGRATIONS, &POSTGRES_MIGRATIONS).await.unwrap();
+    db.migrate(&MIGRATIONS).await.unwrap();
     let store = SqlStore::new(db);
     assert_eq!(store.get("default", "key_a").await.unwrap(), None);
     store.set("default", "key_a", "mock").await.unwrap();
@@ -115,7 +115,7 @@ async fn openai_provider_retries_throttling_and_server_errors() {
 async fn provider_keys_are_kept_per_owner_with_their_usage(test_db: TestDb) {
     use switchboard_llm_proxy::store::{KeyUsage, ProviderKeyStore, StoredProviderKey};
     let db = Db::connect(&test_db.url, "DATABASE_URL").await.unwrap();
-    db.migrate(&SQLITE_MIGRATIONS, &POSTGRES_MIGRATIONS).await.unwrap();
+    db.migrate(&MIGRATIONS).await.unwrap();
     let sql = SqlStore::new(db);
     let store: &dyn ProviderKeyStore = &sql;
     let key = |id: &str, user: &str, at: i64| StoredProviderKey {

@@ -9,12 +9,12 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use switchboard_kit::db::Db;
 use switchboard_kit::time::parse_date_ms;
+use switchboard_llm_proxy::MIGRATIONS;
 use switchboard_llm_proxy::budgets::ledger::{Ledger, RESERVATION_LEASE, ReserveError};
 use switchboard_llm_proxy::budgets::{Budget, Clock, Period, Scope, Spent};
 use switchboard_llm_proxy::store::{
     BudgetStore, Dimension, ReportRow, Rollup, RollupKey, SqlStore, UsageFilter, UsageStore,
 };
-use switchboard_llm_proxy::{POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS};
 use switchboard_test_support::db::{self, TestDb};
 
 const HOUR: i64 = 3_600_000;
@@ -26,7 +26,7 @@ fn h0() -> i64 {
 
 async fn store(test_db: &TestDb) -> SqlStore {
     let db = Db::connect(&test_db.url, "DATABASE_URL").await.unwrap();
-    db.migrate(&SQLITE_MIGRATIONS, &POSTGRES_MIGRATIONS).await.unwrap();
+    db.migrate(&MIGRATIONS).await.unwrap();
     SqlStore::new(db)
 }
 

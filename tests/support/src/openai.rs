@@ -24,6 +24,7 @@ struct Knobs {
     chunk_delay: Duration,
     requests: Vec<Value>,
     authorizations: Vec<Option<String>>,
+    traceparents: Vec<Option<String>>,
     accepted_keys: Option<Vec<String>>,
     /// Keep no request (a benchmark's mock answers millions).
     forgetful: bool,
@@ -125,6 +126,11 @@ impl MockUpstream {
         self.shared.knobs().requests.clone()
     }
 
+    /// W3C `traceparent` headers of the calls received, in order.
+    pub fn traceparents(&self) -> Vec<Option<String>> {
+        self.shared.knobs().traceparents.clone()
+    }
+
     /// `Authorization` headers of the calls received, in order.
     pub fn authorizations(&self) -> Vec<Option<String>> {
         self.shared.knobs().authorizations.clone()
@@ -187,6 +193,7 @@ async fn chat_completions(State(shared): State<Arc<Shared>>, headers: HeaderMap,
             knobs.requests.push(body.clone());
             let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
             knobs.authorizations.push(auth);
+            knobs.traceparents.push(headers.get("traceparent").and_then(|v| v.to_str().ok()).map(str::to_owned));
         }
         let failure = knobs.fail_next.pop_front().or(knobs.always_fail);
         (failure, knobs.delay, (knobs.cut_stream_after, knobs.chunk_delay))

@@ -1,6 +1,6 @@
 //! The pages' strings in their five languages (seed 003: `lang=en|es|ko|zh|ja`). The widget
 //! shell's five strings are the ones `/v1/chat-token?lang=` answers
-//! ([`switchboard_auth::chat_ui`]); the rest are the pages' own.
+//! ([`switchboard_kit::chat_ui`]); the rest are the pages' own.
 
 use serde::Serialize;
 
@@ -134,9 +134,8 @@ pub fn catalog(lang: &str) -> Catalog {
         "ja" => &JA,
         _ => &EN,
     };
-    let [title, close, open, token_error, loading] = switchboard_auth::chat_ui::strings(lang)
-        .or_else(|| switchboard_auth::chat_ui::strings("en"))
-        .unwrap_or_default();
+    let [title, close, open, token_error, loading] =
+        switchboard_kit::chat_ui::strings(lang).or_else(|| switchboard_kit::chat_ui::strings("en")).unwrap_or_default();
     Catalog { lang, title, close, open, token_error, loading, page }
 }
 

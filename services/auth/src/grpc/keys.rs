@@ -114,7 +114,7 @@ impl AuthGrpc {
         })
     }
 
-    pub(super) async fn do_create_key(
+    pub(crate) async fn do_create_key(
         &self,
         request: Request<pb::CreateApiKeyRequest>,
     ) -> Result<pb::CreateApiKeyResponse, AuthError> {
@@ -165,13 +165,13 @@ impl AuthGrpc {
         Ok(pb::CreateApiKeyResponse { key: Some(key_pb(stored)), secret })
     }
 
-    pub(super) async fn do_list_keys(&self, req: pb::ListApiKeysRequest) -> Result<pb::ListApiKeysResponse, AuthError> {
+    pub(crate) async fn do_list_keys(&self, req: pb::ListApiKeysRequest) -> Result<pb::ListApiKeysResponse, AuthError> {
         let system = Some(req.system_id.trim()).filter(|s| !s.is_empty());
         let keys = self.keys.list(system, req.include_inactive, now_ms()).await?;
         Ok(pb::ListApiKeysResponse { keys: keys.into_iter().map(key_pb).collect() })
     }
 
-    pub(super) async fn do_revoke_key(
+    pub(crate) async fn do_revoke_key(
         &self,
         request: Request<pb::RevokeApiKeyRequest>,
     ) -> Result<pb::RevokeApiKeyResponse, AuthError> {
@@ -196,7 +196,7 @@ impl AuthGrpc {
         Ok(pb::RevokeApiKeyResponse { key: Some(key_pb(key)) })
     }
 
-    pub(super) async fn do_rotate_key(
+    pub(crate) async fn do_rotate_key(
         &self,
         req: pb::RotateApiKeyRequest,
     ) -> Result<pb::RotateApiKeyResponse, AuthError> {

@@ -7,10 +7,10 @@ use switchboard_kit::time::{now_ms, to_timestamp};
 use switchboard_proto::auth::v1 as pb;
 
 use super::AuthGrpc;
-use crate::chat_ui;
 use crate::error::AuthError;
 use crate::passwords;
 use crate::store::{StoredProfile, StoredUser};
+use switchboard_kit::chat_ui;
 
 /// Lifetime of a chat-page token (seed 003: 24 h).
 const CHAT_TOKEN_TTL_SECS: i64 = 24 * 3600;

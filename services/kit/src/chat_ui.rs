@@ -1,4 +1,5 @@
-//! Strings of the chat widget shell, per language (seed 003: `GET /v1/chat-token?lang=`).
+//! Strings of the chat widget shell, per language (seed 003: `GET /v1/chat-token?lang=`), shared by
+//! the auth service's chat token and the gateway's pages.
 
 /// Languages with UI strings.
 pub const LANGUAGES: [&str; 5] = ["en", "es", "ko", "zh", "ja"];

@@ -1,7 +1,7 @@
 //! `switchboard`: runs every component in one process (the default), or one component alone.
 
 use clap::{Parser, Subcommand};
-use switchboard_kit::db::Migrator;
+use switchboard_kit::db::Migrations;
 use switchboard_kit::revocation::Hub;
 use switchboard_kit::{Env, shutdown, telemetry};
 use tokio::sync::watch;
@@ -32,11 +32,61 @@ enum Command {
     LlmProxy,
     /// Apply every service's database migrations, then exit.
     Migrate,
+    /// Check every component's settings without starting anything; exits non-zero naming the
+    /// first variable that is wrong.
+    CheckConfig,
+    /// Issue, list, revoke or rotate API keys in the auth database (`AUTH_DATABASE_URL` or
+    /// `DATABASE_URL`); revocations reach running replicas over Redis when `REDIS_URL` is set.
+    Keys {
+        #[command(subcommand)]
+        action: KeyAction,
+    },
     /// List, set or delete budgets in the LLM proxy's database (`LLM_DATABASE_URL` or
     /// `DATABASE_URL`); running replicas pick changes up within 5 seconds.
     Budgets {
         #[command(subcommand)]
         action: BudgetAction,
+    },
+}
+
+#[derive(Subcommand, Clone)]
+enum KeyAction {
+    /// Issue a key; its plaintext is printed once and only a digest is stored.
+    Create {
+        /// The tenant.
+        #[arg(long, default_value = "default")]
+        system_id: String,
+        /// Who the key is for (shown in listings and logs).
+        #[arg(long)]
+        name: String,
+        /// client (acts as itself) or service (acts for any user of its tenant).
+        #[arg(long, default_value = "client")]
+        scope: String,
+        /// Lifetime in seconds; 0 for a key that does not expire.
+        #[arg(long, default_value_t = 0)]
+        ttl_seconds: i64,
+    },
+    /// Keys, newest first (never their secrets).
+    List {
+        /// Only this tenant's.
+        #[arg(long)]
+        system_id: Option<String>,
+        /// Include revoked and expired keys.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Revoke a key by id.
+    Revoke {
+        /// The key's id.
+        id: String,
+    },
+    /// Issue a successor; the old key keeps working for the overlap.
+    Rotate {
+        /// The key's id.
+        id: String,
+        /// Seconds the old key keeps working.
+        #[arg(long, default_value_t = 0)]
+        overlap_seconds: i64,
     },
 }
 
@@ -84,8 +134,10 @@ enum BudgetAction {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    telemetry::init_subscriber();
     let command = Cli::parse().command.unwrap_or(Command::All);
+    let component =
+        matches!(command, Command::All | Command::Gateway | Command::Auth | Command::Conversations | Command::LlmProxy);
+    telemetry::init_subscriber(if component { telemetry::Logs::Stdout } else { telemetry::Logs::Stderr });
     match run(command, Env::from_process()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -132,30 +184,22 @@ async fn run(command: Command, env: Env) -> anyhow::Result<()> {
         }
         Command::Migrate => {
             let (a, c, l) = (auth()?, conversations()?, llm()?);
-            migrate(
-                &a.database_url,
-                a.database_var,
-                &switchboard_auth::SQLITE_MIGRATIONS,
-                &switchboard_auth::POSTGRES_MIGRATIONS,
-            )
-            .await?;
-            migrate(
-                &c.database_url,
-                c.database_var,
-                &switchboard_conversations::SQLITE_MIGRATIONS,
-                &switchboard_conversations::POSTGRES_MIGRATIONS,
-            )
-            .await?;
-            migrate(
-                &l.database_url,
-                l.database_var,
-                &switchboard_llm_proxy::SQLITE_MIGRATIONS,
-                &switchboard_llm_proxy::POSTGRES_MIGRATIONS,
-            )
-            .await?;
+            migrate(&a.database_url, a.database_var, &switchboard_auth::MIGRATIONS).await?;
+            migrate(&c.database_url, c.database_var, &switchboard_conversations::MIGRATIONS).await?;
+            migrate(&l.database_url, l.database_var, &switchboard_llm_proxy::MIGRATIONS).await?;
             tracing::info!("migrations applied");
         }
         Command::Budgets { action } => budgets(action, &env).await?,
+        Command::Keys { action } => keys(action, &env).await?,
+        Command::CheckConfig => {
+            let (a, c, l, g) = (auth()?, conversations()?, llm()?, gateway()?);
+            println!("configuration OK");
+            println!("  gateway        http {}", g.addr);
+            println!("  auth           grpc {}  store {:?}", a.addr, a.database_url);
+            println!("  conversations  grpc {}  store {:?}", c.addr, c.database_url);
+            println!("  llm-proxy      grpc {}  store {:?}", l.addr, l.database_url);
+            println!("  redis          {}", if a.redis.is_some() { "on" } else { "off (single replica only)" });
+        }
         Command::All => {
             // Validate every setting before starting anything, so a typo fails fast.
             let (a, c, l, g) = (auth()?, conversations()?, llm()?, gateway()?);
@@ -198,9 +242,33 @@ async fn budgets(action: BudgetAction, env: &Env) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn migrate(url: &str, var: &'static str, sqlite: &Migrator, postgres: &Migrator) -> anyhow::Result<()> {
+async fn keys(action: KeyAction, env: &Env) -> anyhow::Result<()> {
+    let operator = switchboard_auth::ops::Operator::open(switchboard_auth::Settings::from_env(env)?).await?;
+    let issued = |verb: &str, issued: switchboard_auth::ops::IssuedKey| {
+        println!("key {} {verb} for {:?}", issued.key.id, issued.key.client_name);
+        println!("secret (shown once): {}", issued.secret);
+    };
+    let result = async {
+        match action {
+            KeyAction::Create { system_id, name, scope, ttl_seconds } => {
+                issued("issued", operator.create_key(&system_id, &name, &scope, ttl_seconds).await?);
+            }
+            KeyAction::List { system_id, all } => print!("{}", operator.list_keys(system_id.as_deref(), all).await?),
+            KeyAction::Revoke { id } => println!("key {} revoked", operator.revoke_key(&id).await?.id),
+            KeyAction::Rotate { id, overlap_seconds } => {
+                issued("issued as the successor", operator.rotate_key(&id, overlap_seconds).await?);
+            }
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    operator.close().await;
+    result
+}
+
+async fn migrate(url: &str, var: &'static str, migrations: &Migrations) -> anyhow::Result<()> {
     let db = switchboard_kit::db::Db::connect(url, var).await?;
-    db.migrate(sqlite, postgres).await?;
+    db.migrate(migrations).await?;
     db.close().await;
     Ok(())
 }
