@@ -83,9 +83,10 @@ impl Application {
             llm: LlmServiceClient::new(llm.clone()),
             usage: switchboard_proto::llm::v1::usage_service_client::UsageServiceClient::new(llm.clone()),
             channels: Arc::new([("auth", auth), ("conversations", conversations), ("llm-proxy", llm)]),
-            metrics,
+            metrics: metrics.clone(),
             limiter: Arc::new(limiter),
-            verifier: switchboard_kit::auth::Verifier::from_settings(&settings.verifier, hub)?,
+            verifier: switchboard_kit::auth::Verifier::from_settings(&settings.verifier, hub)?
+                .with_metrics(&metrics.caches),
             chat_frame_ancestors: settings.chat_frame_ancestors.clone().into(),
         });
         let (listener, local) = switchboard_kit::net::bind(settings.addr, "SWITCHBOARD_HTTP_ADDR").await?;

@@ -28,6 +28,9 @@ pub struct Metrics {
     requests: Family<HttpLabels, Counter>,
     latency: Family<HttpLabels, Histogram>,
     rate_limited: Family<GroupLabels, Counter>,
+    rate_limit_allowed: Family<GroupLabels, Counter>,
+    /// Hits and misses of the gateway's caches (verified credentials).
+    pub caches: switchboard_kit::metrics::CacheFamily,
     tokens: Family<TokenLabels, Counter>,
     cost: Family<ModelLabels, Counter>,
     budget_warnings: Family<ScopeLabels, Counter>,
@@ -77,15 +80,20 @@ pub struct TokenLabels {
 
 impl Default for Metrics {
     fn default() -> Self {
-        let mut registry = Registry::with_prefix("switchboard");
+        let mut registry = switchboard_kit::metrics::registry();
         let requests = Family::<HttpLabels, Counter>::default();
-        let latency = Family::<HttpLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new([0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
-        });
+        let latency = switchboard_kit::metrics::latency_family::<HttpLabels>();
         registry.register("http_requests", "HTTP requests handled", requests.clone());
         registry.register("http_request_duration_seconds", "HTTP request latency", latency.clone());
         let rate_limited = Family::<GroupLabels, Counter>::default();
         registry.register("rate_limited_requests", "Requests refused with 429, by route group", rate_limited.clone());
+        let rate_limit_allowed = Family::<GroupLabels, Counter>::default();
+        registry.register(
+            "rate_limit_allowed_requests",
+            "Requests a rate limit let through, by route group",
+            rate_limit_allowed.clone(),
+        );
+        let caches = switchboard_kit::metrics::CacheFamily::register(&mut registry);
         let rate_limit_fallbacks = Counter::default();
         registry.register(
             "rate_limit_fallbacks",
@@ -113,6 +121,8 @@ impl Default for Metrics {
             requests,
             latency,
             rate_limited,
+            rate_limit_allowed,
+            caches,
             tokens,
             cost,
             budget_warnings,
@@ -126,6 +136,11 @@ impl Metrics {
     /// Counts a 429 of `group`.
     pub fn rate_limited(&self, group: &'static str) {
         self.rate_limited.get_or_create(&GroupLabels { group }).inc();
+    }
+
+    /// Counts a request a rate limit of `group` let through.
+    pub fn rate_limit_allowed(&self, group: &'static str) {
+        self.rate_limit_allowed.get_or_create(&GroupLabels { group }).inc();
     }
 
     /// Counts one completion's tokens and cost.
@@ -144,11 +159,7 @@ impl Metrics {
 
     /// The registry in Prometheus text format.
     pub fn render(&self) -> String {
-        let mut out = String::new();
-        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
-            tracing::error!(error = %e, "cannot encode metrics");
-        }
-        out
+        switchboard_kit::metrics::render(&self.registry)
     }
 }
 

@@ -375,6 +375,7 @@ pub async fn enforce(
         state.metrics.rate_limited(group.name());
         return too_many(group, quota, decision).into_response();
     }
+    state.metrics.rate_limit_allowed(group.name());
     let mut response = next.run(request).await;
     for (name, value) in headers(group, quota, decision) {
         response.headers_mut().insert(name, value);

@@ -3,11 +3,11 @@
 use std::sync::Arc;
 
 use switchboard_kit::auth::Verifier;
+use switchboard_kit::grpc::Channel;
 use switchboard_proto::auth::v1::auth_service_client::AuthServiceClient;
 use switchboard_proto::conversation::v1::conversation_service_client::ConversationServiceClient;
 use switchboard_proto::llm::v1::llm_service_client::LlmServiceClient;
 use switchboard_proto::llm::v1::usage_service_client::UsageServiceClient;
-use tonic::transport::Channel;
 
 use crate::metrics::Metrics;
 use crate::ratelimit::Limiter;

@@ -135,10 +135,31 @@ enum BudgetAction {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let command = Cli::parse().command.unwrap_or(Command::All);
-    let component =
-        matches!(command, Command::All | Command::Gateway | Command::Auth | Command::Conversations | Command::LlmProxy);
-    telemetry::init_subscriber(if component { telemetry::Logs::Stdout } else { telemetry::Logs::Stderr });
-    match run(command, Env::from_process()).await {
+    let env = Env::from_process();
+    // Components export traces (when an endpoint is set) as `switchboard-<component>`; the
+    // operator's commands log to stderr, their stdout being their answer.
+    let service = match command {
+        Command::All => Some("switchboard"),
+        Command::Gateway => Some("switchboard-gateway"),
+        Command::Auth => Some("switchboard-auth"),
+        Command::Conversations => Some("switchboard-conversations"),
+        Command::LlmProxy => Some("switchboard-llm-proxy"),
+        _ => None,
+    };
+    let (endpoint, logs) = match service {
+        Some(_) => (env.get(telemetry::ENDPOINT_VAR), telemetry::Logs::Stdout),
+        None => (None, telemetry::Logs::Stderr),
+    };
+    let telemetry = match telemetry::init(service.unwrap_or("switchboard"), endpoint, logs) {
+        Ok(telemetry) => telemetry,
+        Err(e) => {
+            eprintln!("switchboard: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let outcome = run(command, env).await;
+    telemetry.shutdown().await;
+    match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");

@@ -1,5 +1,5 @@
-//! The ops family: `/healthz` (the process is up), `/readyz` (every gRPC service answers its
-//! health check) and `/metrics` (Prometheus). No credential, no rate limit. The documentation
+//! The ops family: `/healthz` (the process is up), `/readyz` (the gateway can serve, and how
+//! each gRPC service behind it answers its health check) and `/metrics` (Prometheus). No credential, no rate limit. The documentation
 //! routes (`/openapi.json`, `/docs`, `/redoc`) are in `docs.rs`.
 
 use std::collections::BTreeMap;
@@ -37,7 +37,9 @@ pub struct Liveness {
 /// Readiness of the gateway and each service behind it.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Readiness {
-    /// `ready` when every service is `serving`, else `not_ready`.
+    /// `ready` when every service is `serving`; `degraded` when some are (what needs the others
+    /// fails, the rest works: with the LLM proxy down, history still reads); `not_ready` when
+    /// none is.
     status: &'static str,
     /// `serving`, `not_serving` or `unreachable`, by service (`auth`, `conversations`, `llm-proxy`).
     services: BTreeMap<&'static str, &'static str>,
@@ -50,11 +52,13 @@ pub async fn healthz() -> Json<Liveness> {
     Json(Liveness { status: "ok" })
 }
 
-/// Readiness: every service answers SERVING within a second.
+/// Readiness: the gateway takes traffic while at least one service behind it answers SERVING
+/// within a second, so one service going down does not take every gateway replica out of its
+/// load balancer; the body says which service is down.
 #[utoipa::path(get, path = "/readyz", operation_id = "readyz", security(()),
     responses(
-        (status = 200, description = "Every service is serving.", body = Readiness),
-        (status = 503, description = "A service is not serving.", body = Readiness),
+        (status = 200, description = "Every service is serving (`ready`), or some are (`degraded`).", body = Readiness),
+        (status = 503, description = "No service is serving.", body = Readiness),
     ))]
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let checks = state.channels.iter().map(|(name, channel)| {
@@ -71,9 +75,13 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         }
     });
     let services: BTreeMap<_, _> = futures::future::join_all(checks).await.into_iter().collect();
-    let ready = services.values().all(|s| *s == "serving");
-    let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (code, Json(Readiness { status: if ready { "ready" } else { "not_ready" }, services }))
+    let serving = services.values().filter(|s| **s == "serving").count();
+    let (code, status) = match serving {
+        0 => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
+        n if n == services.len() => (StatusCode::OK, "ready"),
+        _ => (StatusCode::OK, "degraded"),
+    };
+    (code, Json(Readiness { status, services }))
 }
 
 /// Prometheus text exposition.

@@ -50,10 +50,34 @@ use crate::ratelimit::Group;
 use crate::state::AppState;
 
 /// The span of a request: method and route template, never the raw path or query, which
-/// can hold credentials (`/api-keys/{api_key}`, `?token=`).
+/// can hold credentials (`/api-keys/{api_key}`, `?token=`). When traces are exported it is
+/// the request's server span, continuing the caller's `traceparent` if one came.
 fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Span {
     let route = request.extensions().get::<axum::extract::MatchedPath>().map_or("unmatched", |p| p.as_str());
-    tracing::debug_span!("request", method = %request.method(), route)
+    if !switchboard_kit::telemetry::exporting() {
+        return tracing::debug_span!("request", method = %request.method(), route);
+    }
+    let span = tracing::info_span!(
+        target: "switchboard::http",
+        "request",
+        otel.name = %format_args!("{} {route}", request.method()),
+        otel.kind = "server",
+        http.request.method = %request.method(),
+        http.route = route,
+        http.response.status_code = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
+    );
+    switchboard_kit::telemetry::continue_trace(&span, request.headers());
+    span
+}
+
+/// Records the answer's status on the request's span.
+fn record_status(
+    response: &axum::http::Response<axum::body::Body>,
+    _latency: std::time::Duration,
+    span: &tracing::Span,
+) {
+    span.record("http.response.status_code", i64::from(response.status().as_u16()));
 }
 
 /// Every family's routes and the OpenAPI document describing them.
@@ -88,7 +112,7 @@ pub fn router(state: AppState, settings: &Settings) -> Router {
         Some(cors) => router.layer(cors),
         None => router,
     };
-    router.layer(TraceLayer::new_for_http().make_span_with(request_span)).with_state(state)
+    router.layer(TraceLayer::new_for_http().make_span_with(request_span).on_response(record_status)).with_state(state)
 }
 
 /// The CORS policy: only the configured origins, and none (no CORS headers at all) by default.

@@ -52,6 +52,7 @@ pub struct Application {
     service: grpc::AuthGrpc,
     store: Arc<store::SqlStore>,
     last_used: last_used::LastUsed,
+    metrics: switchboard_kit::metrics::Served,
 }
 
 impl Application {
@@ -67,6 +68,15 @@ impl Application {
             grpc::Deps { keys: store.clone(), users: store.clone(), last_used: last_used.clone(), bus: hub.bus(redis) };
         let service = grpc::AuthGrpc::new(&settings, deps);
         let (listener, local) = switchboard_kit::net::bind(settings.addr, "SWITCHBOARD_AUTH_ADDR").await?;
+        let mut registry = switchboard_kit::metrics::registry();
+        let grpc = switchboard_kit::metrics::GrpcMetrics::register(&mut registry);
+        let metrics = switchboard_kit::metrics::Served::bind(
+            registry,
+            grpc,
+            settings.metrics_addr,
+            "SWITCHBOARD_AUTH_METRICS_ADDR",
+        )
+        .await?;
         tracing::info!(
             addr = %local,
             backend = db.backend(),
@@ -76,12 +86,17 @@ impl Application {
             redis = settings.redis.is_some(),
             "auth listening"
         );
-        Ok(Self { listener, db, service, store, last_used })
+        Ok(Self { listener, db, service, store, last_used, metrics })
     }
 
     /// The bound port.
     pub fn port(&self) -> u16 {
         self.listener.local_addr().map(|a| a.port()).unwrap_or_default()
+    }
+
+    /// The port `/metrics` is served on, when it is.
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics.port()
     }
 
     /// Serves until `shutdown` resolves, then writes pending last-used times.
@@ -91,7 +106,9 @@ impl Application {
             let _ = stop_rx.await;
         }));
         let routes = tonic::service::Routes::new(AuthServiceServer::new(self.service));
-        let result = switchboard_kit::grpc::serve(self.listener, routes, &[SERVICE_NAME], None, shutdown).await;
+        let (grpc, metrics) = self.metrics.start();
+        let result = switchboard_kit::grpc::serve(self.listener, routes, &[SERVICE_NAME], None, grpc, shutdown).await;
+        metrics.stop();
         let _ = stop_tx.send(());
         if let Err(e) = flusher.await {
             tracing::error!(error = %e, "last-used writer failed");

@@ -20,6 +20,8 @@ pub const MIN_STATIC_SECRET_CHARS: usize = 16;
 pub struct Settings {
     /// `SWITCHBOARD_AUTH_ADDR`.
     pub addr: SocketAddr,
+    /// `SWITCHBOARD_AUTH_METRICS_ADDR`: where `/metrics` is served (HTTP); off unless set.
+    pub metrics_addr: Option<SocketAddr>,
     /// `AUTH_DATABASE_URL`, else `DATABASE_URL` (printed without its password).
     pub database_url: DatabaseUrl,
     /// Which variable the URL came from.
@@ -106,6 +108,7 @@ impl Settings {
         }
         Ok(Self {
             addr,
+            metrics_addr: switchboard_kit::metrics::addr_from_env(env, "SWITCHBOARD_AUTH_METRICS_ADDR", "off")?,
             database_url: database_url.into(),
             database_var,
             static_keys,

@@ -7,15 +7,16 @@ use switchboard_kit::time::{from_timestamp, to_timestamp};
 use switchboard_proto::conversation::v1 as pb;
 use switchboard_proto::conversation::v1::conversation_service_server::ConversationService;
 use tonic::{Request, Response, Status};
+use tracing::Instrument as _;
 
 use crate::domain::{self, Conversation, Cursor, Message, MessageStatus, PageRequest, Principal, Role, page_size};
 use crate::error::ConversationError;
 use prost::Message as _;
 
 use switchboard_kit::auth::Caller;
+use switchboard_kit::grpc::Channel;
 use switchboard_proto::llm::v1 as llm;
 use switchboard_proto::llm::v1::llm_service_client::LlmServiceClient;
-use tonic::transport::Channel;
 
 use crate::api_usage::ApiUsageTally;
 use crate::store::{
@@ -138,25 +139,28 @@ impl ConversationGrpc {
             // (client gone, deadline) must not leave the key claimed with its answer stored.
             Claim::New => {
                 let (turns, idempotency, key) = (self.turns.clone(), self.idempotency.clone(), key.to_owned());
-                let task = tokio::spawn(async move {
-                    match turns.run(turn).await {
-                        Ok(result) => {
-                            let answer = turn_pb(result);
-                            idempotency
-                                .finish(&owner, &key, &holder, &answer.encode_to_vec())
-                                .await
-                                .map_err(ConversationError::from)?;
-                            Ok(answer)
-                        }
-                        Err(e) => {
-                            // A failed turn is not remembered: retrying it runs again.
-                            if let Err(release) = idempotency.release(&owner, &key, &holder).await {
-                                tracing::error!(error = %release, "cannot release an idempotency key");
+                let task = tokio::spawn(
+                    async move {
+                        match turns.run(turn).await {
+                            Ok(result) => {
+                                let answer = turn_pb(result);
+                                idempotency
+                                    .finish(&owner, &key, &holder, &answer.encode_to_vec())
+                                    .await
+                                    .map_err(ConversationError::from)?;
+                                Ok(answer)
                             }
-                            Err(e)
+                            Err(e) => {
+                                // A failed turn is not remembered: retrying it runs again.
+                                if let Err(release) = idempotency.release(&owner, &key, &holder).await {
+                                    tracing::error!(error = %release, "cannot release an idempotency key");
+                                }
+                                Err(e)
+                            }
                         }
                     }
-                });
+                    .in_current_span(),
+                );
                 match task.await {
                     Ok(outcome) => outcome.map_err(Status::from),
                     Err(e) => Err(Status::internal(format!("turn task failed: {e}"))),

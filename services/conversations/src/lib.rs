@@ -64,11 +64,13 @@ pub struct Application {
     store: Arc<dyn store::ConversationStore>,
     idempotency: Arc<dyn store::IdempotencyStore>,
     sql: Arc<store::SqlStore>,
-    llm: LlmServiceClient<tonic::transport::Channel>,
+    llm: LlmServiceClient<switchboard_kit::grpc::Channel>,
     history: u32,
     stale_turn: std::time::Duration,
     verifier: switchboard_kit::auth::Verifier,
     redis: Option<switchboard_kit::redis::Redis>,
+    metrics: switchboard_kit::metrics::Served,
+    context_lookups: switchboard_kit::metrics::CacheLookups,
 }
 
 impl Application {
@@ -82,7 +84,18 @@ impl Application {
         let sql = Arc::new(store::SqlStore::new(db.clone()));
         let store: Arc<dyn store::ConversationStore> = sql.clone();
         let idempotency: Arc<dyn store::IdempotencyStore> = sql.clone();
-        let verifier = switchboard_kit::auth::Verifier::from_settings(&settings.verifier, hub)?;
+        let mut registry = switchboard_kit::metrics::registry();
+        let grpc = switchboard_kit::metrics::GrpcMetrics::register(&mut registry);
+        let caches = switchboard_kit::metrics::CacheFamily::register(&mut registry);
+        let context_lookups = switchboard_kit::metrics::CacheLookups::of(&caches, "context");
+        let verifier = switchboard_kit::auth::Verifier::from_settings(&settings.verifier, hub)?.with_metrics(&caches);
+        let metrics = switchboard_kit::metrics::Served::bind(
+            registry,
+            grpc,
+            settings.metrics_addr,
+            "SWITCHBOARD_CONVERSATIONS_METRICS_ADDR",
+        )
+        .await?;
         let redis = match &settings.verifier.redis {
             Some(r) => Some(switchboard_kit::redis::Redis::new(r).map_err(switchboard_kit::auth::VerifierError::from)?),
             None => None,
@@ -108,6 +121,8 @@ impl Application {
             stale_turn: settings.stale_turn,
             verifier,
             redis,
+            metrics,
+            context_lookups,
         })
     }
 
@@ -116,12 +131,18 @@ impl Application {
         self.listener.local_addr().map(|a| a.port()).unwrap_or_default()
     }
 
+    /// The port `/metrics` is served on, when it is.
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics.port()
+    }
+
     /// Serves until `shutdown` resolves, then flushes pending usage records and closes the store.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), StartError> {
         let (usage, usage_task) = usage::UsageWriter::start(self.store.clone());
         let sweeper = tokio::spawn(sweep_periodically(self.store.clone(), self.stale_turn));
         let context = Arc::new(context::ContextCache::new(self.redis.clone()));
-        let turns = turn::Turns::new(self.store.clone(), self.llm.clone(), usage, self.history, context);
+        let turns =
+            turn::Turns::new(self.store.clone(), self.llm.clone(), usage, self.history, context, self.context_lookups);
         let api_usage = api_usage::ApiUsageTally::default();
         let usage_store: Arc<dyn store::ApiUsageStore> = self.sql.clone();
         let (stop_counts, counts_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -131,8 +152,11 @@ impl Application {
         let service =
             grpc::ConversationGrpc::new(self.store, self.idempotency, turns, self.llm, (api_usage, usage_store));
         let routes = tonic::service::Routes::new(ConversationServiceServer::new(service));
+        let (grpc, metrics) = self.metrics.start();
         let result =
-            switchboard_kit::grpc::serve(self.listener, routes, &[SERVICE_NAME], Some(self.verifier), shutdown).await;
+            switchboard_kit::grpc::serve(self.listener, routes, &[SERVICE_NAME], Some(self.verifier), grpc, shutdown)
+                .await;
+        metrics.stop();
         sweeper.abort();
         let _ = stop_counts.send(());
         if let Err(e) = counts.await {

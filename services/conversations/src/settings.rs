@@ -17,6 +17,8 @@ pub const DEFAULT_AUTH_ADDR: &str = switchboard_kit::net::DEFAULT_AUTH_ADDR;
 pub struct Settings {
     /// `SWITCHBOARD_CONVERSATIONS_ADDR`.
     pub addr: SocketAddr,
+    /// `SWITCHBOARD_CONVERSATIONS_METRICS_ADDR`: where `/metrics` is served (HTTP); off unless set.
+    pub metrics_addr: Option<SocketAddr>,
     /// `CONVERSATIONS_DATABASE_URL`, else `DATABASE_URL`.
     pub database_url: switchboard_kit::db::DatabaseUrl,
     /// Which variable the URL came from.
@@ -43,6 +45,11 @@ impl Settings {
         }
         Ok(Self {
             addr,
+            metrics_addr: switchboard_kit::metrics::addr_from_env(
+                env,
+                "SWITCHBOARD_CONVERSATIONS_METRICS_ADDR",
+                "off",
+            )?,
             database_url: database_url.into(),
             database_var,
             llm_addr: env.get_or("SWITCHBOARD_LLM_ADDR", DEFAULT_LLM_ADDR).to_owned(),

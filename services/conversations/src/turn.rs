@@ -9,12 +9,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use switchboard_kit::auth::Credential;
+use switchboard_kit::grpc::Channel;
 use switchboard_proto::conversation::v1 as pb;
 use switchboard_proto::llm::v1 as llm;
 use switchboard_proto::llm::v1::llm_service_client::LlmServiceClient;
 use tokio::sync::{OwnedMutexGuard, mpsc};
 use tonic::Status;
-use tonic::transport::Channel;
+use tracing::Instrument as _;
 
 use crate::context::ContextCache;
 use crate::domain::{
@@ -112,6 +113,7 @@ pub struct Turns {
     history: u32,
     locks: Arc<TurnLocks>,
     context: Arc<ContextCache>,
+    context_lookups: switchboard_kit::metrics::CacheLookups,
 }
 
 impl Turns {
@@ -122,8 +124,9 @@ impl Turns {
         usage: UsageWriter,
         history: u32,
         context: Arc<ContextCache>,
+        context_lookups: switchboard_kit::metrics::CacheLookups,
     ) -> Self {
-        Self { store, llm, usage, history, locks: Arc::default(), context }
+        Self { store, llm, usage, history, locks: Arc::default(), context, context_lookups }
     }
 
     /// After a turn: the cached context grows by the answer, if there is one to show. The
@@ -180,7 +183,9 @@ impl Turns {
         let context = if conversation.message_count == 0 {
             vec![user_message.clone()]
         } else {
-            match self.context.get(&conversation.id, conversation.message_count).await {
+            let cached = self.context.get(&conversation.id, conversation.message_count).await;
+            self.context_lookups.record(cached.is_some());
+            match cached {
                 Some(mut cached) => {
                     cached.push(user_message.clone());
                     cached
@@ -220,7 +225,7 @@ impl Turns {
     /// away (or times out) does not cut it short halfway between two writes.
     pub async fn run(&self, request: TurnRequest) -> Result<TurnResult, ConversationError> {
         let this = self.clone();
-        tokio::spawn(async move { this.run_to_end(request).await })
+        tokio::spawn(async move { this.run_to_end(request).await }.in_current_span())
             .await
             .unwrap_or_else(|e| Err(ConversationError::Llm(Status::internal(format!("turn task failed: {e}")))))
     }
@@ -250,7 +255,7 @@ impl Turns {
         request: TurnRequest,
     ) -> Result<mpsc::Receiver<Result<pb::StreamMessageResponse, Status>>, ConversationError> {
         let this = self.clone();
-        tokio::spawn(async move { this.stream_to_end(request).await })
+        tokio::spawn(async move { this.stream_to_end(request).await }.in_current_span())
             .await
             .unwrap_or_else(|e| Err(ConversationError::Llm(Status::internal(format!("turn task failed: {e}")))))
     }

@@ -7,12 +7,12 @@ use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use crate::grpc::Channel;
 use sha2::{Digest, Sha256};
 use switchboard_proto::auth::v1 as pb;
 use switchboard_proto::auth::v1::auth_service_client::AuthServiceClient;
 use tonic::Status;
 use tonic::metadata::{MetadataMap, MetadataValue};
-use tonic::transport::Channel;
 
 use crate::expiring::ExpiringMap;
 use crate::revocation::{Hub, Revocation};
@@ -305,6 +305,7 @@ pub struct Verifier {
     cache: Arc<Cache>,
     ttl: Duration,
     admin_token: Option<Arc<secrecy::SecretString>>,
+    lookups: crate::metrics::CacheLookups,
 }
 
 impl Verifier {
@@ -312,7 +313,13 @@ impl Verifier {
     pub fn new(channel: Channel, ttl: Duration, hub: &Hub) -> Self {
         let cache = Arc::new(Cache::new(CACHE_CAPACITY));
         tokio::spawn(evict_on_revocation(Arc::downgrade(&cache), hub.subscribe()));
-        Self { auth: AuthServiceClient::new(channel), cache, ttl, admin_token: None }
+        Self { auth: AuthServiceClient::new(channel), cache, ttl, admin_token: None, lookups: Default::default() }
+    }
+
+    /// Counts cache hits and misses as the `credentials` cache of `family`.
+    pub fn with_metrics(mut self, family: &crate::metrics::CacheFamily) -> Self {
+        self.lookups = crate::metrics::CacheLookups::of(family, "credentials");
+        self
     }
 
     /// Accepts `token` as the admin credential (`x-admin-token`).
@@ -352,7 +359,9 @@ impl Verifier {
     pub async fn verify(&self, credential: &Credential) -> Result<Caller, Status> {
         let digest = credential.digest();
         let now = Instant::now();
-        if let Some(caller) = self.cache.get(&digest) {
+        let cached = self.cache.get(&digest);
+        self.lookups.record(cached.is_some());
+        if let Some(caller) = cached {
             return Ok(caller);
         }
         let mut request = tonic::Request::new(pb::AuthenticateRequest {

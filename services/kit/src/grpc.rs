@@ -1,15 +1,24 @@
 //! gRPC serving and client channels. Every server gets `grpc.health.v1` health and server
 //! reflection (`v1` and `v1alpha`, with the health descriptors too), so `grpcurl` and
-//! `buf curl` work against it with no `.proto` files; every socket sets `TCP_NODELAY`.
+//! `buf curl` work against it with no `.proto` files, metrics of every call, and a span per
+//! call continuing the caller's trace when traces are exported; every socket sets
+//! `TCP_NODELAY`. A client channel to a DNS name spreads its calls over every address the
+//! name resolves to, re-resolving as replicas come and go.
 
+use std::collections::BTreeSet;
 use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tonic::service::Routes;
+use tonic::transport::channel::Change;
 use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Channel, Endpoint, Server};
+use tonic::transport::{Endpoint, Server};
 use tonic_health::ServingStatus;
+use tracing::Instrument as _;
 
 /// Why a gRPC server stopped or could not start.
 #[derive(Debug, thiserror::Error)]
@@ -23,13 +32,15 @@ pub enum ServeError {
 }
 
 /// Serves `routes` on `listener` until `shutdown` resolves, with health reporting each of
-/// `service_names` as SERVING (and NOT_SERVING once shutdown begins). With a `verifier`,
-/// every call but health and reflection must carry a valid credential.
+/// `service_names` as SERVING (and NOT_SERVING once shutdown begins), every call counted in
+/// `metrics`. With a `verifier`, every call but health and reflection must carry a valid
+/// credential.
 pub async fn serve(
     listener: TcpListener,
     routes: Routes,
     service_names: &[&str],
     verifier: Option<crate::auth::Verifier>,
+    metrics: crate::metrics::GrpcMetrics,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
     let (mut reporter, health) = tonic_health::server::health_reporter();
@@ -70,6 +81,8 @@ pub async fn serve(
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     Server::builder()
         .tcp_nodelay(true)
+        .layer(crate::metrics::GrpcMetricsLayer(metrics))
+        .layer(TraceLayer)
         .layer(crate::auth::GrpcAuthLayer::new(verifier))
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, shutdown)
@@ -77,17 +90,157 @@ pub async fn serve(
     Ok(())
 }
 
+/// A client channel to a Switchboard service; each call carries the caller's trace context
+/// (when traces are exported).
+#[derive(Clone, Debug)]
+pub struct Channel(tonic::transport::Channel);
+
+impl tower::Service<http::Request<tonic::body::Body>> for Channel {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = tonic::transport::Error;
+    type Future = tonic::transport::channel::ResponseFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<tonic::body::Body>) -> Self::Future {
+        crate::telemetry::inject(request.headers_mut());
+        self.0.call(request)
+    }
+}
+
+/// How often a channel to a DNS name looks the name up again.
+pub const RESOLVE_EVERY: Duration = Duration::from_secs(5);
+
 /// A lazily connecting client channel to `addr` (`host:port` or a URL), with `TCP_NODELAY`,
 /// a connect timeout and HTTP/2 keep-alive. Connection happens on first use, so components
 /// can start in any order.
+///
+/// An IP address (or `localhost`) is one connection. A DNS name, such as a Kubernetes
+/// headless Service's, is looked up every [`RESOLVE_EVERY`] and the calls are spread over
+/// every address it names (one HTTP/2 connection each), so added replicas take load at once
+/// and removed ones are dropped.
 pub fn channel(addr: &str) -> Result<Channel, tonic::transport::Error> {
     let uri = if addr.contains("://") { addr.to_owned() } else { format!("http://{addr}") };
-    Ok(Endpoint::from_shared(uri)?
+    let endpoint = configure(Endpoint::from_shared(uri)?);
+    let host = endpoint.uri().host().unwrap_or_default().trim_start_matches('[').trim_end_matches(']').to_owned();
+    if host.parse::<std::net::IpAddr>().is_ok() || host.eq_ignore_ascii_case("localhost") {
+        return Ok(Channel(endpoint.connect_lazy()));
+    }
+    let port = endpoint.uri().port_u16().unwrap_or(80);
+    let name = format!("{host}:{port}");
+    let resolve = move || {
+        let name = name.clone();
+        async move { tokio::net::lookup_host(name).await.map(|addrs| addrs.collect::<BTreeSet<_>>()) }
+    };
+    Ok(balanced(endpoint, resolve, RESOLVE_EVERY))
+}
+
+fn configure(endpoint: Endpoint) -> Endpoint {
+    endpoint
         .tcp_nodelay(true)
         .connect_timeout(Duration::from_secs(3))
         .http2_keep_alive_interval(Duration::from_secs(30))
         .keep_alive_while_idle(true)
-        .connect_lazy())
+}
+
+/// A channel balancing over the addresses `resolve` returns, asked again every `every` until
+/// the channel is dropped. A failed lookup keeps the addresses known so far.
+fn balanced<R, F>(endpoint: Endpoint, resolve: R, every: Duration) -> Channel
+where
+    R: Fn() -> F + Send + 'static,
+    F: Future<Output = std::io::Result<BTreeSet<SocketAddr>>> + Send,
+{
+    let (channel, changes) = tonic::transport::Channel::balance_channel::<SocketAddr>(64);
+    let scheme = endpoint.uri().scheme_str().unwrap_or("http").to_owned();
+    let name = endpoint.uri().authority().map(ToString::to_string).unwrap_or_default();
+    tokio::spawn(async move {
+        let mut known = BTreeSet::new();
+        let mut failing = false;
+        loop {
+            match resolve().await {
+                Ok(found) => {
+                    failing = false;
+                    for gone in known.difference(&found) {
+                        if changes.send(Change::Remove(*gone)).await.is_err() {
+                            return;
+                        }
+                    }
+                    for new in found.difference(&known) {
+                        let Ok(at) = Endpoint::from_shared(format!("{scheme}://{new}")) else { continue };
+                        if changes.send(Change::Insert(*new, configure(at))).await.is_err() {
+                            return;
+                        }
+                    }
+                    if found != known {
+                        tracing::info!(service = %name, addresses = ?found, "gRPC replicas");
+                    }
+                    known = found;
+                }
+                Err(e) if !failing => {
+                    failing = true;
+                    tracing::warn!(service = %name, error = %e, "cannot resolve a gRPC service; keeping its known replicas");
+                }
+                Err(_) => {}
+            }
+            tokio::time::sleep(every).await;
+            if changes.is_closed() {
+                return;
+            }
+        }
+    });
+    Channel(channel)
+}
+
+/// A span per served call, continuing the caller's trace (when traces are exported).
+#[derive(Clone, Copy)]
+struct TraceLayer;
+
+impl<S> tower::Layer<S> for TraceLayer {
+    type Service = Traced<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Traced(inner)
+    }
+}
+
+#[derive(Clone)]
+struct Traced<S>(S);
+
+impl<S, B> tower::Service<http::Request<B>> for Traced<S>
+where
+    S: tower::Service<http::Request<B>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        if !crate::telemetry::exporting() {
+            return Box::pin(self.0.call(request));
+        }
+        let path = request.uri().path();
+        let (service, method) = path.trim_start_matches('/').split_once('/').unwrap_or(("unknown", "unknown"));
+        let span = tracing::info_span!(
+            target: "switchboard::grpc",
+            "grpc",
+            otel.name = %path.trim_start_matches('/'),
+            otel.kind = "server",
+            rpc.system = "grpc",
+            rpc.service = %service,
+            rpc.method = %method,
+            trace_id = tracing::field::Empty,
+        );
+        crate::telemetry::continue_trace(&span, request.headers());
+        let future = self.0.call(request);
+        Box::pin(future.instrument(span))
+    }
 }
 
 /// Metadata key naming the request field an `INVALID_ARGUMENT` status is about, so the
@@ -166,7 +319,8 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(serve(listener, Routes::default(), &["test.Service"], None, async move {
+        let metrics = crate::metrics::GrpcMetrics::default();
+        let server = tokio::spawn(serve(listener, Routes::default(), &["test.Service"], None, metrics, async move {
             let _ = stopped.await;
         }));
         let mut health = HealthClient::new(channel(&format!("127.0.0.1:{port}")).unwrap());
@@ -179,6 +333,66 @@ mod tests {
         let finished = tokio::time::timeout(Duration::from_secs(5), server).await;
         assert!(matches!(finished, Ok(Ok(Ok(())))), "the drain waited on an open health watch: {finished:?}");
         drop(watch);
+    }
+
+    /// A health server on loopback counting its calls; stops when the sender is dropped.
+    async fn counted_server() -> (SocketAddr, crate::metrics::Registry, tokio::sync::oneshot::Sender<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut registry = crate::metrics::registry();
+        let metrics = crate::metrics::GrpcMetrics::register(&mut registry);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(serve(listener, Routes::default(), &["test.Service"], None, metrics, async move {
+            let _ = stopped.await;
+        }));
+        (addr, registry, stop)
+    }
+
+    /// Health checks a server has answered, read from its `/metrics` text.
+    fn checks(registry: &crate::metrics::Registry) -> u64 {
+        crate::metrics::render(registry)
+            .lines()
+            .find(|l| {
+                l.starts_with("switchboard_grpc_server_requests_total{")
+                    && l.contains(r#"method="Check""#)
+                    && l.contains(r#"code="OK""#)
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0)
+    }
+
+    #[tokio::test]
+    async fn a_balanced_channel_spreads_calls_over_every_resolved_replica_and_follows_changes() {
+        use std::sync::{Arc, Mutex};
+        use tonic_health::pb::HealthCheckRequest;
+        use tonic_health::pb::health_client::HealthClient;
+        let (a, a_metrics, _stop_a) = counted_server().await;
+        let (b, b_metrics, _stop_b) = counted_server().await;
+        let replicas = Arc::new(Mutex::new(BTreeSet::from([a, b])));
+        let resolved = replicas.clone();
+        let resolve = move || {
+            let found = resolved.lock().unwrap().clone();
+            async move { Ok(found) }
+        };
+        let endpoint = configure(Endpoint::from_static("http://switchboard-auth.test:50051"));
+        let mut health = HealthClient::new(balanced(endpoint, resolve, Duration::from_millis(50)));
+        for _ in 0..60 {
+            let answer = health.check(HealthCheckRequest { service: String::new() }).await.unwrap();
+            assert_eq!(answer.get_ref().status, ServingStatus::Serving as i32);
+        }
+        let (on_a, on_b) = (checks(&a_metrics), checks(&b_metrics));
+        assert_eq!(on_a + on_b, 60, "every call counted once");
+        assert!(on_a >= 10 && on_b >= 10, "calls spread over both replicas: {on_a} and {on_b}");
+
+        // B goes away from the name: after the next lookup, calls reach A only.
+        replicas.lock().unwrap().remove(&b);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let before_b = checks(&b_metrics);
+        for _ in 0..30 {
+            health.check(HealthCheckRequest { service: String::new() }).await.unwrap();
+        }
+        assert_eq!(checks(&b_metrics), before_b, "a replica the name no longer resolves to gets no calls");
+        assert_eq!(checks(&a_metrics), on_a + 30);
     }
 
     #[test]

@@ -97,6 +97,51 @@ pub async fn bind(addr: Option<SocketAddr>, var: &'static str) -> Result<Option<
     }
 }
 
+/// A service's metrics: its registry, its gRPC families, and the listener that serves them
+/// (none when metrics are off).
+pub struct Served {
+    registry: Registry,
+    grpc: GrpcMetrics,
+    listener: Option<TcpListener>,
+}
+
+impl Served {
+    /// Binds `addr` (from variable `var`), when given, to serve `registry`, in which `grpc`
+    /// is registered.
+    pub async fn bind(
+        registry: Registry,
+        grpc: GrpcMetrics,
+        addr: Option<SocketAddr>,
+        var: &'static str,
+    ) -> Result<Self, crate::net::BindError> {
+        Ok(Self { registry, grpc, listener: bind(addr, var).await? })
+    }
+
+    /// The port `/metrics` is served on, when it is.
+    pub fn port(&self) -> Option<u16> {
+        self.listener.as_ref().and_then(|l| l.local_addr().ok()).map(|a| a.port())
+    }
+
+    /// Starts serving `/metrics`; returns the families the gRPC server records into.
+    pub fn start(self) -> (GrpcMetrics, Serving) {
+        let registry = Arc::new(self.registry);
+        let task = self.listener.map(|l| tokio::spawn(serve(l, registry, std::future::pending())));
+        (self.grpc, Serving(task))
+    }
+}
+
+/// `/metrics` being served, until [`Serving::stop`].
+pub struct Serving(Option<tokio::task::JoinHandle<()>>);
+
+impl Serving {
+    /// Stops serving.
+    pub fn stop(self) {
+        if let Some(task) = self.0 {
+            task.abort();
+        }
+    }
+}
+
 /// Reads a metrics address: `off` turns metrics off.
 pub fn addr_from_env(
     env: &crate::Env,
@@ -127,10 +172,10 @@ impl CacheLookups {
     /// The lookups of cache `name`, counted in `registry` as `switchboard_cache_lookups_total`.
     /// Several caches may share the family: register it once with [`CacheFamily`].
     pub fn of(family: &CacheFamily, name: &'static str) -> Self {
-        Self {
-            hit: family.0.get_or_create(&CacheLabels { cache: name, result: "hit" }).clone(),
-            miss: family.0.get_or_create(&CacheLabels { cache: name, result: "miss" }).clone(),
-        }
+        // One statement each: a family's guard held across a second insertion would deadlock.
+        let hit = family.0.get_or_create(&CacheLabels { cache: name, result: "hit" }).clone();
+        let miss = family.0.get_or_create(&CacheLabels { cache: name, result: "miss" }).clone();
+        Self { hit, miss }
     }
 
     /// Counts one lookup.

@@ -11,12 +11,12 @@ pub(crate) use chat_completions::Accounting;
 use chat_completions::Bill;
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use futures::StreamExt;
 use switchboard_proto::llm::v1 as pb;
 use switchboard_proto::llm::v1::llm_service_server::LlmService;
 use tonic::{Request, Response, Status};
+use tracing::Instrument as _;
 
 use crate::catalogue::{Catalogue, ModelEntry};
 use crate::error::LlmError;
@@ -26,6 +26,7 @@ use crate::providers::{ChatMessage, CompletionRequest, ProviderError, Role, Stre
 use crate::key_usage::KeyUsageTally;
 use crate::sealing::Sealer;
 use crate::store::{ModelChoiceStore, ProviderKeyStore};
+use crate::telemetry::UpstreamCall;
 
 /// The gRPC face of the LLM proxy.
 pub(crate) struct LlmGrpc {
@@ -47,6 +48,7 @@ pub(crate) struct Deps {
     pub usage: crate::usage::UsageRollups,
     pub upstream_timeout: std::time::Duration,
     pub budgets: crate::budgets::Budgets,
+    pub metrics: crate::telemetry::UpstreamMetrics,
 }
 
 impl LlmGrpc {
@@ -56,7 +58,7 @@ impl LlmGrpc {
             choices: deps.choices,
             keys: deps.keys,
             sealer: deps.sealer,
-            accounting: Accounting { tally: deps.tally, usage: deps.usage },
+            accounting: Accounting { tally: deps.tally, usage: deps.usage, metrics: deps.metrics },
             upstream_timeout: deps.upstream_timeout,
             budgets: deps.budgets,
         }
@@ -236,11 +238,12 @@ impl LlmService for LlmGrpc {
         for entry in chain {
             let (entry, key_id) = self.with_user_key(&who, entry).await?;
             let call = completion_request(&entry, &who, req.clone());
-            let started = Instant::now();
-            match entry.provider.complete(&call).await {
+            let upstream = UpstreamCall::start(&entry, false);
+            match entry.provider.complete(&call).instrument(upstream.span.clone()).await {
                 Ok(output) => {
                     let bill = Bill { who: &who, key_id: &caller_key, provider_key: key_id.as_deref() };
-                    let account = self.accounting.account(&bill, &entry, output.usage, started, reservation.take());
+                    let account = self.accounting.account(&bill, &entry, output.usage, &upstream, reservation.take());
+                    upstream.finished(&output.finish_reason);
                     tracing::debug!(model = %entry.id, provider = entry.provider.name(), latency_ms = account.latency_ms, "completion done");
                     return Ok(Response::new(pb::CompleteResponse {
                         content: output.content,
@@ -256,10 +259,14 @@ impl LlmService for LlmGrpc {
                     }));
                 }
                 Err(e) if falls_back(&e) => {
+                    self.accounting.metrics.failed(&entry, &upstream, &e);
                     tracing::warn!(model = %entry.id, error = %e, "model failed; trying the next fallback");
                     failure = Some(e);
                 }
-                Err(e) => return Err(LlmError::from(e).into()),
+                Err(e) => {
+                    self.accounting.metrics.failed(&entry, &upstream, &e);
+                    return Err(LlmError::from(e).into());
+                }
             }
         }
         Err(LlmError::from(failure.unwrap_or(ProviderError::Setup("no model to try".into()))).into())
@@ -278,27 +285,32 @@ impl LlmService for LlmGrpc {
         let first = self.pick(&who, &req.model).await?;
         let chain = self.catalogue.chain(&who.0, first);
         let mut reservation = self.reserve(&who, &caller_key, &chain, &req).await?;
-        let started = Instant::now();
         // Opening the stream (with its retries and fallbacks) happens before the answer, so an
         // upstream that refuses outright is a status, not a broken stream.
         let mut opened = None;
         let mut failure = None;
         for candidate in chain {
             let (candidate, key_id) = self.with_user_key(&who, candidate).await?;
-            match candidate.provider.stream(&completion_request(&candidate, &who, req.clone())).await {
+            let upstream = UpstreamCall::start(&candidate, true);
+            let call = completion_request(&candidate, &who, req.clone());
+            match candidate.provider.stream(&call).instrument(upstream.span.clone()).await {
                 Ok(events) => {
-                    opened = Some((candidate, key_id, events));
+                    opened = Some((candidate, key_id, events, upstream));
                     break;
                 }
                 Err(e) if falls_back(&e) => {
+                    self.accounting.metrics.failed(&candidate, &upstream, &e);
                     tracing::warn!(model = %candidate.id, error = %e, "model failed; trying the next fallback");
                     failure = Some(e);
                 }
-                Err(e) => return Err(LlmError::from(e).into()),
+                Err(e) => {
+                    self.accounting.metrics.failed(&candidate, &upstream, &e);
+                    return Err(LlmError::from(e).into());
+                }
             }
         }
         let accounting = self.accounting.clone();
-        let Some((entry, key_id, mut events)) = opened else {
+        let Some((entry, key_id, mut events, mut upstream)) = opened else {
             return Err(LlmError::from(failure.unwrap_or(ProviderError::Setup("no model to try".into()))).into());
         };
         let (tx, rx) = tokio::sync::mpsc::channel(64);
@@ -309,6 +321,7 @@ impl LlmService for LlmGrpc {
             while let Some(event) = events.next().await {
                 let message = match event {
                     Ok(StreamEvent::Delta(delta)) => {
+                        upstream.token(&accounting.metrics, &entry);
                         content.push_str(&delta);
                         Ok(pb::StreamCompleteResponse {
                             event: Some(pb::stream_complete_response::Event::Delta(delta)),
@@ -316,7 +329,8 @@ impl LlmService for LlmGrpc {
                     }
                     Ok(StreamEvent::Done { usage, finish_reason, upstream_conversation_id, upstream_message_id }) => {
                         let bill = Bill { who: &who, key_id: &caller_key, provider_key: key_id.as_deref() };
-                        let account = accounting.account(&bill, &entry, usage, started, reservation.take());
+                        let account = accounting.account(&bill, &entry, usage, &upstream, reservation.take());
+                        upstream.finished(&finish_reason);
                         accounted = true;
                         let done = pb::CompleteResponse {
                             content: std::mem::take(&mut content),
@@ -332,7 +346,10 @@ impl LlmService for LlmGrpc {
                         };
                         Ok(pb::StreamCompleteResponse { event: Some(pb::stream_complete_response::Event::Done(done)) })
                     }
-                    Err(e) => Err(Status::from(LlmError::from(e))),
+                    Err(e) => {
+                        accounting.metrics.failed(&entry, &upstream, &e);
+                        Err(Status::from(LlmError::from(e)))
+                    }
                 };
                 let failed = message.is_err();
                 // The caller went away: stop reading, which closes the upstream request.
@@ -347,7 +364,7 @@ impl LlmService for LlmGrpc {
                     completion_tokens: crate::providers::estimate_tokens(&content),
                 };
                 let bill = Bill { who: &who, key_id: &caller_key, provider_key: key_id.as_deref() };
-                accounting.account(&bill, &entry, usage, started, reservation.take());
+                accounting.account(&bill, &entry, usage, &upstream, reservation.take());
             }
         });
         Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(rx)))

@@ -13,6 +13,7 @@ pub mod resilience;
 pub mod sealing;
 mod settings;
 pub mod store;
+pub mod telemetry;
 pub mod usage;
 
 use std::future::Future;
@@ -37,6 +38,7 @@ pub struct Application {
     usage: usage::UsageRollups,
     usage_service: grpc::UsageGrpc,
     budgets: budgets::Budgets,
+    metrics: switchboard_kit::metrics::Served,
 }
 
 /// Why the service could not start or stopped.
@@ -91,8 +93,19 @@ impl Application {
         let store = Arc::new(store::SqlStore::new(db.clone()));
         let tally = key_usage::KeyUsageTally::default();
         let usage = usage::UsageRollups::default();
-        let verifier = switchboard_kit::auth::Verifier::from_settings(&settings.verifier, hub)?;
+        let mut registry = switchboard_kit::metrics::registry();
+        let grpc_metrics = switchboard_kit::metrics::GrpcMetrics::register(&mut registry);
+        let caches = switchboard_kit::metrics::CacheFamily::register(&mut registry);
+        let upstream_metrics = telemetry::UpstreamMetrics::register(&mut registry);
+        let verifier = switchboard_kit::auth::Verifier::from_settings(&settings.verifier, hub)?.with_metrics(&caches);
         let (listener, local) = switchboard_kit::net::bind(settings.addr, "SWITCHBOARD_LLM_ADDR").await?;
+        let metrics = switchboard_kit::metrics::Served::bind(
+            registry,
+            grpc_metrics,
+            settings.metrics_addr,
+            "SWITCHBOARD_LLM_METRICS_ADDR",
+        )
+        .await?;
         tracing::info!(
             addr = %local,
             backend = db.backend(),
@@ -112,12 +125,13 @@ impl Application {
         let usage_service = grpc::UsageGrpc::new(store.clone(), store.clone(), budgets.clone());
         let deps = grpc::Deps {
             budgets: budgets.clone(),
-            choices: Arc::new(store::CachedChoices::new(store.clone(), store::CHOICE_TTL)),
+            choices: Arc::new(store::CachedChoices::new(store.clone(), store::CHOICE_TTL).with_metrics(&caches)),
             keys: store.clone(),
             sealer: settings.encryption_key.as_ref().map(|k| sealing::Sealer::new(&k.0)),
             tally: tally.clone(),
             usage: usage.clone(),
             upstream_timeout: settings.upstream_timeout,
+            metrics: upstream_metrics,
         };
         Ok(Self {
             listener,
@@ -129,7 +143,13 @@ impl Application {
             usage,
             usage_service,
             budgets,
+            metrics,
         })
+    }
+
+    /// The port `/metrics` is served on, when it is.
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics.port()
     }
 
     /// The bound port (useful when built on port 0).
@@ -170,14 +190,17 @@ impl Application {
         });
         let routes = tonic::service::Routes::new(LlmServiceServer::new(self.service))
             .add_service(UsageServiceServer::new(self.usage_service));
+        let (grpc_metrics, metrics) = self.metrics.start();
         let result = switchboard_kit::grpc::serve(
             self.listener,
             routes,
             &[SERVICE_NAME, USAGE_SERVICE_NAME],
             Some(self.verifier),
+            grpc_metrics,
             shutdown,
         )
         .await;
+        metrics.stop();
         discovery.abort();
         reload.abort();
         let _ = stop_tally.send(());

@@ -91,8 +91,14 @@ impl RetryPolicy {
         }
     }
 
-    /// Runs `call` until it succeeds, fails for good, or the retries or the budget run out.
-    pub async fn run<T, F, Fut>(&self, budget: &RetryBudget, mut call: F) -> Result<T, ProviderError>
+    /// Runs `call` to `provider` until it succeeds, fails for good, or the retries or the
+    /// budget run out.
+    pub async fn run<T, F, Fut>(
+        &self,
+        budget: &RetryBudget,
+        provider: &'static str,
+        mut call: F,
+    ) -> Result<T, ProviderError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, ProviderError>>,
@@ -109,6 +115,7 @@ impl RetryPolicy {
                         return Err(error);
                     }
                     attempt += 1;
+                    crate::telemetry::retried(provider);
                     tracing::info!(%error, attempt, wait_ms = wait.as_millis() as u64, "retrying the upstream");
                     tokio::time::sleep(wait).await;
                 }
@@ -122,6 +129,7 @@ impl RetryPolicy {
 /// fail fast for `cooldown`; then one trial call decides whether it is back.
 #[derive(Debug)]
 pub struct Breaker {
+    provider: &'static str,
     threshold: u32,
     cooldown: Duration,
     state: Mutex<BreakerState>,
@@ -135,9 +143,10 @@ struct BreakerState {
 }
 
 impl Breaker {
-    /// A breaker opening after `threshold` failures in a row, for `cooldown`.
-    pub fn new(threshold: u32, cooldown: Duration) -> Self {
-        Self { threshold: threshold.max(1), cooldown, state: Mutex::new(BreakerState::default()) }
+    /// A breaker of an upstream of `provider` opening after `threshold` failures in a row,
+    /// for `cooldown`.
+    pub fn new(provider: &'static str, threshold: u32, cooldown: Duration) -> Self {
+        Self { provider, threshold: threshold.max(1), cooldown, state: Mutex::new(BreakerState::default()) }
     }
 
     /// Whether a call may go out now.
@@ -165,7 +174,13 @@ impl Breaker {
             Err(e) if retryable(e) || matches!(e, ProviderError::Timeout) => {
                 state.failures += 1;
                 if state.trial || state.failures >= self.threshold {
-                    tracing::warn!(failures = state.failures, cooldown_s = self.cooldown.as_secs(), "upstream ejected");
+                    crate::telemetry::ejected(self.provider);
+                    tracing::warn!(
+                        provider = self.provider,
+                        failures = state.failures,
+                        cooldown_s = self.cooldown.as_secs(),
+                        "upstream ejected"
+                    );
                     state.open_until = Some(tokio::time::Instant::now() + self.cooldown);
                     state.failures = 0;
                 }
@@ -216,7 +231,7 @@ mod tests {
         let budget = RetryBudget::default();
         let calls = AtomicU32::new(0);
         let result = policy
-            .run(&budget, || async {
+            .run(&budget, "test", || async {
                 let n = calls.fetch_add(1, Ordering::SeqCst);
                 if n < 2 { Err(status(503, None)) } else { Ok(n) }
             })
@@ -226,7 +241,7 @@ mod tests {
 
         calls.store(0, Ordering::SeqCst);
         let result: Result<(), _> = policy
-            .run(&budget, || async {
+            .run(&budget, "test", || async {
                 calls.fetch_add(1, Ordering::SeqCst);
                 Err(status(500, None))
             })
@@ -236,7 +251,7 @@ mod tests {
 
         calls.store(0, Ordering::SeqCst);
         let result: Result<(), _> = policy
-            .run(&budget, || async {
+            .run(&budget, "test", || async {
                 calls.fetch_add(1, Ordering::SeqCst);
                 Err(status(400, None))
             })
@@ -247,7 +262,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_breaker_ejects_after_consecutive_failures_and_tries_again_after_the_cool_down() {
-        let breaker = Breaker::new(3, Duration::from_secs(30));
+        let breaker = Breaker::new("test", 3, Duration::from_secs(30));
         for _ in 0..2 {
             breaker.allow().unwrap();
             breaker.record::<()>(&Err(status(503, None)));
@@ -277,7 +292,7 @@ mod tests {
         let calls = AtomicU32::new(0);
         for _ in 0..20 {
             let _: Result<(), _> = policy
-                .run(&budget, || async {
+                .run(&budget, "test", || async {
                     calls.fetch_add(1, Ordering::SeqCst);
                     Err(status(503, None))
                 })

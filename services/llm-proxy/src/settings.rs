@@ -17,6 +17,8 @@ pub const DEFAULT_OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
 pub struct Settings {
     /// `SWITCHBOARD_LLM_ADDR`.
     pub addr: SocketAddr,
+    /// `SWITCHBOARD_LLM_METRICS_ADDR`: where `/metrics` is served (HTTP); off unless set.
+    pub metrics_addr: Option<SocketAddr>,
     /// `LLM_DATABASE_URL`, else `DATABASE_URL`.
     pub database_url: switchboard_kit::db::DatabaseUrl,
     /// Which variable the URL came from.
@@ -80,6 +82,7 @@ impl Settings {
         }
         Ok(Self {
             addr,
+            metrics_addr: switchboard_kit::metrics::addr_from_env(env, "SWITCHBOARD_LLM_METRICS_ADDR", "off")?,
             database_url: database_url.into(),
             database_var,
             openai,

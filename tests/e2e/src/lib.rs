@@ -6,12 +6,12 @@
 use std::time::Duration;
 
 use switchboard_kit::Env;
+use switchboard_kit::grpc::Channel;
 use switchboard_kit::revocation::Hub;
 use switchboard_proto::conversation::v1::conversation_service_client::ConversationServiceClient;
 use switchboard_proto::llm::v1::llm_service_client::LlmServiceClient;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tonic::transport::Channel;
 
 /// The static service key every test app accepts.
 pub const SERVICE_KEY: &str = "test-service-key-0123456789";

@@ -302,7 +302,8 @@ async fn an_unreachable_upstream_gets_502_and_a_stopped_service_gets_503() {
     assert_eq!(response.status(), 502);
     app.stop().await;
 
-    // A gateway whose conversation service is gone answers 503, and /readyz says so.
+    // A gateway whose conversation service is gone answers 503 for chat and stays ready
+    // (degraded, naming the service), so its replicas are not all taken out of the balancer.
     let test_db = db::sqlite();
     let app = spawn_app(base_env(&test_db.url)).await;
     let gateway_only = {
@@ -332,10 +333,33 @@ async fn an_unreachable_upstream_gets_502_and_a_stopped_service_gets_503() {
         .unwrap();
     assert_eq!(response.status(), 503);
     let ready = app.client.get(format!("{url}/readyz")).send().await.unwrap();
-    assert_eq!(ready.status(), 503);
+    assert_eq!(ready.status(), 200);
     let ready: Value = ready.json().await.unwrap();
+    assert_eq!(ready["status"], "degraded");
     assert_eq!(ready["services"]["conversations"], "unreachable");
     assert_eq!(ready["services"]["auth"], "serving");
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+
+    // With nothing behind it, a gateway is not ready.
+    let env = base_env(&test_db.url)
+        .with("SWITCHBOARD_AUTH_ADDR", "127.0.0.1:9")
+        .with("SWITCHBOARD_CONVERSATIONS_ADDR", "127.0.0.1:9")
+        .with("SWITCHBOARD_LLM_ADDR", "127.0.0.1:9");
+    let alone = switchboard_gateway::Application::build(
+        switchboard_gateway::Settings::from_env(&env).unwrap(),
+        &Default::default(),
+    )
+    .await
+    .unwrap();
+    let url = format!("http://127.0.0.1:{}", alone.port());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(alone.run_until_stopped(async move {
+        let _ = stopped.await;
+    }));
+    let ready = app.client.get(format!("{url}/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    assert_eq!(ready.json::<Value>().await.unwrap()["status"], "not_ready");
     let _ = stop.send(());
     server.await.unwrap().unwrap();
     app.stop().await;
@@ -398,6 +422,7 @@ async fn health_readiness_and_metrics_answer() {
     assert_eq!(ready.status(), 200);
     let ready: Value = ready.json().await.unwrap();
     assert_eq!(ready["services"], json!({"auth": "serving", "conversations": "serving", "llm-proxy": "serving"}));
+    assert_eq!(ready["status"], "ready");
 
     app.post("/v1/chat", json!({"system_id": "drillquiz", "user_id": "m", "message": "count me"})).await;
     let metrics = app.client.get(format!("{}/metrics", app.http)).send().await.unwrap().text().await.unwrap();

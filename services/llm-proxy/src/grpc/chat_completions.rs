@@ -2,18 +2,18 @@
 //! (see [`crate::openai_compat`]), with the catalogue's aliases and fallbacks, a user's own
 //! provider key, and usage counted off the request path.
 
-use std::time::Instant;
-
 use bytes::Bytes;
 use futures::StreamExt;
 use switchboard_proto::llm::v1 as pb;
 use tonic::{Request, Status};
+use tracing::Instrument as _;
 
 use super::{LlmGrpc, falls_back, principal, usage_pb};
 use crate::catalogue::ModelEntry;
 use crate::error::LlmError;
 use crate::openai_compat::{ChatRequest, Made, StreamTally, usage_of};
 use crate::providers::{CompletionRequest, Provider, ProviderError, StreamEvent, TokenUsage};
+use crate::telemetry::UpstreamCall;
 use crate::usage::Completion;
 
 /// What one answered completion cost, and who pays.
@@ -28,6 +28,7 @@ pub(super) struct Bill<'a> {
 pub(crate) struct Accounting {
     pub(crate) tally: crate::key_usage::KeyUsageTally,
     pub(crate) usage: crate::usage::UsageRollups,
+    pub(crate) metrics: crate::telemetry::UpstreamMetrics,
 }
 
 impl Accounting {
@@ -36,10 +37,12 @@ impl Accounting {
         bill: &Bill<'_>,
         entry: &ModelEntry,
         usage: TokenUsage,
-        started: Instant,
+        call: &UpstreamCall,
         reservation: Option<crate::budgets::ledger::Reservation>,
     ) -> pb::CompletionAccount {
         let cost = entry.cost_micros(usage.prompt_tokens, usage.completion_tokens);
+        self.metrics.answered(entry, call, usage, cost);
+        call.answered(entry.upstream_name(), usage);
         let at = switchboard_kit::time::now_ms();
         if let Some(id) = bill.provider_key {
             self.tally.add(id, usage.prompt_tokens, usage.completion_tokens, cost, at);
@@ -68,7 +71,7 @@ impl Accounting {
             provider: entry.provider.name().into(),
             usage: Some(usage_pb(usage)),
             cost_micros: cost,
-            latency_ms: u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX),
+            latency_ms: u32::try_from(call.started.elapsed().as_millis()).unwrap_or(u32::MAX),
             budget_warnings,
         }
     }
@@ -108,11 +111,11 @@ impl LlmGrpc {
         let mut failure = None;
         for entry in chain {
             let (entry, provider_key) = self.with_user_key(&who, entry).await?;
-            let started = Instant::now();
+            let upstream = UpstreamCall::start(&entry, false);
             let answered: Result<(Bytes, TokenUsage), ProviderError> = match &entry.provider {
                 Provider::OpenAi(openai) => {
                     let body = req.upstream_body(entry.upstream_name(), false)?;
-                    openai.complete_raw(&body).await.map(|answer| {
+                    openai.complete_raw(&body).instrument(upstream.span.clone()).await.map(|answer| {
                         let usage = usage_of(&answer)
                             .unwrap_or(TokenUsage { prompt_tokens: req.prompt_estimate(), completion_tokens: 0 });
                         (answer, usage)
@@ -120,7 +123,7 @@ impl LlmGrpc {
                 }
                 other => {
                     let call = Self::plain_call(&entry, &who, &req)?;
-                    other.complete(&call).await.map(|out| {
+                    other.complete(&call).instrument(upstream.span.clone()).await.map(|out| {
                         (Made::new(&entry.id).completion(&out.content, &out.finish_reason, out.usage), out.usage)
                     })
                 }
@@ -128,14 +131,18 @@ impl LlmGrpc {
             match answered {
                 Ok((body, usage)) => {
                     let bill = Bill { who: &who, key_id: &key_id, provider_key: provider_key.as_deref() };
-                    let account = self.accounting.account(&bill, &entry, usage, started, reservation.take());
+                    let account = self.accounting.account(&bill, &entry, usage, &upstream, reservation.take());
                     return Ok(pb::ChatCompletionResponse { body, account: Some(account) });
                 }
                 Err(e) if falls_back(&e) => {
+                    self.accounting.metrics.failed(&entry, &upstream, &e);
                     tracing::warn!(model = %entry.id, error = %e, "model failed; trying the next fallback");
                     failure = Some(e);
                 }
-                Err(e) => return Err(refusal(e)),
+                Err(e) => {
+                    self.accounting.metrics.failed(&entry, &upstream, &e);
+                    return Err(refusal(e));
+                }
             }
         }
         Err(LlmError::from(failure.unwrap_or(ProviderError::Setup("no model to try".into()))).into())
@@ -151,36 +158,40 @@ impl LlmGrpc {
         let first = self.pick(&who, &req.model).await?;
         let chain = self.catalogue.chain(&who.0, first);
         let reservation = self.budgets.reserve(&who, &key_id, &chain, req.prompt_estimate(), req.max_tokens).await?;
-        let started = Instant::now();
         // Opening (with retries and fallbacks) comes before the first chunk, so an upstream
         // that refuses outright is a status, not a broken stream.
         let mut opened = None;
         let mut failure = None;
         for entry in chain {
             let (entry, provider_key) = self.with_user_key(&who, entry).await?;
+            let upstream = UpstreamCall::start(&entry, true);
             let outcome = match &entry.provider {
                 Provider::OpenAi(openai) => {
                     let body = req.upstream_body(entry.upstream_name(), true)?;
-                    openai.stream_raw(&body).await.map(Opened::Raw)
+                    openai.stream_raw(&body).instrument(upstream.span.clone()).await.map(Opened::Raw)
                 }
                 other => {
                     let call = Self::plain_call(&entry, &who, &req)?;
-                    other.stream(&call).await.map(Opened::Made)
+                    other.stream(&call).instrument(upstream.span.clone()).await.map(Opened::Made)
                 }
             };
             match outcome {
                 Ok(events) => {
-                    opened = Some((entry, provider_key, events));
+                    opened = Some((entry, provider_key, events, upstream));
                     break;
                 }
                 Err(e) if falls_back(&e) => {
+                    self.accounting.metrics.failed(&entry, &upstream, &e);
                     tracing::warn!(model = %entry.id, error = %e, "model failed; trying the next fallback");
                     failure = Some(e);
                 }
-                Err(e) => return Err(refusal(e)),
+                Err(e) => {
+                    self.accounting.metrics.failed(&entry, &upstream, &e);
+                    return Err(refusal(e));
+                }
             }
         }
-        let Some((entry, provider_key, events)) = opened else {
+        let Some((entry, provider_key, events, mut upstream)) = opened else {
             return Err(LlmError::from(failure.unwrap_or(ProviderError::Setup("no model to try".into()))).into());
         };
         let (tx, rx) = tokio::sync::mpsc::channel(64);
@@ -197,12 +208,14 @@ impl LlmGrpc {
                 Opened::Raw(mut chunks) => loop {
                     match chunks.next().await {
                         Some(Ok(data)) => {
+                            upstream.token(&this.metrics, &entry);
                             if tally.observe(&data) && tx.send(Ok(send(data))).await.is_err() {
                                 // The caller went away: dropping the stream closes the upstream call.
                                 break tally.usage();
                             }
                         }
                         Some(Err(e)) => {
+                            this.metrics.failed(&entry, &upstream, &e);
                             let _ = tx.send(Err(Status::from(LlmError::from(e)))).await;
                             break tally.usage();
                         }
@@ -216,6 +229,7 @@ impl LlmGrpc {
                     loop {
                         match events.next().await {
                             Some(Ok(StreamEvent::Delta(text))) => {
+                                upstream.token(&this.metrics, &entry);
                                 so_far.completion_tokens =
                                     so_far.completion_tokens.saturating_add(crate::providers::estimate_tokens(&text));
                                 if tx.send(Ok(send(made.chunk(Some(&text), first, None)))).await.is_err() {
@@ -231,6 +245,7 @@ impl LlmGrpc {
                                 break usage;
                             }
                             Some(Err(e)) => {
+                                this.metrics.failed(&entry, &upstream, &e);
                                 let _ = tx.send(Err(Status::from(LlmError::from(e)))).await;
                                 break so_far;
                             }
@@ -240,7 +255,7 @@ impl LlmGrpc {
                 }
             };
             let bill = Bill { who: &who, key_id: &key_id, provider_key: provider_key.as_deref() };
-            let account = this.account(&bill, &entry, usage, started, reservation);
+            let account = this.account(&bill, &entry, usage, &upstream, reservation);
             let _ = tx
                 .send(Ok(pb::ChatCompletionChunk { event: Some(pb::chat_completion_chunk::Event::Done(account)) }))
                 .await;

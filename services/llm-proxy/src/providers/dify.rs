@@ -154,7 +154,7 @@ impl Dify {
             .common
             .iter()
             .chain(apps.by_system.values())
-            .map(|app| (app.base_url.clone(), Breaker::new(EJECT_AFTER, EJECT_FOR)))
+            .map(|app| (app.base_url.clone(), Breaker::new("dify", EJECT_AFTER, EJECT_FOR)))
             .collect();
         Ok(Self {
             http: http_client()?,
@@ -213,7 +213,7 @@ impl Dify {
 
     /// A blocking turn.
     pub async fn complete(&self, request: &CompletionRequest) -> Result<CompletionOutput, ProviderError> {
-        let response = self.retry.run(&self.budget, || self.send(request, false)).await?;
+        let response = self.retry.run(&self.budget, "dify", || self.send(request, false)).await?;
         let body = read_capped(response, MAX_BODY_BYTES).await?;
         let answer: BlockingAnswer =
             serde_json::from_slice(&body).map_err(|e| ProviderError::InvalidResponse(format!("Dify answer: {e}")))?;
@@ -239,7 +239,7 @@ impl Dify {
         use eventsource_stream::Eventsource;
         use futures::StreamExt;
 
-        let response = self.retry.run(&self.budget, || self.send(request, true)).await?;
+        let response = self.retry.run(&self.budget, "dify", || self.send(request, true)).await?;
         let prompt = prompt_estimate(request);
         let idle = IDLE_TIMEOUT.min(self.timeout);
         let mut events = guarded(response).eventsource();

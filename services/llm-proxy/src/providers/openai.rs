@@ -130,7 +130,7 @@ impl OpenAi {
             api_key,
             retry,
             budget: Arc::new(RetryBudget::default()),
-            breaker: Arc::new(Breaker::new(EJECT_AFTER, EJECT_FOR)),
+            breaker: Arc::new(Breaker::new("openai", EJECT_AFTER, EJECT_FOR)),
             timeout,
             idle_timeout: IDLE_TIMEOUT.min(timeout),
         })
@@ -138,7 +138,7 @@ impl OpenAi {
 
     /// One non-streaming completion, retried on 429, 5xx and connect errors.
     pub async fn complete(&self, request: &CompletionRequest) -> Result<CompletionOutput, ProviderError> {
-        self.retry.run(&self.budget, || self.complete_once(request)).await
+        self.retry.run(&self.budget, "openai", || self.complete_once(request)).await
     }
 
     fn body<'a>(request: &'a CompletionRequest, stream: bool) -> WireRequest<'a> {
@@ -175,7 +175,11 @@ impl OpenAi {
     /// The same upstream with a user's own key (its own breaker: a bad user key does not
     /// eject the upstream for everyone).
     pub fn with_key(&self, api_key: SecretString) -> Self {
-        Self { api_key: Some(api_key), breaker: Arc::new(Breaker::new(EJECT_AFTER, EJECT_FOR)), ..self.clone() }
+        Self {
+            api_key: Some(api_key),
+            breaker: Arc::new(Breaker::new("openai", EJECT_AFTER, EJECT_FOR)),
+            ..self.clone()
+        }
     }
 
     /// The model names the upstream lists at `/models`.
@@ -205,7 +209,7 @@ impl OpenAi {
         use eventsource_stream::Eventsource;
         use futures::StreamExt;
 
-        let response = self.retry.run(&self.budget, || self.send(request, true)).await?;
+        let response = self.retry.run(&self.budget, "openai", || self.send(request, true)).await?;
         let prompt_estimate: u32 = request.messages.iter().map(|m| estimate_tokens(&m.content)).sum();
         let idle = self.idle_timeout;
         let mut events = guarded(response).eventsource();
@@ -284,7 +288,7 @@ impl OpenAi {
         self.breaker.allow()?;
         let outcome = self
             .retry
-            .run(&self.budget, || async {
+            .run(&self.budget, "openai", || async {
                 let response = self.send_raw(body, false).await?;
                 let answer = read_capped(response, MAX_BODY_BYTES).await?;
                 // Passed on as it came, so it must at least be JSON.
@@ -304,7 +308,7 @@ impl OpenAi {
         use futures::StreamExt;
 
         self.breaker.allow()?;
-        let opened = self.retry.run(&self.budget, || self.send_raw(body, true)).await;
+        let opened = self.retry.run(&self.budget, "openai", || self.send_raw(body, true)).await;
         self.breaker.record(&opened);
         let response = opened?;
         let idle = self.idle_timeout;
@@ -372,6 +376,10 @@ pub(super) async fn send_checked(
     call: reqwest::RequestBuilder,
     timeout: Duration,
 ) -> Result<reqwest::Response, ProviderError> {
+    // The upstream joins the caller's trace (when traces are exported).
+    let mut trace = reqwest::header::HeaderMap::new();
+    switchboard_kit::telemetry::inject(&mut trace);
+    let call = call.headers(trace);
     let response =
         tokio::time::timeout(timeout, call.send()).await.map_err(|_| ProviderError::Timeout)?.map_err(classify)?;
     let status = response.status();

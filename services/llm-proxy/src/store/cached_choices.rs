@@ -24,12 +24,19 @@ pub struct CachedChoices {
     inner: Arc<dyn ModelChoiceStore>,
     ttl: Duration,
     cache: ExpiringMap<Key, Option<String>>,
+    lookups: switchboard_kit::metrics::CacheLookups,
 }
 
 impl CachedChoices {
     /// A cache over `inner`, trusting what it read for `ttl`.
     pub fn new(inner: Arc<dyn ModelChoiceStore>, ttl: Duration) -> Self {
-        Self { inner, ttl, cache: ExpiringMap::new(CAPACITY) }
+        Self { inner, ttl, cache: ExpiringMap::new(CAPACITY), lookups: Default::default() }
+    }
+
+    /// Counts hits and misses as the `model_choices` cache of `family`.
+    pub fn with_metrics(mut self, family: &switchboard_kit::metrics::CacheFamily) -> Self {
+        self.lookups = switchboard_kit::metrics::CacheLookups::of(family, "model_choices");
+        self
     }
 }
 
@@ -37,7 +44,9 @@ impl CachedChoices {
 impl ModelChoiceStore for CachedChoices {
     async fn get(&self, system_id: &str, user_id: &str) -> Result<Option<String>, sqlx::Error> {
         let key = (system_id.to_owned(), user_id.to_owned());
-        if let Some(choice) = self.cache.get(&key) {
+        let cached = self.cache.get(&key);
+        self.lookups.record(cached.is_some());
+        if let Some(choice) = cached {
             return Ok(choice);
         }
         let choice = self.inner.get(system_id, user_id).await?;
