@@ -5,8 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString, rand_core::OsRng};
-use argon2::{Algorithm, Argon2, Params, Version};
+use argon2::{Algorithm, Argon2, Params, PasswordHash, PasswordHasher, PasswordVerifier, Version};
 use tokio::sync::Semaphore;
 
 use crate::error::AuthError;
@@ -43,11 +42,11 @@ fn hasher() -> Argon2<'static> {
 
 /// An argon2id PHC string for `password`. CPU-heavy: call from a blocking thread.
 pub fn hash(password: &str) -> Result<String, AuthError> {
-    let salt = SaltString::generate(&mut OsRng);
-    hasher()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| AuthError::Unexpected(format!("hashing a password: {e}")))
+    // A fresh 16-byte salt from the operating system's generator.
+    let hashed: PasswordHash = hasher()
+        .hash_password(password.as_bytes())
+        .map_err(|e| AuthError::Unexpected(format!("hashing a password: {e}")))?;
+    Ok(hashed.to_string())
 }
 
 /// Whether `password` matches the stored PHC string. CPU-heavy: call from a blocking thread.

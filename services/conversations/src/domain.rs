@@ -16,6 +16,12 @@ pub struct Principal {
     pub user_id: String,
 }
 
+impl From<&Principal> for switchboard_proto::common::v1::Principal {
+    fn from(p: &Principal) -> Self {
+        Self { system_id: p.system_id.clone(), user_id: p.user_id.clone() }
+    }
+}
+
 impl Principal {
     /// Validates the ids: a tenant of 1-64 of `[A-Za-z0-9_.-]` and a user id of 1-128
     /// printable characters.

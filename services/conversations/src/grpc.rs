@@ -61,7 +61,7 @@ impl ConversationGrpc {
     /// Pulls one principal's upstream conversations and messages into the store; `None` when
     /// its tenant has no upstream app. Returns `(conversations touched, messages added)`.
     async fn sync_principal(&self, caller: &Caller, owner: &Principal) -> Result<Option<(u32, u32)>, Status> {
-        let principal = llm::Principal { system_id: owner.system_id.clone(), user_id: owner.user_id.clone() };
+        let principal = llm::Principal::from(owner);
         let mut request = Request::new(llm::ListUpstreamConversationsRequest { principal: Some(principal.clone()) });
         caller.credential.write_to(request.metadata_mut());
         let conversations = match self.llm.clone().list_upstream_conversations(request).await {
@@ -320,13 +320,9 @@ fn turn_request(request: Request<pb::SendMessageRequest>, usage: &ApiUsageTally)
     })
 }
 
-fn principal_pb(p: &Principal) -> pb::Principal {
-    pb::Principal { system_id: p.system_id.clone(), user_id: p.user_id.clone() }
-}
-
 fn conversation_pb(c: Conversation) -> pb::Conversation {
     pb::Conversation {
-        principal: Some(principal_pb(&c.owner)),
+        principal: Some((&c.owner).into()),
         id: c.id,
         title: c.title,
         created_at: Some(to_timestamp(c.created_at)),

@@ -195,10 +195,7 @@ impl Turns {
         };
         let context = within_bytes(context, MAX_PROMPT_BYTES);
         let mut call = tonic::Request::new(llm::CompleteRequest {
-            principal: Some(llm::Principal {
-                system_id: request.owner.system_id.clone(),
-                user_id: request.owner.user_id.clone(),
-            }),
+            principal: Some((&request.owner).into()),
             model: request.model.clone(),
             messages: context
                 .iter()

@@ -2,8 +2,8 @@
 //! key, and the key's id and owner as associated data, so a sealed key moved to another row
 //! does not open.
 
-use aes_gcm::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
-use aes_gcm::{Aes256Gcm, Key, Nonce};
+use aes_gcm::aead::{Aead, Generate, KeyInit, Nonce, Payload};
+use aes_gcm::{Aes256Gcm, Key};
 
 /// Seals and opens provider keys.
 #[derive(Clone)]
@@ -25,12 +25,12 @@ pub struct OpenError;
 impl Sealer {
     /// A sealer for a 32-byte key.
     pub fn new(key: &[u8; 32]) -> Self {
-        Self { cipher: Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(key)) }
+        Self { cipher: Aes256Gcm::new(&Key::<Aes256Gcm>::from(*key)) }
     }
 
     /// `hex(nonce || ciphertext)` of `secret`, bound to `context`.
     pub fn seal(&self, secret: &str, context: &str) -> String {
-        let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
+        let nonce = Nonce::<Aes256Gcm>::generate();
         let sealed = self
             .cipher
             .encrypt(&nonce, Payload { msg: secret.as_bytes(), aad: context.as_bytes() })
@@ -47,10 +47,9 @@ impl Sealer {
             return Err(OpenError);
         }
         let (nonce, ciphertext) = bytes.split_at(12);
-        let plain = self
-            .cipher
-            .decrypt(Nonce::from_slice(nonce), Payload { msg: ciphertext, aad: context.as_bytes() })
-            .map_err(|_| OpenError)?;
+        let nonce = Nonce::<Aes256Gcm>::try_from(nonce).map_err(|_| OpenError)?;
+        let plain =
+            self.cipher.decrypt(&nonce, Payload { msg: ciphertext, aad: context.as_bytes() }).map_err(|_| OpenError)?;
         String::from_utf8(plain).map_err(|_| OpenError)
     }
 }
