@@ -265,15 +265,9 @@ impl Migrations {
     /// The shared migrations and `specific` ones in version order, as one migrator that leaves
     /// other services' migrations in the same database alone.
     fn for_backend(&self, specific: Option<&'static Migrator>) -> Migrator {
-        let mut all: Vec<_> = self.shared.iter().chain(specific.into_iter().flat_map(|m| m.iter())).cloned().collect();
-        all.sort_by_key(|m| m.version);
-        let mut m = Migrator {
-            migrations: all.into(),
-            ignore_missing: true,
-            locking: self.shared.locking,
-            no_tx: self.shared.no_tx,
-        };
-        m.set_ignore_missing(true);
+        let all: Vec<_> = self.shared.iter().chain(specific.into_iter().flat_map(|m| m.iter())).cloned().collect();
+        let mut m = Migrator::with_migrations(all);
+        m.set_ignore_missing(true).set_locking(self.shared.locking);
         m
     }
 }

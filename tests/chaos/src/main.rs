@@ -19,6 +19,7 @@
 //! running against the shared server are not disturbed); `CHAOS_PG=shared` restarts the
 //! shared cluster instead with `pg_ctlcluster <version> main restart`.
 
+use sqlx::AssertSqlSafe;
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -282,8 +283,8 @@ async fn create_database(admin_url: &str, name: &str) -> anyhow::Result<String> 
     let mut admin = sqlx::PgConnection::connect(admin_url)
         .await
         .with_context(|| format!("PostgreSQL is not reachable at {admin_url}"))?;
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {name}")).execute(&mut admin).await?;
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await?;
+    sqlx::query(AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name}"))).execute(&mut admin).await?;
+    sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut admin).await?;
     let _ = admin.close().await;
     let (base, _) = admin_url.rsplit_once('/').context("admin URL must end with a database name")?;
     Ok(format!("{base}/{name}"))

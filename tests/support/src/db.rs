@@ -2,6 +2,7 @@
 //! named by `SWITCHBOARD_TEST_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/test`).
 //! A PostgreSQL server that cannot be reached fails the test: it is never skipped.
 
+use sqlx::AssertSqlSafe;
 use sqlx::Connection;
 
 /// Default administrative URL of the test PostgreSQL server.
@@ -35,7 +36,7 @@ pub async fn postgres() -> TestDb {
         ),
     };
     let name = format!("sb_test_{}", uuid::Uuid::new_v4().simple());
-    if let Err(e) = sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await {
+    if let Err(e) = sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut admin).await {
         panic!("cannot create test database {name}: {e}");
     }
     let _ = admin.close().await;

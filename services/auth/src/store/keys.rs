@@ -1,6 +1,7 @@
 //! [`KeyStore`] on SQL.
 
 use async_trait::async_trait;
+use sqlx::AssertSqlSafe;
 use switchboard_kit::{db_run, db_write};
 
 use super::{KeyStore, SqlStore, StoredKey};
@@ -32,7 +33,7 @@ impl KeyStore for SqlStore {
 
     async fn find(&self, id: &str) -> Result<Option<StoredKey>, sqlx::Error> {
         let sql = format!("SELECT {COLUMNS} FROM api_keys WHERE id = $1");
-        db_run!(&self.db, |pool| sqlx::query_as(&sql).bind(id).fetch_optional(pool).await)
+        db_run!(&self.db, |pool| sqlx::query_as(AssertSqlSafe(sql.as_str())).bind(id).fetch_optional(pool).await)
     }
 
     async fn list(
@@ -47,7 +48,7 @@ impl KeyStore for SqlStore {
              ORDER BY created_at DESC, id DESC"
         );
         db_run!(&self.db, |pool| {
-            sqlx::query_as(&sql)
+            sqlx::query_as(AssertSqlSafe(sql.as_str()))
                 .bind(system_id.unwrap_or_default())
                 .bind(include_inactive)
                 .bind(now)

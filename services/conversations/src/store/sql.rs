@@ -2,6 +2,7 @@
 //! either backend through [`db_run!`]; times are Unix ms and ids text, which both read alike.
 
 use async_trait::async_trait;
+use sqlx::AssertSqlSafe;
 use switchboard_kit::db::Db;
 use switchboard_kit::time::now_ms;
 use switchboard_kit::{db_run, db_write};
@@ -129,11 +130,11 @@ const FINISH_MESSAGE: &str = "UPDATE messages SET status = $1, content = $2, mod
 /// `sql` (which starts with [`FINISH_MESSAGE`]'s parameters) storing message `id`'s outcome,
 /// for either backend.
 fn finish_query<'q, DB: sqlx::Database>(
-    sql: &'q str,
+    sql: impl sqlx::SqlSafeStr,
     id: &'q str,
     outcome: &'q MessageOutcome,
     now: i64,
-) -> sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>
+) -> sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments>
 where
     &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
     i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
@@ -216,7 +217,7 @@ impl SqlStore {
              ORDER BY updated_at DESC, id DESC LIMIT $7"
         );
         let rows: Vec<ConversationRow> = db_run!(&self.db, |pool| {
-            sqlx::query_as(&sql)
+            sqlx::query_as(AssertSqlSafe(sql.as_str()))
                 .bind(system_id)
                 .bind(user_id.unwrap_or_default())
                 .bind(filter.from.unwrap_or(i64::MIN))
@@ -287,11 +288,18 @@ async fn open_turn_in_one_statement(
          SELECT c.*, (SELECT number FROM m WHERE m.id = $7) AS user_number, \
                 (SELECT number FROM m WHERE m.id = $9) AS answer_number FROM c"
     );
-    let mut query = bind_lease!(sqlx::query_as::<_, OpenedRow>(&sql), holder, until, conversation_id, now, owner)
-        .bind(&user_message.id)
-        .bind(&user_message.content)
-        .bind(&assistant.id)
-        .bind(&assistant.model);
+    let mut query = bind_lease!(
+        sqlx::query_as::<_, OpenedRow>(AssertSqlSafe(sql.as_str())),
+        holder,
+        until,
+        conversation_id,
+        now,
+        owner
+    )
+    .bind(&user_message.id)
+    .bind(&user_message.content)
+    .bind(&assistant.id)
+    .bind(&assistant.model);
     if let Some(title) = create {
         query = query.bind(title);
     }
@@ -324,7 +332,7 @@ impl ConversationStore for SqlStore {
              VALUES ($1, $2, $3, $4, $5, $5, 0{value}) RETURNING number"
         );
         conversation.number = db_write!(&self.db, |pool| {
-            sqlx::query_scalar(&sql)
+            sqlx::query_scalar(AssertSqlSafe(sql.as_str()))
                 .bind(&conversation.id)
                 .bind(&owner.system_id)
                 .bind(&owner.user_id)
@@ -341,22 +349,29 @@ impl ConversationStore for SqlStore {
             "SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = $1 AND system_id = $2 AND user_id = $3"
         );
         let row: Option<ConversationRow> = db_run!(&self.db, |pool| {
-            sqlx::query_as(&sql).bind(id).bind(&owner.system_id).bind(&owner.user_id).fetch_optional(pool).await
+            sqlx::query_as(AssertSqlSafe(sql.as_str()))
+                .bind(id)
+                .bind(&owner.system_id)
+                .bind(&owner.user_id)
+                .fetch_optional(pool)
+                .await
         })?;
         Ok(row.map(Into::into))
     }
 
     async fn find_conversation_by_number(&self, number: i64) -> Result<Option<Conversation>, sqlx::Error> {
         let sql = format!("SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE number = $1");
-        let row: Option<ConversationRow> =
-            db_run!(&self.db, |pool| sqlx::query_as(&sql).bind(number).fetch_optional(pool).await)?;
+        let row: Option<ConversationRow> = db_run!(&self.db, |pool| sqlx::query_as(AssertSqlSafe(sql.as_str()))
+            .bind(number)
+            .fetch_optional(pool)
+            .await)?;
         Ok(row.map(Into::into))
     }
 
     async fn find_conversation(&self, id: &str) -> Result<Option<Conversation>, sqlx::Error> {
         let sql = format!("SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = $1");
         let row: Option<ConversationRow> =
-            db_run!(&self.db, |pool| sqlx::query_as(&sql).bind(id).fetch_optional(pool).await)?;
+            db_run!(&self.db, |pool| sqlx::query_as(AssertSqlSafe(sql.as_str())).bind(id).fetch_optional(pool).await)?;
         Ok(row.map(Into::into))
     }
 
@@ -400,7 +415,7 @@ impl ConversationStore for SqlStore {
         db_write!(&self.db, |pool| {
             let mut tx = pool.begin().await?;
             for m in &mut stored {
-                m.number = insert_message!(&sql, m, now).fetch_one(&mut *tx).await?;
+                m.number = insert_message!(AssertSqlSafe(sql.as_str()), m, now).fetch_one(&mut *tx).await?;
                 sqlx::query(
                     "UPDATE conversations SET updated_at = $1, message_count = message_count + 1 WHERE id = $2",
                 )
@@ -430,7 +445,7 @@ impl ConversationStore for SqlStore {
              ORDER BY created_at, id LIMIT $4"
         );
         let rows: Vec<MessageRow> = db_run!(&self.db, |pool| {
-            sqlx::query_as(&sql)
+            sqlx::query_as(AssertSqlSafe(sql.as_str()))
                 .bind(conversation_id)
                 .bind(after_time)
                 .bind(&after_id)
@@ -456,7 +471,11 @@ impl ConversationStore for SqlStore {
              ORDER BY created_at DESC, id DESC LIMIT $2"
         );
         let rows: Vec<MessageRow> = db_run!(&self.db, |pool| {
-            sqlx::query_as(&sql).bind(conversation_id).bind(i64::from(limit)).fetch_all(pool).await
+            sqlx::query_as(AssertSqlSafe(sql.as_str()))
+                .bind(conversation_id)
+                .bind(i64::from(limit))
+                .fetch_all(pool)
+                .await
         })?;
         Ok(rows.into_iter().rev().map(Message::from).collect())
     }
@@ -560,7 +579,7 @@ impl ConversationStore for SqlStore {
              VALUES ($1, $2, $3, $4, $5, $6, $7, 0{value}) ON CONFLICT (system_id, user_id, upstream_id) DO NOTHING"
         );
         db_write!(&self.db, |pool| {
-            let inserted = sqlx::query(&sql)
+            let inserted = sqlx::query(AssertSqlSafe(sql.as_str()))
                 .bind(&id)
                 .bind(&owner.system_id)
                 .bind(&owner.user_id)
@@ -591,7 +610,7 @@ impl ConversationStore for SqlStore {
         );
         db_write!(&self.db, |pool| {
             let mut tx = pool.begin().await?;
-            let inserted = sqlx::query(&sql)
+            let inserted = sqlx::query(AssertSqlSafe(sql.as_str()))
                 .bind(new_id())
                 .bind(conversation_id)
                 .bind(m.role.as_str())
@@ -626,7 +645,7 @@ impl ConversationStore for SqlStore {
     ) -> Result<bool, sqlx::Error> {
         db_write!(&self.db, |pool| {
             let sql = format!("UPDATE conversations SET turn_lease_owner = $1, turn_lease_until = $2 {LEASABLE}");
-            bind_lease!(sqlx::query(&sql), holder, until, conversation_id, now, owner)
+            bind_lease!(sqlx::query(AssertSqlSafe(sql.as_str())), holder, until, conversation_id, now, owner)
                 .execute(pool)
                 .await
                 .map(|r| r.rows_affected() == 1)
@@ -660,7 +679,14 @@ impl ConversationStore for SqlStore {
         let message_sql = self.insert_message_sql();
         let conversation: Option<ConversationRow> = db_write!(&self.db, |pool| {
             let mut tx = pool.begin().await?;
-            let mut query = bind_lease!(sqlx::query_as(&conversation_sql), holder, until, conversation_id, now, owner);
+            let mut query = bind_lease!(
+                sqlx::query_as(AssertSqlSafe(conversation_sql.as_str())),
+                holder,
+                until,
+                conversation_id,
+                now,
+                owner
+            );
             if let Some(title) = create {
                 query = query.bind(title);
             }
@@ -669,7 +695,7 @@ impl ConversationStore for SqlStore {
                 return Ok(None);
             }
             for m in &mut rows {
-                m.number = insert_message!(&message_sql, m, now).fetch_one(&mut *tx).await?;
+                m.number = insert_message!(AssertSqlSafe(message_sql.as_str()), m, now).fetch_one(&mut *tx).await?;
             }
             tx.commit().await?;
             Ok::<_, sqlx::Error>(conversation)
@@ -696,7 +722,7 @@ impl ConversationStore for SqlStore {
                 "WITH m AS ({FINISH_MESSAGE}) UPDATE conversations SET turn_lease_owner = NULL, \
                  turn_lease_until = NULL WHERE id = $9 AND turn_lease_owner = $10"
             );
-            return finish_query(&sql, message_id, &outcome, now)
+            return finish_query(AssertSqlSafe(sql.as_str()), message_id, &outcome, now)
                 .bind(conversation_id)
                 .bind(holder)
                 .execute(pool)

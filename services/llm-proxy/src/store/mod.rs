@@ -4,6 +4,7 @@
 mod cached_choices;
 
 use async_trait::async_trait;
+use sqlx::AssertSqlSafe;
 use switchboard_kit::db::Db;
 use switchboard_kit::{db_run, db_write};
 
@@ -158,12 +159,21 @@ impl ProviderKeyStore for SqlStore {
         let sql = format!(
             "SELECT {KEY_COLUMNS} FROM provider_keys WHERE system_id = $1 AND user_id = $2 ORDER BY created_at DESC, id DESC"
         );
-        db_run!(&self.db, |pool| sqlx::query_as(&sql).bind(system_id).bind(user_id).fetch_all(pool).await)
+        db_run!(&self.db, |pool| sqlx::query_as(AssertSqlSafe(sql.as_str()))
+            .bind(system_id)
+            .bind(user_id)
+            .fetch_all(pool)
+            .await)
     }
 
     async fn get(&self, system_id: &str, user_id: &str, id: &str) -> Result<Option<StoredProviderKey>, sqlx::Error> {
         let sql = format!("SELECT {KEY_COLUMNS} FROM provider_keys WHERE system_id = $1 AND user_id = $2 AND id = $3");
-        db_run!(&self.db, |pool| sqlx::query_as(&sql).bind(system_id).bind(user_id).bind(id).fetch_optional(pool).await)
+        db_run!(&self.db, |pool| sqlx::query_as(AssertSqlSafe(sql.as_str()))
+            .bind(system_id)
+            .bind(user_id)
+            .bind(id)
+            .fetch_optional(pool)
+            .await)
     }
 
     async fn newest(
@@ -177,7 +187,12 @@ impl ProviderKeyStore for SqlStore {
              ORDER BY created_at DESC, id DESC LIMIT 1"
         );
         db_run!(&self.db, |pool| {
-            sqlx::query_as(&sql).bind(system_id).bind(user_id).bind(provider).fetch_optional(pool).await
+            sqlx::query_as(AssertSqlSafe(sql.as_str()))
+                .bind(system_id)
+                .bind(user_id)
+                .bind(provider)
+                .fetch_optional(pool)
+                .await
         })
     }
 
@@ -453,7 +468,7 @@ impl UsageStore for SqlStore {
     ) -> Result<Vec<ReportRow>, sqlx::Error> {
         let sql = report_sql(filter, group_by);
         db_run!(&self.db, |pool| {
-            let mut query = sqlx::query_as::<_, ReportRow>(&sql).bind(from).bind(to);
+            let mut query = sqlx::query_as::<_, ReportRow>(AssertSqlSafe(sql.as_str())).bind(from).bind(to);
             for system_id in filter.system_ids.iter().flatten() {
                 query = query.bind(system_id);
             }
