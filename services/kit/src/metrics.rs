@@ -3,7 +3,7 @@
 //! status, and cache lookups. Every label value comes from a closed set, so a client cannot
 //! grow the series: RPCs this build does not define are counted as `unknown`.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -204,15 +204,15 @@ impl CacheFamily {
 /// Labels of a served gRPC call.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RpcLabels {
-    service: String,
-    method: String,
+    service: &'static str,
+    method: &'static str,
 }
 
 /// [`RpcLabels`] and the call's gRPC status.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RpcStatusLabels {
-    service: String,
-    method: String,
+    service: &'static str,
+    method: &'static str,
     code: &'static str,
 }
 
@@ -245,19 +245,20 @@ impl GrpcMetrics {
         metrics
     }
 
-    fn record(&self, rpc: &(String, String), code: &'static str, elapsed: std::time::Duration) {
-        let (service, method) = rpc.clone();
-        self.duration
-            .get_or_create(&RpcLabels { service: service.clone(), method: method.clone() })
-            .observe(elapsed.as_secs_f64());
+    fn record(&self, (service, method): Rpc, code: &'static str, elapsed: std::time::Duration) {
+        self.duration.get_or_create(&RpcLabels { service, method }).observe(elapsed.as_secs_f64());
         self.requests.get_or_create(&RpcStatusLabels { service, method, code }).inc();
     }
 }
 
-/// Every RPC path this build defines (`/package.Service/Method`), with health and reflection.
-static KNOWN_RPCS: LazyLock<HashSet<String>> = LazyLock::new(|| {
+/// `(service, method)` of a served call.
+type Rpc = (&'static str, &'static str);
+
+/// Every RPC this build defines, by path (`/package.Service/Method`), with health and
+/// reflection. A closed set, so its names are kept for the life of the process.
+static KNOWN_RPCS: LazyLock<HashMap<String, Rpc>> = LazyLock::new(|| {
     use prost::Message as _;
-    let mut known = HashSet::new();
+    let mut known = HashMap::new();
     for set in [
         switchboard_proto::FILE_DESCRIPTOR_SET,
         tonic_health::pb::FILE_DESCRIPTOR_SET,
@@ -269,8 +270,11 @@ static KNOWN_RPCS: LazyLock<HashSet<String>> = LazyLock::new(|| {
             let package = file.package.unwrap_or_default();
             for service in file.service {
                 let service_name = format!("{package}.{}", service.name.unwrap_or_default());
+                let service_label: &'static str = Box::leak(service_name.clone().into_boxed_str());
                 for method in service.method {
-                    known.insert(format!("/{service_name}/{}", method.name.unwrap_or_default()));
+                    let method = method.name.unwrap_or_default();
+                    let path = format!("/{service_name}/{method}");
+                    known.insert(path, (service_label, &*Box::leak(method.into_boxed_str())));
                 }
             }
         }
@@ -280,11 +284,8 @@ static KNOWN_RPCS: LazyLock<HashSet<String>> = LazyLock::new(|| {
 
 /// `(service, method)` of a request path, or `("unknown", "unknown")` for one this build
 /// does not define.
-fn rpc_of(path: &str) -> (String, String) {
-    match path.strip_prefix('/').and_then(|p| p.split_once('/')) {
-        Some((service, method)) if KNOWN_RPCS.contains(path) => (service.to_owned(), method.to_owned()),
-        _ => ("unknown".to_owned(), "unknown".to_owned()),
-    }
+fn rpc_of(path: &str) -> Rpc {
+    KNOWN_RPCS.get(path).copied().unwrap_or(("unknown", "unknown"))
 }
 
 /// The name of a gRPC status code.
@@ -364,7 +365,7 @@ where
 /// Records a call once: at its status, or when its answer is dropped unfinished.
 struct Recorder {
     metrics: GrpcMetrics,
-    rpc: (String, String),
+    rpc: Rpc,
     started: Instant,
     done: bool,
 }
@@ -377,7 +378,7 @@ impl Recorder {
     fn record(&mut self, code: &'static str) {
         if !self.done {
             self.done = true;
-            self.metrics.record(&self.rpc, code, self.started.elapsed());
+            self.metrics.record(self.rpc, code, self.started.elapsed());
         }
     }
 }
@@ -432,11 +433,11 @@ mod tests {
     fn known_rpcs_are_labelled_by_name_and_anything_else_is_unknown() {
         assert_eq!(
             rpc_of("/switchboard.auth.v1.AuthService/Authenticate"),
-            ("switchboard.auth.v1.AuthService".to_owned(), "Authenticate".to_owned())
+            ("switchboard.auth.v1.AuthService", "Authenticate")
         );
         assert_eq!(rpc_of("/grpc.health.v1.Health/Check").1, "Check");
         for path in ["/switchboard.auth.v1.AuthService/Made-Up", "/x/y", "/", "", "/a/b/c"] {
-            assert_eq!(rpc_of(path), ("unknown".to_owned(), "unknown".to_owned()), "{path}");
+            assert_eq!(rpc_of(path), ("unknown", "unknown"), "{path}");
         }
     }
 }

@@ -110,8 +110,13 @@ pub fn init(service_name: &str, endpoint: Option<&str>, logs: Logs) -> Result<Te
 
 fn provider(service_name: &str, endpoint: &str) -> Result<SdkTracerProvider, TelemetryError> {
     use opentelemetry_otlp::WithExportConfig as _;
-    if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
-        return Err(TelemetryError(format!("must be an http:// or https:// URL, not {endpoint:?}")));
+    if endpoint.starts_with("https://") {
+        return Err(TelemetryError(
+            "TLS to the collector is not built in: use a collector on the pod network (http://…:4317)".into(),
+        ));
+    }
+    if !endpoint.starts_with("http://") {
+        return Err(TelemetryError(format!("must be an http:// URL of an OTLP/gRPC collector, not {endpoint:?}")));
     }
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_tonic()
@@ -164,5 +169,24 @@ impl Injector for HeaderInjector<'_> {
         {
             self.0.insert(name, value);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unusable_collector_endpoint_is_refused_naming_the_variable() {
+        for endpoint in ["https://collector:4317", "collector:4317", "grpc://collector:4317"] {
+            let error = provider("switchboard-test", endpoint).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(error.starts_with(ENDPOINT_VAR), "{endpoint}: {error:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_collector_url_makes_an_exporter_without_connecting() {
+        let provider = provider("switchboard-test", "http://127.0.0.1:9").unwrap();
+        drop(provider);
     }
 }
