@@ -31,7 +31,7 @@ async fn the_launcher_serves_the_walk_through_and_stops_on_sigterm() {
         .spawn()
         .unwrap();
     let base = format!("http://127.0.0.1:{http}");
-    let client = reqwest::Client::new();
+    let client = switchboard_test_support::http().build().unwrap();
 
     let started = Instant::now();
     loop {
@@ -110,7 +110,7 @@ async fn secrets_never_reach_the_logs_or_the_database() {
         .spawn()
         .unwrap();
     let base = format!("http://127.0.0.1:{http}");
-    let client = reqwest::Client::new();
+    let client = switchboard_test_support::http().build().unwrap();
     let started = Instant::now();
     while !client.get(format!("{base}/readyz")).send().await.is_ok_and(|r| r.status() == 200) {
         assert!(started.elapsed() < Duration::from_secs(20), "switchboard did not become ready");

@@ -108,7 +108,9 @@ async fn stack(dir: &Path, upstream: &MockUpstream, otlp_port: u16) -> (Stack, B
 }
 
 async fn chat(stack: &Stack, traceparent: Option<&str>) {
-    let mut request = reqwest::Client::new()
+    let mut request = switchboard_test_support::http()
+        .build()
+        .unwrap()
         .post(format!("{}/v1/chat", stack.http))
         .header("X-API-Key", KEY)
         .json(&json!({"system_id": "drillquiz", "user_id": "12345", "message": "hello"}));
@@ -196,7 +198,9 @@ async fn every_component_serves_metrics_with_the_series_of_a_turn() {
     upstream.fail_next(&[503]);
     chat(&stack, None).await;
     upstream.always_fail(Some(400));
-    let refused = reqwest::Client::new()
+    let refused = switchboard_test_support::http()
+        .build()
+        .unwrap()
         .post(format!("{}/v1/chat", stack.http))
         .header("X-API-Key", KEY)
         .json(&json!({"system_id": "drillquiz", "user_id": "12345", "message": "hello"}))
@@ -206,7 +210,7 @@ async fn every_component_serves_metrics_with_the_series_of_a_turn() {
     assert!(!refused.status().is_success());
     upstream.always_fail(None);
 
-    let client = reqwest::Client::new();
+    let client = switchboard_test_support::http().build().unwrap();
     let scrape = |url: String| {
         let client = client.clone();
         async move {

@@ -286,7 +286,7 @@ async fn completions(bench: &mut Bench, stack: &Stack, key: &str) -> anyhow::Res
 
 async fn streams(bench: &mut Bench, base: &str, key: &str, target: Target, pids: &[(&'static str, u32)]) {
     let url = format!("{base}/chat/completions");
-    let client = reqwest::Client::builder().pool_max_idle_per_host(256).build().unwrap_or_default();
+    let client = switchboard_test_support::http().pool_max_idle_per_host(256).build().unwrap_or_default();
     let key = key.to_owned();
     bench
         .open_loop_point("stream", target, STREAM_RATE, pids, move |_| {
@@ -404,7 +404,7 @@ async fn run() -> anyhow::Result<()> {
         seconds,
         upstream: upstream.clone(),
         report: Report::new(proc::machine(), seconds),
-        http: reqwest::Client::new(),
+        http: switchboard_test_support::http().build().unwrap_or_default(),
     };
 
     let only = Only::from_env()?;

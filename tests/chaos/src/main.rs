@@ -169,7 +169,7 @@ fn start_load(
     max: usize,
 ) -> (Arc<Load>, Vec<JoinHandle<()>>) {
     let load = Arc::new(Load::default());
-    let client = reqwest::Client::new();
+    let client = switchboard_test_support::http().build().unwrap_or_default();
     let handles = (0..workers)
         .map(|w| {
             let (load, client, http) = (load.clone(), client.clone(), http.to_owned());
@@ -590,7 +590,7 @@ async fn sigterm(stack: &mut Stack, upstream: &MockUpstream, report: &mut Report
     // "upstream reply to: term-sse-N tell me something long": 8 chunks of 250 ms each.
     upstream.set_chunk_delay(Duration::from_millis(250));
     let (load, handles) = start_load(&stack.http, "term-bg", 2, 1_000_000, 100_000);
-    let client = reqwest::Client::new();
+    let client = switchboard_test_support::http().build().unwrap_or_default();
     let mut streams = Vec::new();
     let mut deltas = Vec::new();
     for n in 0..STREAMS {

@@ -118,7 +118,7 @@ pub async fn spawn_app(env: Env) -> TestApp {
             |rx| async move { gateway.run_until_stopped(stopped(rx)).await.map_err(|e| e.to_string()) },
         ),
     ];
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+    let client = switchboard_test_support::http().timeout(Duration::from_secs(30)).build().unwrap();
     TestApp { http, auth_port, conversations_port, llm_port, client, env, stop, tasks }
 }
 

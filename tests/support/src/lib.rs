@@ -43,3 +43,10 @@ pub(crate) async fn serve_on(
     });
     (addr, stop)
 }
+
+/// An HTTP client builder for tests, with ring installed as TLS's crypto provider first (as
+/// the LLM proxy does), which reqwest needs before its first client.
+pub fn http() -> reqwest::ClientBuilder {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+}

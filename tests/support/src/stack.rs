@@ -165,7 +165,7 @@ impl Stack {
 
     pub async fn wait_ready(&mut self, part: Part) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(30);
-        let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
+        let client = crate::http().timeout(Duration::from_secs(2)).build()?;
         loop {
             if let Some(child) = self.children[part.index()].as_mut()
                 && let Some(status) = child.try_wait()?
