@@ -89,5 +89,5 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     responses((status = 200, description = "Metrics in the OpenMetrics text format.", body = String,
         content_type = "application/openmetrics-text")))]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], state.metrics.render())
+    ([(header::CONTENT_TYPE, switchboard_kit::metrics::CONTENT_TYPE)], state.metrics.render())
 }

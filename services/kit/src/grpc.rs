@@ -8,7 +8,6 @@
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -215,7 +214,8 @@ where
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+    // No allocation when traces are off: the call's own future, as it is.
+    type Future = futures::future::Either<S::Future, tracing::instrument::Instrumented<S::Future>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.0.poll_ready(cx)
@@ -223,7 +223,7 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         if !crate::telemetry::exporting() {
-            return Box::pin(self.0.call(request));
+            return futures::future::Either::Left(self.0.call(request));
         }
         let path = request.uri().path();
         let (service, method) = path.trim_start_matches('/').split_once('/').unwrap_or(("unknown", "unknown"));
@@ -238,8 +238,7 @@ where
             trace_id = tracing::field::Empty,
         );
         crate::telemetry::continue_trace(&span, request.headers());
-        let future = self.0.call(request);
-        Box::pin(future.instrument(span))
+        futures::future::Either::Right(self.0.call(request).instrument(span))
     }
 }
 

@@ -48,9 +48,9 @@ pub fn render(registry: &Registry) -> String {
 /// The content type of [`render`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// Serves `GET /metrics` from `registry` on `listener` until `shutdown` resolves; every other
+/// Serves `GET /metrics` from `registry` on `listener` until the task is aborted; every other
 /// path is 404. Plain HTTP/1.1, for a scraper on the pod network.
-pub async fn serve(listener: TcpListener, registry: Arc<Registry>, shutdown: impl Future<Output = ()> + Send) {
+async fn serve(listener: TcpListener, registry: Arc<Registry>) {
     use hyper::service::service_fn;
     use hyper_util::rt::TokioIo;
     let service = move |request: http::Request<hyper::body::Incoming>| {
@@ -67,13 +67,8 @@ pub async fn serve(listener: TcpListener, registry: Arc<Registry>, shutdown: imp
             }
         }
     };
-    let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            () = &mut shutdown => return,
-        };
-        let Ok((stream, _)) = accepted else { continue };
+        let Ok((stream, _)) = listener.accept().await else { continue };
         let service = service.clone();
         tokio::spawn(async move {
             let connection =
@@ -125,7 +120,7 @@ impl Served {
     /// Starts serving `/metrics`; returns the families the gRPC server records into.
     pub fn start(self) -> (GrpcMetrics, Serving) {
         let registry = Arc::new(self.registry);
-        let task = self.listener.map(|l| tokio::spawn(serve(l, registry, std::future::pending())));
+        let task = self.listener.map(|l| tokio::spawn(serve(l, registry)));
         (self.grpc, Serving(task))
     }
 }

@@ -11,6 +11,12 @@ pub const DEFAULT_CONVERSATIONS_ADDR: &str = "127.0.0.1:50052";
 /// Where the LLM proxy listens by default, and where its clients look for it.
 pub const DEFAULT_LLM_ADDR: &str = "127.0.0.1:50053";
 
+/// Makes ring rustls's crypto provider for this process, the one sqlx and redis use; reqwest
+/// needs a provider installed before its first client. Installing it again is harmless.
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// A listen address that cannot be bound, naming the variable it came from.
 #[derive(Debug, thiserror::Error)]
 #[error("{var}: cannot listen on {addr}: {source}")]

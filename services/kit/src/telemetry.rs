@@ -101,7 +101,6 @@ pub fn init(service_name: &str, endpoint: Option<&str>, logs: Logs) -> Result<Te
     });
     let installed = tracing_subscriber::registry().with(fmt).with(otel).try_init().is_ok();
     if installed && provider.is_some() {
-        opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
         EXPORTING.store(true, Ordering::Relaxed);
         tracing::info!(service = service_name, endpoint = endpoint.unwrap_or_default(), "exporting traces over OTLP");
     }

@@ -47,6 +47,6 @@ pub(crate) async fn serve_on(
 /// An HTTP client builder for tests, with ring installed as TLS's crypto provider first (as
 /// the LLM proxy does), which reqwest needs before its first client.
 pub fn http() -> reqwest::ClientBuilder {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    switchboard_kit::net::install_tls_provider();
     reqwest::Client::builder()
 }

@@ -494,8 +494,7 @@ fn text_cut_off() -> ProviderError {
 
 /// An HTTP client for upstreams: `TCP_NODELAY`, a connect timeout, pooled connections.
 pub(super) fn http_client() -> Result<reqwest::Client, ProviderError> {
-    // TLS uses ring, as everywhere else in the process; installing it twice is harmless.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    switchboard_kit::net::install_tls_provider();
     reqwest::Client::builder()
         .tcp_nodelay(true)
         .connect_timeout(Duration::from_secs(5))
