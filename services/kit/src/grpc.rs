@@ -4,10 +4,19 @@
 //! call continuing the caller's trace when traces are exported; every socket sets
 //! `TCP_NODELAY`. A client channel to a DNS name spreads its calls over every address the
 //! name resolves to, re-resolving as replicas come and go.
+//!
+//! When the caller and the server share a process (`switchboard` with no subcommand runs
+//! every component in one), a channel to the server's loopback port calls it directly: the
+//! same layers (credentials, metrics, traces), codec and handlers, with no socket, HTTP/2
+//! framing or task hand-off between them. `SWITCHBOARD_GRPC_IN_PROCESS=off` sends such calls
+//! over loopback TCP instead.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{LazyLock, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -17,6 +26,7 @@ use tonic::transport::channel::Change;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Endpoint, Server};
 use tonic_health::ServingStatus;
+use tower::ServiceExt;
 use tracing::Instrument as _;
 
 /// Why a gRPC server stopped or could not start.
@@ -28,6 +38,64 @@ pub enum ServeError {
     /// The transport failed.
     #[error("gRPC transport: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// `SWITCHBOARD_GRPC_IN_PROCESS` is neither `on` nor `off`.
+    #[error("{IN_PROCESS_VAR}={0:?}: expected on or off")]
+    InProcessSetting(String),
+}
+
+/// Whether calls between components of one process skip the network (`on`, the default).
+pub const IN_PROCESS_VAR: &str = "SWITCHBOARD_GRPC_IN_PROCESS";
+
+/// A server of this process as a service: its routes under the layers the network server adds.
+type LocalServer = tower::util::BoxCloneSyncService<
+    http::Request<tonic::body::Body>,
+    http::Response<tonic::body::Body>,
+    tower::BoxError,
+>;
+
+/// This process's gRPC servers reachable on loopback, by port, each with the number of its
+/// registration (so a stopped server removes only its own entry).
+static LOCAL: LazyLock<RwLock<HashMap<u16, (u64, LocalServer)>>> = LazyLock::new(Default::default);
+static REGISTRATIONS: AtomicU64 = AtomicU64::new(0);
+
+fn local_server(port: u16) -> Option<LocalServer> {
+    LOCAL.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(&port).map(|(_, server)| server.clone())
+}
+
+/// A server's entry in [`LOCAL`], removed when dropped (or by [`Registration::remove`]).
+struct Registration(Option<(u16, u64)>);
+
+impl Registration {
+    /// Registers `server` under the port of `listener` when that is on loopback (or every
+    /// address) and in-process calls are on.
+    fn new(listener: &TcpListener, server: LocalServer) -> Result<Self, ServeError> {
+        let on = match std::env::var(IN_PROCESS_VAR).as_deref().map(str::trim) {
+            Err(_) | Ok("" | "on" | "true" | "1") => true,
+            Ok("off" | "false" | "0") => false,
+            Ok(other) => return Err(ServeError::InProcessSetting(other.to_owned())),
+        };
+        let Some(addr) = listener.local_addr().ok().filter(|a| on && (a.ip().is_loopback() || a.ip().is_unspecified()))
+        else {
+            return Ok(Self(None));
+        };
+        let id = REGISTRATIONS.fetch_add(1, Ordering::Relaxed);
+        LOCAL.write().unwrap_or_else(std::sync::PoisonError::into_inner).insert(addr.port(), (id, server));
+        Ok(Self(Some((addr.port(), id))))
+    }
+
+    fn remove(registered: Option<(u16, u64)>) {
+        let Some((port, id)) = registered else { return };
+        let mut local = LOCAL.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if local.get(&port).is_some_and(|(current, _)| *current == id) {
+            local.remove(&port);
+        }
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        Self::remove(self.0.take());
+    }
 }
 
 /// Serves `routes` on `listener` until `shutdown` resolves, with health reporting each of
@@ -63,9 +131,22 @@ pub async fn serve(
     let reflection_v1alpha = reflection().build_v1alpha()?;
     let routes = routes.add_service(health).add_service(reflection_v1).add_service(reflection_v1alpha);
 
+    // The same layers as the network server's below, for callers in this process.
+    let local = tower::ServiceBuilder::new()
+        .layer(crate::metrics::GrpcMetricsLayer(metrics.clone()))
+        .layer(TraceLayer)
+        .layer(crate::auth::GrpcAuthLayer::new(verifier.clone()))
+        .service(routes.clone());
+    let local =
+        ServiceExt::<http::Request<tonic::body::Body>>::map_err(local, |never| -> tower::BoxError { match never {} });
+    let registration = Registration::new(&listener, LocalServer::new(local))?;
+    let registered = registration.0;
+
     let names: Vec<String> = service_names.iter().map(|s| (*s).to_owned()).collect();
     let shutdown = async move {
         shutdown.await;
+        // New calls from this process go to the network, and are refused there, as others'.
+        Registration::remove(registered);
         reporter.set_service_status("", ServingStatus::NotServing).await;
         for name in &names {
             reporter.set_service_status(name, ServingStatus::NotServing).await;
@@ -86,26 +167,88 @@ pub async fn serve(
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
+    drop(registration);
     Ok(())
 }
 
 /// A client channel to a Switchboard service; each call carries the caller's trace context
-/// (when traces are exported).
-#[derive(Clone, Debug)]
-pub struct Channel(tonic::transport::Channel);
+/// (when traces are exported). A call to a server of this process on loopback is made
+/// in-process (see the module's documentation).
+pub struct Channel {
+    remote: tonic::transport::Channel,
+    /// The loopback port of the server, when the address names one.
+    loopback_port: Option<u16>,
+    /// The in-process server `poll_ready` found for the next call.
+    ready: Option<LocalServer>,
+}
+
+impl Channel {
+    fn new(remote: tonic::transport::Channel, loopback_port: Option<u16>) -> Self {
+        Self { remote, loopback_port, ready: None }
+    }
+}
+
+impl Clone for Channel {
+    fn clone(&self) -> Self {
+        Self::new(self.remote.clone(), self.loopback_port)
+    }
+}
+
+impl std::fmt::Debug for Channel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Channel").field("remote", &self.remote).field("loopback_port", &self.loopback_port).finish()
+    }
+}
 
 impl tower::Service<http::Request<tonic::body::Body>> for Channel {
     type Response = http::Response<tonic::body::Body>;
-    type Error = tonic::transport::Error;
-    type Future = tonic::transport::channel::ResponseFuture;
+    type Error = tower::BoxError;
+    type Future = ResponseFuture;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.0.poll_ready(cx)
+        self.ready = self.loopback_port.and_then(local_server);
+        if self.ready.is_some() {
+            return Poll::Ready(Ok(()));
+        }
+        self.remote.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, mut request: http::Request<tonic::body::Body>) -> Self::Future {
         crate::telemetry::inject(request.headers_mut());
-        self.0.call(request)
+        let Some(mut server) = self.ready.take() else {
+            return ResponseFuture::Remote(self.remote.call(request));
+        };
+        // The network server ends a call at its `grpc-timeout`; so does this one, alike.
+        let deadline = request.headers().get("grpc-timeout").and_then(|v| v.to_str().ok()).and_then(timeout_of);
+        let call = server.call(request);
+        ResponseFuture::Local(match deadline.and_then(|t| tokio::time::Instant::now().checked_add(t)) {
+            None => Box::pin(call),
+            Some(at) => Box::pin(async move {
+                match tokio::time::timeout_at(at, call).await {
+                    Ok(answer) => answer,
+                    Err(_) => Err(Box::new(tonic::TimeoutExpired(())) as tower::BoxError),
+                }
+            }),
+        })
+    }
+}
+
+/// A call's answer on a [`Channel`]: over the network or from a server of this process.
+pub enum ResponseFuture {
+    /// Over the network.
+    Remote(tonic::transport::channel::ResponseFuture),
+    /// In-process.
+    Local(Pin<Box<dyn Future<Output = Result<http::Response<tonic::body::Body>, tower::BoxError>> + Send>>),
+}
+
+impl Future for ResponseFuture {
+    type Output = Result<http::Response<tonic::body::Body>, tower::BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            Self::Remote(remote) => Pin::new(remote).poll(cx).map_err(Into::into),
+            Self::Local(local) => local.as_mut().poll(cx),
+        }
     }
 }
 
@@ -124,8 +267,11 @@ pub fn channel(addr: &str) -> Result<Channel, tonic::transport::Error> {
     let uri = if addr.contains("://") { addr.to_owned() } else { format!("http://{addr}") };
     let endpoint = configure(Endpoint::from_shared(uri)?);
     let host = endpoint.uri().host().unwrap_or_default().trim_start_matches('[').trim_end_matches(']').to_owned();
-    if host.parse::<std::net::IpAddr>().is_ok() || host.eq_ignore_ascii_case("localhost") {
-        return Ok(Channel(endpoint.connect_lazy()));
+    let ip = host.parse::<std::net::IpAddr>().ok();
+    if ip.is_some() || host.eq_ignore_ascii_case("localhost") {
+        let loopback = ip.is_none_or(|ip| ip.is_loopback());
+        let port = endpoint.uri().port_u16().filter(|_| loopback);
+        return Ok(Channel::new(endpoint.connect_lazy(), port));
     }
     let port = endpoint.uri().port_u16().unwrap_or(80);
     let name = format!("{host}:{port}");
@@ -189,7 +335,7 @@ where
             }
         }
     });
-    Channel(channel)
+    Channel::new(channel, None)
 }
 
 /// A span per served call, continuing the caller's trace (when traces are exported).
@@ -280,13 +426,18 @@ pub fn invalid_field(field: &'static str, message: String) -> tonic::Status {
 /// spec does not allow (more than 8 digits) counts as none, as in tonic; so does one too far
 /// away for the clock to represent.
 pub fn deadline(metadata: &tonic::metadata::MetadataMap) -> Option<std::time::Instant> {
-    let raw = metadata.get("grpc-timeout")?.to_str().ok()?;
+    let timeout = timeout_of(metadata.get("grpc-timeout")?.to_str().ok()?)?;
+    std::time::Instant::now().checked_add(timeout)
+}
+
+/// A `grpc-timeout` value as a duration; `None` for one the gRPC spec does not allow.
+fn timeout_of(raw: &str) -> Option<Duration> {
     let (amount, unit) = raw.split_at(raw.len().checked_sub(1)?);
     if amount.is_empty() || amount.len() > 8 {
         return None;
     }
     let amount: u64 = amount.parse().ok()?;
-    let timeout = match unit {
+    Some(match unit {
         "H" => Duration::from_secs(amount.saturating_mul(3600)),
         "M" => Duration::from_secs(amount.saturating_mul(60)),
         "S" => Duration::from_secs(amount),
@@ -294,8 +445,7 @@ pub fn deadline(metadata: &tonic::metadata::MetadataMap) -> Option<std::time::In
         "u" => Duration::from_micros(amount),
         "n" => Duration::from_nanos(amount),
         _ => return None,
-    };
-    std::time::Instant::now().checked_add(timeout)
+    })
 }
 
 /// Passes what is left of `deadline` on to an outgoing call, keeping `margin` to record the
@@ -392,6 +542,112 @@ mod tests {
         }
         assert_eq!(checks(&b_metrics), before_b, "a replica the name no longer resolves to gets no calls");
         assert_eq!(checks(&a_metrics), on_a + 30);
+    }
+
+    /// A service answering every call with a status naming how the call arrived: `tcp` when
+    /// the network server's connection details are on it, `in-process` otherwise. `Slow`
+    /// takes 300 ms first.
+    #[derive(Clone)]
+    struct Echo;
+
+    impl tonic::server::NamedService for Echo {
+        const NAME: &'static str = "test.Echo";
+    }
+
+    impl tower::Service<http::Request<tonic::body::Body>> for Echo {
+        type Response = http::Response<tonic::body::Body>;
+        type Error = std::convert::Infallible;
+        type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+            let tcp = request.extensions().get::<tonic::transport::server::TcpConnectInfo>().is_some();
+            let slow = request.uri().path().ends_with("/Slow");
+            Box::pin(async move {
+                if slow {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+                Ok(tonic::Status::not_found(if tcp { "tcp" } else { "in-process" }).into_http())
+            })
+        }
+    }
+
+    /// Calls `method` of [`Echo`] on `channel`, with `timeout` if any; the status it answers.
+    async fn echo<C>(channel: C, method: &'static str, timeout: Option<Duration>) -> tonic::Status
+    where
+        C: tonic::client::GrpcService<tonic::body::Body>,
+        C::Error: Into<tower::BoxError>,
+        C::ResponseBody: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+        <C::ResponseBody as http_body::Body>::Error: Into<tower::BoxError> + Send,
+    {
+        let mut grpc = tonic::client::Grpc::new(channel);
+        grpc.ready().await.map_err(|e| tonic::Status::unknown(e.into().to_string())).unwrap();
+        let mut request = tonic::Request::new(());
+        if let Some(timeout) = timeout {
+            request.set_timeout(timeout);
+        }
+        let path = http::uri::PathAndQuery::from_static(method);
+        let answer: Result<tonic::Response<()>, _> =
+            grpc.unary(request, path, tonic_prost::ProstCodec::<(), ()>::default()).await;
+        answer.expect_err("Echo answers with a status")
+    }
+
+    #[tokio::test]
+    async fn a_call_to_a_server_of_this_process_skips_the_network_until_it_stops() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mut registry = crate::metrics::registry();
+        let metrics = crate::metrics::GrpcMetrics::register(&mut registry);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let routes = Routes::new(Echo);
+        let server = tokio::spawn(serve(listener, routes, &["test.Echo"], None, metrics, async move {
+            let _ = stopped.await;
+        }));
+        // Until the server task has started, calls would go over TCP (and be answered there).
+        while local_server(port).is_none() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let ours = channel(&format!("127.0.0.1:{port}")).unwrap();
+        let theirs = Endpoint::from_shared(format!("http://127.0.0.1:{port}")).unwrap().connect_lazy();
+        assert_eq!(echo(ours.clone(), "/test.Echo/Call", None).await.message(), "in-process");
+        assert_eq!(echo(theirs.clone(), "/test.Echo/Call", None).await.message(), "tcp", "a plain client uses TCP");
+        let localhost = channel(&format!("localhost:{port}")).unwrap();
+        assert_eq!(echo(localhost, "/test.Echo/Call", None).await.message(), "in-process");
+
+        // The same layers as over the network: the call is counted.
+        let mut health = tonic_health::pb::health_client::HealthClient::new(ours.clone());
+        health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.unwrap();
+        assert_eq!(checks(&registry), 1, "the in-process call passed the metrics layer");
+
+        // A deadline ends the call as the network server would.
+        let late = echo(ours.clone(), "/test.Echo/Slow", Some(Duration::from_millis(50))).await;
+        let late_tcp = echo(theirs, "/test.Echo/Slow", Some(Duration::from_millis(50))).await;
+        assert_eq!((late.code(), late.message()), (tonic::Code::Cancelled, "Timeout expired"));
+        assert_eq!((late_tcp.code(), late_tcp.message()), (late.code(), late.message()));
+
+        // Once the server stops, calls go to the network, where nobody answers.
+        stop.send(()).unwrap();
+        server.await.unwrap().unwrap();
+        assert!(local_server(port).is_none(), "a stopped server is no longer called in-process");
+        assert_eq!(echo(ours, "/test.Echo/Call", None).await.code(), tonic::Code::Unavailable);
+    }
+
+    #[test]
+    fn a_stopped_server_removes_only_its_own_registration() {
+        let port = 1;
+        let server = || {
+            LocalServer::new(tower::service_fn(|_: http::Request<tonic::body::Body>| async {
+                Ok::<_, tower::BoxError>(tonic::Status::ok("").into_http())
+            }))
+        };
+        LOCAL.write().unwrap().insert(port, (u64::MAX, server()));
+        Registration::remove(Some((port, 7)));
+        assert!(local_server(port).is_some(), "another server's entry stays");
+        Registration::remove(Some((port, u64::MAX)));
+        assert!(local_server(port).is_none());
     }
 
     #[test]

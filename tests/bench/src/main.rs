@@ -19,7 +19,9 @@
 //! `BENCH_ONLY` runs some parts only (a comma list of `completions`, `stream`, `grpc`,
 //! `chat-sqlite`, `chat-postgres`, `litellm`); `BENCH_ENV` adds settings to every Switchboard
 //! component (`NAME=value`, space separated, e.g. `TOKIO_WORKER_THREADS=1`), or to one
-//! (`conversations:TOKIO_WORKER_THREADS=1`), and the report names them.
+//! (`conversations:TOKIO_WORKER_THREADS=1`), and the report names them. `BENCH_LAYOUT=one-process`
+//! runs every component in one process, as `make run` does (calls between components then
+//! stay in-process), instead of one process per component.
 
 mod litellm;
 mod load;
@@ -32,7 +34,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
-use switchboard_test_support::stack::{Part, Stack};
+use switchboard_test_support::stack::{Layout, Part, Stack};
 
 use report::{Memory, Point, Report, Target};
 
@@ -149,7 +151,16 @@ fn cpu_per_request(
 }
 
 fn stack_pids(stack: &Stack) -> Vec<(&'static str, u32)> {
-    Part::ALL.iter().filter_map(|part| Some((part.command(), stack.pid(*part)?))).collect()
+    stack.processes()
+}
+
+/// `BENCH_LAYOUT`: one process per component (`processes`, the default) or `one-process`.
+fn layout() -> anyhow::Result<Layout> {
+    match std::env::var("BENCH_LAYOUT").as_deref() {
+        Err(_) | Ok("" | "processes") => Ok(Layout::Processes),
+        Ok("one-process") => Ok(Layout::OneProcess),
+        Ok(other) => bail!("BENCH_LAYOUT={other:?}: expected processes or one-process"),
+    }
 }
 
 fn stack_memory(stack: &Stack, backend: &str) -> Vec<Memory> {
@@ -408,6 +419,12 @@ async fn run() -> anyhow::Result<()> {
     };
 
     let only = Only::from_env()?;
+    let layout = layout()?;
+    bench.report.layout = match layout {
+        Layout::Processes => "one process per component, as on Kubernetes",
+        Layout::OneProcess => "every component in one process, as `make run` (calls between components in-process)",
+    };
+    log(format!("layout: {}", bench.report.layout));
     let extra = extra_settings()?;
     if !extra.is_empty() {
         let shown: Vec<String> = extra.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -423,7 +440,8 @@ async fn run() -> anyhow::Result<()> {
     if ["completions", "stream", "grpc", "chat-sqlite"].iter().any(|p| only.wants(p)) {
         let data = tempfile::tempdir()?;
         let sqlite = format!("sqlite://{}/bench.db", data.path().display());
-        let mut stack = Stack::start("sqlite", &bin, &logs, &sqlite, &with_extra(settings(&upstream, None))).await?;
+        let mut stack =
+            Stack::start_as(layout, "sqlite", &bin, &logs, &sqlite, &with_extra(settings(&upstream, None))).await?;
         // One client key for the OpenAI-compatible parts.
         let key = client_key(&bench.http, &stack.http).await?;
         if only.wants("completions") {
@@ -449,7 +467,8 @@ async fn run() -> anyhow::Result<()> {
         let (admin, pg) = postgres_database().await?;
         let redis = std::env::var("SWITCHBOARD_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
         let mut stack =
-            Stack::start("postgres", &bin, &logs, &pg, &with_extra(settings(&upstream, Some(&redis)))).await?;
+            Stack::start_as(layout, "postgres", &bin, &logs, &pg, &with_extra(settings(&upstream, Some(&redis))))
+                .await?;
         turns(&mut bench, &stack, "chat postgres").await?;
         bench.report.memory.extend(stack_memory(&stack, "PostgreSQL"));
         stack.stop_all().await;

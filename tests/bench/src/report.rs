@@ -137,6 +137,8 @@ pub struct Report {
     pub memory: Vec<Memory>,
     /// Settings given to every component (`BENCH_ENV`), if any.
     pub settings: String,
+    /// How Switchboard's components ran (`BENCH_LAYOUT`).
+    pub layout: &'static str,
 }
 
 fn three(p: &Point) -> String {
@@ -163,6 +165,7 @@ impl Report {
             points: Vec::new(),
             memory: Vec::new(),
             settings: String::new(),
+            layout: "",
         }
     }
 
@@ -184,6 +187,7 @@ impl Report {
              request, from /proc.\n",
             self.machine, self.seconds_per_point
         );
+        let _ = writeln!(md, "Layout: {}.\n", self.layout);
         if !self.settings.is_empty() {
             let _ = writeln!(md, "Switchboard ran with `{}`.\n", self.settings);
         }

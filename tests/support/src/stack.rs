@@ -1,7 +1,8 @@
 //! Switchboard as an operator runs it: the real `switchboard` binary, one process per component
 //! (auth, llm-proxy, conversations, gateway) on loopback ports, started in order and each
-//! waited for until it serves. Used by `make chaos` (kills and restarts them) and `make bench`
-//! (measures them from `/proc`).
+//! waited for until it serves, or every component in one process ([`Layout::OneProcess`], as
+//! `make run`). Used by `make chaos` (kills and restarts them) and `make bench` (measures them
+//! from `/proc`).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -46,7 +47,18 @@ impl Part {
     }
 }
 
-/// Switchboard run as one process per component, each on its own loopback port.
+/// How the components are run.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Layout {
+    /// One process per component, as on Kubernetes.
+    Processes,
+    /// Every component in one `switchboard` process, as `make run`: calls between them are
+    /// made in-process.
+    OneProcess,
+}
+
+/// Switchboard run as one process per component, each on its own loopback port (or as one
+/// process serving all four ports).
 pub struct Stack {
     /// Name, for logs.
     pub name: &'static str,
@@ -58,8 +70,11 @@ pub struct Stack {
     pub logs: PathBuf,
     /// Listen ports, by [`Part::index`].
     pub ports: [u16; 4],
-    /// The running processes, by [`Part::index`].
+    /// The running processes, by [`Part::index`]; with [`Layout::OneProcess`], the one
+    /// process is the gateway's slot.
     pub children: [Option<Child>; 4],
+    /// How the components run.
+    pub layout: Layout,
     /// The gateway's base URL.
     pub http: String,
     /// The database every component uses.
@@ -77,6 +92,19 @@ impl Stack {
     /// `settings` come on top of the addresses and `DATABASE_URL`; one named `<part>:NAME` is
     /// given to that component only, as `NAME`.
     pub async fn start(
+        name: &'static str,
+        bin: &Path,
+        logs: &Path,
+        db_url: &str,
+        settings: &[(&str, String)],
+    ) -> anyhow::Result<Self> {
+        Self::start_as(Layout::Processes, name, bin, logs, db_url, settings).await
+    }
+
+    /// As [`Stack::start`], in `layout`. With [`Layout::OneProcess`] a `<part>:NAME` setting
+    /// reaches the one process only when `part` is the gateway.
+    pub async fn start_as(
+        layout: Layout,
         name: &'static str,
         bin: &Path,
         logs: &Path,
@@ -103,6 +131,7 @@ impl Stack {
             logs: logs.to_owned(),
             ports,
             children: [None, None, None, None],
+            layout,
             http: format!("http://{}", addr(Part::Gateway)),
             db_url: db_url.to_owned(),
         };
@@ -121,10 +150,36 @@ impl Stack {
         if !status.success() {
             bail!("{name}: `switchboard migrate` failed ({status}); see {}", stack.logs.display());
         }
-        for part in Part::ALL {
-            stack.spawn(part).await?;
+        match layout {
+            Layout::Processes => {
+                for part in Part::ALL {
+                    stack.spawn(part).await?;
+                }
+            }
+            Layout::OneProcess => {
+                let child = Command::new(&stack.bin)
+                    .envs(stack.env_of(Some(Part::Gateway)))
+                    .stdin(Stdio::null())
+                    .stdout(stack.log_file("switchboard")?)
+                    .stderr(stack.log_file("switchboard")?)
+                    .kill_on_drop(true)
+                    .spawn()
+                    .with_context(|| format!("cannot run {}", stack.bin.display()))?;
+                stack.children[Part::Gateway.index()] = Some(child);
+                for part in Part::ALL {
+                    stack.wait_ready(part).await?;
+                }
+            }
         }
         Ok(stack)
+    }
+
+    /// Every running process, named by its component (`switchboard` for the one process).
+    pub fn processes(&self) -> Vec<(&'static str, u32)> {
+        match self.layout {
+            Layout::Processes => Part::ALL.iter().filter_map(|part| Some((part.command(), self.pid(*part)?))).collect(),
+            Layout::OneProcess => self.pid(Part::Gateway).map(|pid| ("switchboard", pid)).into_iter().collect(),
+        }
     }
 
     /// The settings of `part` (of the migration when `None`): every setting without a prefix,
@@ -166,8 +221,9 @@ impl Stack {
     pub async fn wait_ready(&mut self, part: Part) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(30);
         let client = crate::http().timeout(Duration::from_secs(2)).build()?;
+        let process = if self.layout == Layout::OneProcess { Part::Gateway } else { part };
         loop {
-            if let Some(child) = self.children[part.index()].as_mut()
+            if let Some(child) = self.children[process.index()].as_mut()
                 && let Some(status) = child.try_wait()?
             {
                 bail!("{} {} exited at start ({status}); see {}", self.name, part.command(), self.logs.display());
