@@ -31,17 +31,7 @@ async fn the_launcher_serves_the_walk_through_and_stops_on_sigterm() {
         .unwrap();
     let base = format!("http://127.0.0.1:{http}");
     let client = switchboard_test_support::http().build().unwrap();
-
-    let started = Instant::now();
-    loop {
-        if let Ok(r) = client.get(format!("{base}/readyz")).send().await
-            && r.status() == 200
-        {
-            break;
-        }
-        assert!(started.elapsed() < Duration::from_secs(20), "switchboard did not become ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    switchboard_test_support::wait_ready(&client, &base).await;
 
     let answer: Value = client
         .post(format!("{base}/v1/chat"))
@@ -110,11 +100,7 @@ async fn secrets_never_reach_the_logs_or_the_database() {
         .unwrap();
     let base = format!("http://127.0.0.1:{http}");
     let client = switchboard_test_support::http().build().unwrap();
-    let started = Instant::now();
-    while !client.get(format!("{base}/readyz")).send().await.is_ok_and(|r| r.status() == 200) {
-        assert!(started.elapsed() < Duration::from_secs(20), "switchboard did not become ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    switchboard_test_support::wait_ready(&client, &base).await;
 
     let key: Value = client
         .post(format!("{base}/api-keys"))

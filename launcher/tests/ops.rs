@@ -89,11 +89,7 @@ async fn keys_issued_listed_rotated_and_revoked_from_the_shell_act_on_a_running_
     let _running = Running(child);
     let base = format!("http://127.0.0.1:{http}");
     let client = switchboard_test_support::http().build().unwrap();
-    let started = Instant::now();
-    while !client.get(format!("{base}/readyz")).send().await.is_ok_and(|r| r.status() == 200) {
-        assert!(started.elapsed() < Duration::from_secs(20), "switchboard did not become ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    switchboard_test_support::wait_ready(&client, &base).await;
     assert_eq!(status_with(&client, &base, &secret).await, 200, "the key issued from the shell works");
 
     // Rotation: the successor works at once; with no overlap, the old key stops.

@@ -50,3 +50,12 @@ pub fn http() -> reqwest::ClientBuilder {
     switchboard_kit::net::install_tls_provider();
     reqwest::Client::builder()
 }
+
+/// Waits until the gateway at `base` answers `/readyz` with 200, failing the test after 20 s.
+pub async fn wait_ready(client: &reqwest::Client, base: &str) {
+    let started = std::time::Instant::now();
+    while !client.get(format!("{base}/readyz")).send().await.is_ok_and(|r| r.status() == 200) {
+        assert!(started.elapsed() < std::time::Duration::from_secs(20), "switchboard did not become ready");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

@@ -157,15 +157,8 @@ impl Stack {
                 }
             }
             Layout::OneProcess => {
-                let child = Command::new(&stack.bin)
-                    .envs(stack.env_of(Some(Part::Gateway)))
-                    .stdin(Stdio::null())
-                    .stdout(stack.log_file("switchboard")?)
-                    .stderr(stack.log_file("switchboard")?)
-                    .kill_on_drop(true)
-                    .spawn()
-                    .with_context(|| format!("cannot run {}", stack.bin.display()))?;
-                stack.children[Part::Gateway.index()] = Some(child);
+                // No subcommand: every component; `<gateway>:NAME` settings reach it.
+                stack.children[Part::Gateway.index()] = Some(stack.launch(None, "switchboard", Part::Gateway)?);
                 for part in Part::ALL {
                     stack.wait_ready(part).await?;
                 }
@@ -205,17 +198,22 @@ impl Stack {
 
     /// Starts `part` and waits until it serves.
     pub async fn spawn(&mut self, part: Part) -> anyhow::Result<()> {
-        let child = Command::new(&self.bin)
-            .arg(part.command())
-            .envs(self.env_of(Some(part)))
+        self.children[part.index()] = Some(self.launch(Some(part.command()), part.command(), part)?);
+        self.wait_ready(part).await
+    }
+
+    /// Runs `switchboard [subcommand]` with the settings of `settings_of`, its output in the
+    /// log named `log`.
+    fn launch(&self, subcommand: Option<&str>, log: &str, settings_of: Part) -> anyhow::Result<Child> {
+        Command::new(&self.bin)
+            .args(subcommand)
+            .envs(self.env_of(Some(settings_of)))
             .stdin(Stdio::null())
-            .stdout(self.log_file(part.command())?)
-            .stderr(self.log_file(part.command())?)
+            .stdout(self.log_file(log)?)
+            .stderr(self.log_file(log)?)
             .kill_on_drop(true)
             .spawn()
-            .with_context(|| format!("cannot run {}", self.bin.display()))?;
-        self.children[part.index()] = Some(child);
-        self.wait_ready(part).await
+            .with_context(|| format!("cannot run {}", self.bin.display()))
     }
 
     pub async fn wait_ready(&mut self, part: Part) -> anyhow::Result<()> {
