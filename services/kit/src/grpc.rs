@@ -222,7 +222,7 @@ impl tower::Service<http::Request<tonic::body::Body>> for Channel {
         let deadline = request.headers().get("grpc-timeout").and_then(|v| v.to_str().ok()).and_then(timeout_of);
         let call = server.call(request);
         ResponseFuture::Local(match deadline.and_then(|t| tokio::time::Instant::now().checked_add(t)) {
-            None => Box::pin(call),
+            None => call,
             Some(at) => Box::pin(async move {
                 match tokio::time::timeout_at(at, call).await {
                     Ok(answer) => answer,
