@@ -187,6 +187,19 @@ async fn run(command: Command, env: Env) -> anyhow::Result<()> {
     let conversations = || switchboard_conversations::Settings::from_env(&env);
     let llm = || switchboard_llm_proxy::Settings::from_env(&env);
     let gateway = || switchboard_gateway::Settings::from_env(&env);
+    // Read by every component's gRPC server as it starts: checked first, so a typo stops the
+    // process before any component runs.
+    if matches!(
+        command,
+        Command::All
+            | Command::Auth
+            | Command::Conversations
+            | Command::LlmProxy
+            | Command::Gateway
+            | Command::CheckConfig
+    ) {
+        switchboard_kit::grpc::in_process_calls(&env)?;
+    }
     match command {
         Command::Auth => {
             switchboard_auth::Application::build(auth()?, &hub).await?.run_until_stopped(stopped()).await?

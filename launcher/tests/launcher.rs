@@ -70,6 +70,38 @@ fn a_bad_setting_stops_the_start_with_the_variable_named() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("CHAT_GATEWAY_JWT_SECRET"), "{stderr}");
     assert!(!stderr.contains("too-short"), "the secret itself is not printed: {stderr}");
+
+    // A setting read by every component's server is checked before any of them starts: the
+    // process stops instead of leaving the other components running.
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .current_dir(dir.path())
+        .env_clear()
+        .env("SWITCHBOARD_GRPC_IN_PROCESS", "maybe")
+        .env("SWITCHBOARD_HTTP_ADDR", format!("127.0.0.1:{}", free_port()))
+        .env("SWITCHBOARD_AUTH_ADDR", format!("127.0.0.1:{}", free_port()))
+        .env("SWITCHBOARD_CONVERSATIONS_ADDR", format!("127.0.0.1:{}", free_port()))
+        .env("SWITCHBOARD_LLM_ADDR", format!("127.0.0.1:{}", free_port()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("switchboard kept running with SWITCHBOARD_GRPC_IN_PROCESS=maybe");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!status.success());
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(stderr.contains("SWITCHBOARD_GRPC_IN_PROCESS"), "{stderr}");
+    assert!(!dir.path().join("data").exists(), "nothing was started or created");
 }
 
 #[tokio::test]

@@ -144,6 +144,7 @@ fn check_config_passes_good_settings_and_names_the_bad_variable_without_starting
         ("SWITCHBOARD_HISTORY_MESSAGES", "-3"),
         ("SWITCHBOARD_UPSTREAM_RETRIES", "many"),
         ("CHAT_GATEWAY_JWT_SECRET", "short"),
+        ("SWITCHBOARD_GRPC_IN_PROCESS", "maybe"),
     ] {
         let output = run(dir.path(), &[(var, value.into())], &["check-config"]);
         assert!(!output.status.success(), "{var}={value} passed");

@@ -38,13 +38,20 @@ pub enum ServeError {
     /// The transport failed.
     #[error("gRPC transport: {0}")]
     Transport(#[from] tonic::transport::Error),
-    /// `SWITCHBOARD_GRPC_IN_PROCESS` is neither `on` nor `off`.
-    #[error("{IN_PROCESS_VAR}={0:?}: expected on or off")]
-    InProcessSetting(String),
+    /// `SWITCHBOARD_GRPC_IN_PROCESS` is neither on nor off.
+    #[error(transparent)]
+    Config(#[from] crate::env::ConfigError),
 }
 
 /// Whether calls between components of one process skip the network (`on`, the default).
 pub const IN_PROCESS_VAR: &str = "SWITCHBOARD_GRPC_IN_PROCESS";
+
+/// [`IN_PROCESS_VAR`]: whether this process's servers take calls from its own clients without
+/// the network. Checked with the other settings before anything starts, and again by each
+/// server as it starts.
+pub fn in_process_calls(env: &crate::env::Env) -> Result<bool, crate::env::ConfigError> {
+    env.flag(IN_PROCESS_VAR, true)
+}
 
 /// A server of this process as a service: its routes under the layers the network server adds.
 type LocalServer = tower::util::BoxCloneSyncService<
@@ -69,11 +76,7 @@ impl Registration {
     /// Registers `server` under the port of `listener` when that is on loopback (or every
     /// address) and in-process calls are on.
     fn new(listener: &TcpListener, server: LocalServer) -> Result<Self, ServeError> {
-        let on = match std::env::var(IN_PROCESS_VAR).as_deref().map(str::trim) {
-            Err(_) | Ok("" | "on" | "true" | "1") => true,
-            Ok("off" | "false" | "0") => false,
-            Ok(other) => return Err(ServeError::InProcessSetting(other.to_owned())),
-        };
+        let on = in_process_calls(&crate::env::Env::from_process())?;
         let Some(addr) = listener.local_addr().ok().filter(|a| on && (a.ip().is_loopback() || a.ip().is_unspecified()))
         else {
             return Ok(Self(None));
