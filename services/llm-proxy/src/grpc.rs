@@ -8,7 +8,7 @@ mod usage;
 pub(crate) use usage::{UsageGrpc, reload as reload_budgets};
 
 pub(crate) use chat_completions::Accounting;
-use chat_completions::Bill;
+use chat_completions::{Bill, StreamBill};
 
 use std::sync::Arc;
 
@@ -272,7 +272,7 @@ impl LlmService for LlmGrpc {
         Err(LlmError::from(failure.unwrap_or(ProviderError::Setup("no model to try".into()))).into())
     }
 
-    type StreamCompleteStream = tokio_stream::wrappers::ReceiverStream<Result<pb::StreamCompleteResponse, Status>>;
+    type StreamCompleteStream = chat_completions::Chunks<pb::StreamCompleteResponse>;
 
     async fn stream_complete(
         &self,
@@ -309,29 +309,38 @@ impl LlmService for LlmGrpc {
                 }
             }
         }
-        let accounting = self.accounting.clone();
-        let Some((entry, key_id, mut events, mut upstream)) = opened else {
+        let Some((entry, key_id, mut events, upstream)) = opened else {
             return Err(LlmError::from(failure.unwrap_or(ProviderError::Setup("no model to try".into()))).into());
         };
-        let (tx, rx) = tokio::sync::mpsc::channel(64);
-        let prompt_estimate: u32 = req.messages.iter().map(|m| crate::providers::estimate_tokens(&m.content)).sum();
-        tokio::spawn(async move {
+        let prompt_tokens: u32 = req.messages.iter().map(|m| crate::providers::estimate_tokens(&m.content)).sum();
+        let so_far = TokenUsage { prompt_tokens, completion_tokens: 0 };
+        let mut bill = StreamBill::new(
+            self.accounting.clone(),
+            who,
+            caller_key,
+            key_id,
+            entry,
+            upstream,
+            reservation.take(),
+            so_far,
+        );
+        // Polled by the response itself; dropped early (the caller left, the upstream broke),
+        // the bill settles for what was produced.
+        let answer = async_stream::stream! {
             let mut content = String::new();
-            let mut accounted = false;
+            let mut chars = 0usize;
             while let Some(event) = events.next().await {
-                let message = match event {
+                match event {
                     Ok(StreamEvent::Delta(delta)) => {
-                        upstream.token(&accounting.metrics, &entry);
+                        bill.token();
                         content.push_str(&delta);
-                        Ok(pb::StreamCompleteResponse {
-                            event: Some(pb::stream_complete_response::Event::Delta(delta)),
-                        })
+                        chars += delta.chars().count();
+                        bill.so_far.completion_tokens = u32::try_from(chars.div_ceil(4)).unwrap_or(u32::MAX);
+                        yield Ok(pb::StreamCompleteResponse { event: Some(pb::stream_complete_response::Event::Delta(delta)) });
                     }
                     Ok(StreamEvent::Done { usage, finish_reason, upstream_conversation_id, upstream_message_id }) => {
-                        let bill = Bill { who: &who, key_id: &caller_key, provider_key: key_id.as_deref() };
-                        let account = accounting.account(&bill, &entry, usage, &upstream, reservation.take());
-                        upstream.finished(&finish_reason);
-                        accounted = true;
+                        let provider_key_id = bill.provider_key().unwrap_or_default().to_owned();
+                        let account = bill.settle(usage, &finish_reason);
                         let done = pb::CompleteResponse {
                             content: std::mem::take(&mut content),
                             model: account.model,
@@ -342,32 +351,20 @@ impl LlmService for LlmGrpc {
                             upstream_message_id,
                             latency_ms: account.latency_ms,
                             cost_micros: account.cost_micros,
-                            provider_key_id: key_id.clone().unwrap_or_default(),
+                            provider_key_id,
                         };
-                        Ok(pb::StreamCompleteResponse { event: Some(pb::stream_complete_response::Event::Done(done)) })
+                        yield Ok(pb::StreamCompleteResponse { event: Some(pb::stream_complete_response::Event::Done(done)) });
+                        break;
                     }
                     Err(e) => {
-                        accounting.metrics.failed(&entry, &upstream, &e);
-                        Err(Status::from(LlmError::from(e)))
+                        bill.failed(&e);
+                        yield Err(Status::from(LlmError::from(e)));
+                        break;
                     }
-                };
-                let failed = message.is_err();
-                // The caller went away: stop reading, which closes the upstream request.
-                if tx.send(message).await.is_err() || failed {
-                    break;
                 }
             }
-            // Ended early (the caller left, the upstream broke): counted by what it produced.
-            if !accounted {
-                let usage = TokenUsage {
-                    prompt_tokens: prompt_estimate,
-                    completion_tokens: crate::providers::estimate_tokens(&content),
-                };
-                let bill = Bill { who: &who, key_id: &caller_key, provider_key: key_id.as_deref() };
-                accounting.account(&bill, &entry, usage, &upstream, reservation.take());
-            }
-        });
-        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(rx)))
+        };
+        Ok(Response::new(Box::pin(answer)))
     }
 
     async fn chat_completion(
@@ -377,7 +374,7 @@ impl LlmService for LlmGrpc {
         Ok(Response::new(self.do_chat_completion(request).await?))
     }
 
-    type StreamChatCompletionStream = tokio_stream::wrappers::ReceiverStream<Result<pb::ChatCompletionChunk, Status>>;
+    type StreamChatCompletionStream = chat_completions::Chunks<pb::ChatCompletionChunk>;
 
     async fn stream_chat_completion(
         &self,

@@ -64,7 +64,11 @@ impl Accounting {
                 cost_micros: i64::try_from(cost).unwrap_or(i64::MAX),
                 tokens: i64::from(usage.prompt_tokens) + i64::from(usage.completion_tokens),
             };
-            tokio::spawn(reservation.settle(used));
+            // A stream dropped as the process ends is settled without a runtime left to run on:
+            // its reservation then lapses with its lease.
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(reservation.settle(used));
+            }
         }
         pb::CompletionAccount {
             model: entry.id.clone(),
@@ -76,6 +80,73 @@ impl Accounting {
         }
     }
 }
+
+/// A streamed completion's bill, settled once: by the stream's last event or, when the stream
+/// is dropped first (the caller went away, the upstream broke), by what it produced so far.
+/// Leaving before the end must not make a completion free, nor let it slip past a budget.
+pub(super) struct StreamBill {
+    accounting: Accounting,
+    who: (String, String),
+    key_id: String,
+    provider_key: Option<String>,
+    entry: ModelEntry,
+    upstream: UpstreamCall,
+    reservation: Option<crate::budgets::ledger::Reservation>,
+    /// What the stream has produced so far.
+    pub(super) so_far: TokenUsage,
+    settled: bool,
+}
+
+impl StreamBill {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        accounting: Accounting,
+        who: (String, String),
+        key_id: String,
+        provider_key: Option<String>,
+        entry: ModelEntry,
+        upstream: UpstreamCall,
+        reservation: Option<crate::budgets::ledger::Reservation>,
+        so_far: TokenUsage,
+    ) -> Self {
+        Self { accounting, who, key_id, provider_key, entry, upstream, reservation, so_far, settled: false }
+    }
+
+    /// Notes a token (the first one is timed).
+    pub(super) fn token(&mut self) {
+        self.upstream.token(&self.accounting.metrics, &self.entry);
+    }
+
+    /// Counts the upstream's failure.
+    pub(super) fn failed(&self, error: &ProviderError) {
+        self.accounting.metrics.failed(&self.entry, &self.upstream, error);
+    }
+
+    /// The answer's end: its usage counted and its reservation settled.
+    pub(super) fn settle(&mut self, usage: TokenUsage, finish_reason: &str) -> pb::CompletionAccount {
+        self.settled = true;
+        self.upstream.finished(finish_reason);
+        let bill = Bill { who: &self.who, key_id: &self.key_id, provider_key: self.provider_key.as_deref() };
+        self.accounting.account(&bill, &self.entry, usage, &self.upstream, self.reservation.take())
+    }
+
+    /// The key that paid, if the user's own.
+    pub(super) fn provider_key(&self) -> Option<&str> {
+        self.provider_key.as_deref()
+    }
+}
+
+impl Drop for StreamBill {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.settle(self.so_far, "");
+        }
+    }
+}
+
+/// A streamed answer as the gRPC response polls it: no task or channel between the upstream
+/// and the caller.
+pub(super) type Chunks<T> = std::pin::Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send>>;
 
 impl LlmGrpc {
     fn plain_call(
@@ -151,7 +222,7 @@ impl LlmGrpc {
     pub(super) async fn do_stream_chat_completion(
         &self,
         request: Request<pb::ChatCompletionRequest>,
-    ) -> Result<tokio_stream::wrappers::ReceiverStream<Result<pb::ChatCompletionChunk, Status>>, Status> {
+    ) -> Result<Chunks<pb::ChatCompletionChunk>, Status> {
         let who = principal(&request, request.get_ref().principal.as_ref())?;
         let key_id = switchboard_kit::auth::caller(&request)?.key_id.clone();
         let mut req = ChatRequest::parse(&request.get_ref().body)?;
@@ -191,76 +262,81 @@ impl LlmGrpc {
                 }
             }
         }
-        let Some((entry, provider_key, events, mut upstream)) = opened else {
+        let Some((entry, provider_key, events, upstream)) = opened else {
             return Err(LlmError::from(failure.unwrap_or(ProviderError::Setup("no model to try".into()))).into());
         };
-        let (tx, rx) = tokio::sync::mpsc::channel(64);
-        let this = self.accounting.clone();
-        let mut tally = StreamTally::new(&req);
-        tokio::spawn(async move {
-            let send = |data: String| pb::ChatCompletionChunk {
-                event: Some(pb::chat_completion_chunk::Event::Data(Bytes::from(data))),
-            };
-            // A stream that ends early (the caller went away, the upstream broke) is still
-            // counted, by what it produced so far: leaving before the end must not make a
-            // completion free, nor let it slip past a budget.
-            let usage = match events {
-                Opened::Raw(mut chunks) => loop {
-                    match chunks.next().await {
-                        Some(Ok(data)) => {
-                            upstream.token(&this.metrics, &entry);
-                            if tally.observe(&data) && tx.send(Ok(send(data))).await.is_err() {
-                                // The caller went away: dropping the stream closes the upstream call.
-                                break tally.usage();
+        let tally = StreamTally::new(&req);
+        let so_far = tally.usage();
+        let bill =
+            StreamBill::new(self.accounting.clone(), who, key_id, provider_key, entry, upstream, reservation, so_far);
+        Ok(Box::pin(passed_on(events, tally, bill)))
+    }
+}
+
+/// The caller's chunks from an opened stream, ending with the completion's account. Dropped
+/// early, the bill settles for what was produced.
+fn passed_on(
+    events: Opened,
+    mut tally: StreamTally,
+    mut bill: StreamBill,
+) -> impl futures::Stream<Item = Result<pb::ChatCompletionChunk, Status>> + Send {
+    let data = |data: String| pb::ChatCompletionChunk {
+        event: Some(pb::chat_completion_chunk::Event::Data(Bytes::from(data))),
+    };
+    async_stream::stream! {
+        let (usage, finish_reason) = match events {
+            Opened::Raw(mut chunks) => loop {
+                match chunks.next().await {
+                    Some(Ok(chunk)) => {
+                        bill.token();
+                        let passed = tally.observe(&chunk);
+                        bill.so_far = tally.usage();
+                        if passed {
+                            yield Ok(data(chunk));
+                        }
+                    }
+                    Some(Err(e)) => {
+                        bill.failed(&e);
+                        yield Err(Status::from(LlmError::from(e)));
+                        break (tally.usage(), String::new());
+                    }
+                    None => break (tally.usage(), String::new()),
+                }
+            },
+            Opened::Made(mut events) => {
+                let made = Made::new(&bill.entry.id);
+                let mut first = true;
+                loop {
+                    match events.next().await {
+                        Some(Ok(StreamEvent::Delta(text))) => {
+                            bill.token();
+                            bill.so_far.completion_tokens = bill
+                                .so_far
+                                .completion_tokens
+                                .saturating_add(crate::providers::estimate_tokens(&text));
+                            yield Ok(data(made.chunk(Some(&text), first, None)));
+                            first = false;
+                        }
+                        Some(Ok(StreamEvent::Done { usage, finish_reason, .. })) => {
+                            bill.so_far = usage;
+                            yield Ok(data(made.chunk(None, first, Some(&finish_reason))));
+                            if tally.wants_usage() {
+                                yield Ok(data(made.usage_chunk(usage)));
                             }
+                            break (usage, finish_reason);
                         }
                         Some(Err(e)) => {
-                            this.metrics.failed(&entry, &upstream, &e);
-                            let _ = tx.send(Err(Status::from(LlmError::from(e)))).await;
-                            break tally.usage();
+                            bill.failed(&e);
+                            yield Err(Status::from(LlmError::from(e)));
+                            break (bill.so_far, String::new());
                         }
-                        None => break tally.usage(),
-                    }
-                },
-                Opened::Made(mut events) => {
-                    let made = Made::new(&entry.id);
-                    let mut first = true;
-                    let mut so_far = tally.usage();
-                    loop {
-                        match events.next().await {
-                            Some(Ok(StreamEvent::Delta(text))) => {
-                                upstream.token(&this.metrics, &entry);
-                                so_far.completion_tokens =
-                                    so_far.completion_tokens.saturating_add(crate::providers::estimate_tokens(&text));
-                                if tx.send(Ok(send(made.chunk(Some(&text), first, None)))).await.is_err() {
-                                    break so_far;
-                                }
-                                first = false;
-                            }
-                            Some(Ok(StreamEvent::Done { usage, finish_reason, .. })) => {
-                                let _ = tx.send(Ok(send(made.chunk(None, first, Some(&finish_reason))))).await;
-                                if tally.wants_usage() {
-                                    let _ = tx.send(Ok(send(made.usage_chunk(usage)))).await;
-                                }
-                                break usage;
-                            }
-                            Some(Err(e)) => {
-                                this.metrics.failed(&entry, &upstream, &e);
-                                let _ = tx.send(Err(Status::from(LlmError::from(e)))).await;
-                                break so_far;
-                            }
-                            None => break so_far,
-                        }
+                        None => break (bill.so_far, String::new()),
                     }
                 }
-            };
-            let bill = Bill { who: &who, key_id: &key_id, provider_key: provider_key.as_deref() };
-            let account = this.account(&bill, &entry, usage, &upstream, reservation);
-            let _ = tx
-                .send(Ok(pb::ChatCompletionChunk { event: Some(pb::chat_completion_chunk::Event::Done(account)) }))
-                .await;
-        });
-        Ok(tokio_stream::wrappers::ReceiverStream::new(rx))
+            }
+        };
+        let account = bill.settle(usage, &finish_reason);
+        yield Ok(pb::ChatCompletionChunk { event: Some(pb::chat_completion_chunk::Event::Done(account)) });
     }
 }
 
