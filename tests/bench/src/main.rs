@@ -497,7 +497,16 @@ async fn run() -> anyhow::Result<()> {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    match run().await {
+    // Stopped by a signal, the run is dropped: its processes (Switchboard, the mock, LiteLLM,
+    // oha) are killed with it rather than left running.
+    let outcome = tokio::select! {
+        outcome = run() => outcome,
+        () = switchboard_kit::shutdown::signal() => {
+            log("stopped by a signal: its processes are stopped too");
+            return std::process::ExitCode::from(130);
+        }
+    };
+    match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             log(format!("failed: {e:#}"));

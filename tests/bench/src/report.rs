@@ -182,7 +182,8 @@ impl Report {
             md,
             "Machine: {}. Load generator, mock upstream and the system measured share it. Each point: {} s at a \
              fixed rate, open loop with latency correction (oha, 64 keep-alive connections; streams and gRPC: the \
-             harness's own open-loop client). Latencies in ms as p50 / p90 / p99; **overhead** = through − upstream \
+             harness's own open-loop client, which times a request from its actual start when its timer fires within \
+             1 ms of the schedule). Latencies in ms as p50 / p90 / p99; **overhead** = through − upstream \
              alone at the same rate, per quantile. CPU = user + system time of all the system's processes per \
              request, from /proc.\n",
             self.machine, self.seconds_per_point
