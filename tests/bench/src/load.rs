@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 /// How late the harness's timer may fire before the delay counts against the system measured:
 /// a few of the timer's millisecond ticks, well under the gap between two requests.
-const WAKE_SLACK: Duration = Duration::from_millis(3);
+pub const WAKE_SLACK: Duration = Duration::from_millis(3);
 
 /// How long one request may take before it counts as an error.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);

@@ -45,6 +45,8 @@ const UPSTREAM_KEY: &str = "sk-upstream-bench";
 /// Non-streaming completion rates, per second.
 const COMPLETION_RATES: [f64; 3] = [1000.0, 2000.0, 5000.0];
 const STREAM_RATE: f64 = 100.0;
+/// The machine's database and cache processes, whose CPU the turns on PostgreSQL also cost.
+const SERVICES: &[&str] = &["postgres", "redis-server"];
 const CHAT_RATES: [f64; 3] = [200.0, 500.0, 1000.0];
 const GRPC_COMPLETE_RATES: [f64; 2] = [1000.0, 2000.0];
 const GRPC_TURN_RATES: [f64; 2] = [200.0, 500.0];
@@ -86,19 +88,27 @@ impl Bench {
     ) -> anyhow::Result<oha::Run> {
         let Aim { scenario, target, url, key } = aim;
         let before: Vec<Duration> = pids.iter().map(|(_, pid)| proc::cpu(*pid)).collect();
+        let services_before = proc::cpu_of_named(SERVICES);
         let bearer = format!("Bearer {key}");
         let run = oha::post(&self.oha, url, body, &[("Authorization", &bearer)], rate, self.seconds).await?;
         let cpu = cpu_per_request(pids, &before, run.answered as usize);
+        let services = proc::cpu_of_named(SERVICES).saturating_sub(services_before);
+        let services_ms = (run.answered > 0).then(|| services.as_secs_f64() * 1000.0 / run.answered as f64);
         log(format!(
-            "{scenario} {target:?} @ {rate} rps: p50 {:.3} p90 {:.3} p99 {:.3} ms, {:.0} rps, {} failed{}",
+            "{scenario} {target:?} @ {rate} rps: p50 {:.3} p90 {:.3} p99 {:.3} ms, {:.0} rps, {} failed{}{}",
             run.p50_ms,
             run.p90_ms,
             run.p99_ms,
             run.achieved_rps,
             run.failed(),
-            cpu.as_ref().map_or(String::new(), |(total, _)| format!(", {total:.3} ms CPU/request"))
+            cpu.as_ref().map_or(String::new(), |(total, _)| format!(", {total:.3} ms CPU/request")),
+            services_ms
+                .filter(|_| scenario.contains("postgres"))
+                .map_or(String::new(), |ms| format!(", PostgreSQL + Redis {ms:.3} ms CPU/request"))
         ));
-        self.report.points.push(Point::from_oha(scenario, target, rate, &run, cpu));
+        let mut point = Point::from_oha(scenario, target, rate, &run, cpu);
+        point.services_cpu_ms_per_request = services_ms;
+        self.report.points.push(point);
         Ok(run)
     }
 

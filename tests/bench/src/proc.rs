@@ -18,6 +18,20 @@ pub fn cpu(pid: u32) -> Duration {
     Duration::from_millis(total * 1000 / TICKS_PER_SEC)
 }
 
+/// CPU time used so far by every process whose command name is one of `names` (`postgres`,
+/// `redis-server`: the machine's own services, which a process list of the stack leaves out).
+pub fn cpu_of_named(names: &[&str]) -> Duration {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Duration::ZERO };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|comm| names.contains(&comm.trim()))
+        })
+        .map(cpu)
+        .sum()
+}
+
 /// `(current, peak)` resident memory of `pid` in bytes (`VmRSS`, `VmHWM`).
 pub fn memory(pid: u32) -> (u64, u64) {
     let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else { return (0, 0) };

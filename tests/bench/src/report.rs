@@ -50,6 +50,8 @@ pub struct Point {
     pub cpu_ms_per_request: Option<f64>,
     /// The same, by process.
     pub cpu_by_process: Vec<(String, f64)>,
+    /// CPU time of the machine's PostgreSQL and Redis processes per request, ms (oha points).
+    pub services_cpu_ms_per_request: Option<f64>,
 }
 
 fn ms(d: Option<Duration>) -> f64 {
@@ -81,6 +83,7 @@ impl Point {
             ttft_p99_ms: None,
             cpu_ms_per_request,
             cpu_by_process,
+            services_cpu_ms_per_request: None,
         }
     }
 
@@ -109,6 +112,7 @@ impl Point {
             ttft_p99_ms: first(0.99),
             cpu_ms_per_request,
             cpu_by_process,
+            services_cpu_ms_per_request: None,
         }
     }
 }
@@ -183,10 +187,12 @@ impl Report {
             "Machine: {}. Load generator, mock upstream and the system measured share it. Each point: {} s at a \
              fixed rate, open loop with latency correction (oha, 64 keep-alive connections; streams and gRPC: the \
              harness's own open-loop client, which times a request from its actual start when its timer fires within \
-             1 ms of the schedule). Latencies in ms as p50 / p90 / p99; **overhead** = through − upstream \
+             {} ms of the schedule). Latencies in ms as p50 / p90 / p99; **overhead** = through − upstream \
              alone at the same rate, per quantile. CPU = user + system time of all the system's processes per \
              request, from /proc.\n",
-            self.machine, self.seconds_per_point
+            self.machine,
+            self.seconds_per_point,
+            crate::load::WAKE_SLACK.as_millis()
         );
         let _ = writeln!(md, "Layout: {}.\n", self.layout);
         if !self.settings.is_empty() {
@@ -252,7 +258,7 @@ impl Report {
         let _ = writeln!(md, "\n## POST /v1/chat (a new conversation each: auth, store, history, durable writes)\n");
         let _ = writeln!(
             md,
-            "| store | rate/s | upstream alone | turn | overhead p50 / p99 | failed | CPU/request |\n|---|---|---|---|---|---|---|"
+            "| store | rate/s | upstream alone | turn | overhead p50 / p99 | failed | CPU/request | PostgreSQL + Redis CPU/request |\n|---|---|---|---|---|---|---|---|"
         );
         for p in self.points.iter().filter(|p| p.scenario.starts_with("chat ")) {
             let direct = self.find("completions", Target::Direct, p.rate);
@@ -260,13 +266,16 @@ impl Report {
                 .map_or("–".to_owned(), |d| format!("{:+.2} / {:+.2}", p.p50_ms - d.p50_ms, p.p99_ms - d.p99_ms));
             let _ = writeln!(
                 md,
-                "| {} | {} | {} | {} | {overhead} | {} | {} |",
+                "| {} | {} | {} | {} | {overhead} | {} | {} | {} |",
                 p.scenario.trim_start_matches("chat "),
                 p.rate,
                 direct.map_or("–".to_owned(), three),
                 three(p),
                 failed(p),
-                cpu(p)
+                cpu(p),
+                p.services_cpu_ms_per_request
+                    .filter(|_| p.scenario.contains("postgres"))
+                    .map_or("–".to_owned(), |ms| format!("{ms:.3} ms"))
             );
         }
         let _ = writeln!(md, "\n## gRPC, as an internal caller (service key)\n");
