@@ -13,6 +13,9 @@ pub use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
+/// A PostgreSQL connection idle this long is pinged before it is used again.
+const PING_WHEN_IDLE_FOR: Duration = Duration::from_secs(1);
+
 /// Default store: a SQLite file under `./data/`.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://./data/switchboard.db";
 
@@ -180,9 +183,24 @@ impl Db {
             Ok(Self::Sqlite(SqliteDb { readers, writer }))
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let options = PgConnectOptions::from_str(url).map_err(connect_err)?;
+            // A connection in steady use is not pinged before each statement (sqlx tests every
+            // connection as it goes back to the pool, and drops a broken one there); one that sat
+            // idle, which a server restart or a proxy may have cut, is.
             let pool = PgPoolOptions::new()
                 .max_connections(16)
                 .acquire_timeout(Duration::from_secs(5))
+                .test_before_acquire(false)
+                .before_acquire(|conn, meta| {
+                    Box::pin(async move {
+                        if meta.idle_for >= PING_WHEN_IDLE_FOR
+                            && let Err(error) = sqlx::Connection::ping(conn).await
+                        {
+                            tracing::info!(%error, "an idle database connection was gone; using another");
+                            return Ok(false);
+                        }
+                        Ok(true)
+                    })
+                })
                 .connect_with(options)
                 .await
                 .map_err(connect_err)?;
