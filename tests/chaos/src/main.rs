@@ -531,6 +531,8 @@ async fn kill_loop(stack: &mut Stack, upstream: &MockUpstream, report: &mut Repo
 struct OpenStream {
     conversation_id: String,
     kind: Kind,
+    /// How a stream that did not end with `done` ended: its `error` event, or why.
+    failure: Option<String>,
 }
 
 /// One streamed turn; `delta` fires once the first text arrived.
@@ -542,6 +544,7 @@ async fn open_stream(
 ) -> OpenStream {
     let mut conversation_id = String::new();
     let mut delta = Some(delta);
+    let mut failure = None;
     let call = async {
         let body = json!({"system_id": "chaos", "user_id": format!("term-sse-{n}"),
                           "message": format!("term-sse-{n} tell me something long"), "stream": true});
@@ -573,14 +576,19 @@ async fn open_stream(
         }
         if text.contains("event: done") {
             Kind::Ok
-        } else if text.contains("event: error") {
+        } else if let Some(error) = text.split("event: error\ndata: ").nth(1) {
+            failure = Some(error.lines().next().unwrap_or_default().to_owned());
             Kind::Status(0)
         } else {
             Kind::Transport("stream ended without done".to_owned())
         }
     };
     let kind = tokio::time::timeout(Duration::from_secs(20), call).await.unwrap_or(Kind::Hang);
-    OpenStream { conversation_id, kind }
+    let failure = failure.or_else(|| match &kind {
+        Kind::Ok => None,
+        other => Some(format!("{other:?}")),
+    });
+    OpenStream { conversation_id, kind, failure }
 }
 
 async fn sigterm(stack: &mut Stack, upstream: &MockUpstream, report: &mut Report) -> anyhow::Result<()> {
@@ -668,9 +676,13 @@ async fn sigterm(stack: &mut Stack, upstream: &MockUpstream, report: &mut Report
         "SIGTERM: in-flight turns",
         format!(
             "{completed_streams}/{STREAMS} open streams ended with `done`, {complete} answers stored complete; \
-             process exited {} after {} ms (a health watch held open)",
+             process exited {} after {} ms (a health watch held open){}",
             if exited_cleanly { "0" } else { "non-zero or hung" },
-            drained_in.as_millis()
+            drained_in.as_millis(),
+            results
+                .iter()
+                .find_map(|r| r.failure.as_deref())
+                .map_or(String::new(), |f| format!("; a stream ended: {f}"))
         ),
         completed_streams == STREAMS && complete == STREAMS as i64 && exited_cleanly,
     );
