@@ -335,7 +335,7 @@ impl LlmService for LlmGrpc {
                         bill.token();
                         content.push_str(&delta);
                         chars += delta.chars().count();
-                        bill.so_far.completion_tokens = u32::try_from(chars.div_ceil(4)).unwrap_or(u32::MAX);
+                        bill.so_far.completion_tokens = crate::providers::tokens_in_chars(chars);
                         yield Ok(pb::StreamCompleteResponse { event: Some(pb::stream_complete_response::Event::Delta(delta)) });
                     }
                     Ok(StreamEvent::Done { usage, finish_reason, upstream_conversation_id, upstream_message_id }) => {

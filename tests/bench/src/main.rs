@@ -88,12 +88,14 @@ impl Bench {
     ) -> anyhow::Result<oha::Run> {
         let Aim { scenario, target, url, key } = aim;
         let before: Vec<Duration> = pids.iter().map(|(_, pid)| proc::cpu(*pid)).collect();
-        let services_before = proc::cpu_of_named(SERVICES);
+        // Only turns on PostgreSQL use the machine's services.
+        let services = scenario.contains("postgres").then(|| proc::cpu_of_named(SERVICES));
         let bearer = format!("Bearer {key}");
         let run = oha::post(&self.oha, url, body, &[("Authorization", &bearer)], rate, self.seconds).await?;
         let cpu = cpu_per_request(pids, &before, run.answered as usize);
-        let services = proc::cpu_of_named(SERVICES).saturating_sub(services_before);
-        let services_ms = (run.answered > 0).then(|| services.as_secs_f64() * 1000.0 / run.answered as f64);
+        let services_ms = services.filter(|_| run.answered > 0).map(|before| {
+            proc::cpu_of_named(SERVICES).saturating_sub(before).as_secs_f64() * 1000.0 / run.answered as f64
+        });
         log(format!(
             "{scenario} {target:?} @ {rate} rps: p50 {:.3} p90 {:.3} p99 {:.3} ms, {:.0} rps, {} failed{}{}",
             run.p50_ms,
@@ -102,9 +104,7 @@ impl Bench {
             run.achieved_rps,
             run.failed(),
             cpu.as_ref().map_or(String::new(), |(total, _)| format!(", {total:.3} ms CPU/request")),
-            services_ms
-                .filter(|_| scenario.contains("postgres"))
-                .map_or(String::new(), |ms| format!(", PostgreSQL + Redis {ms:.3} ms CPU/request"))
+            services_ms.map_or(String::new(), |ms| format!(", PostgreSQL + Redis {ms:.3} ms CPU/request"))
         ));
         let mut point = Point::from_oha(scenario, target, rate, &run, cpu);
         point.services_cpu_ms_per_request = services_ms;

@@ -50,7 +50,8 @@ pub struct Point {
     pub cpu_ms_per_request: Option<f64>,
     /// The same, by process.
     pub cpu_by_process: Vec<(String, f64)>,
-    /// CPU time of the machine's PostgreSQL and Redis processes per request, ms (oha points).
+    /// CPU time of the machine's PostgreSQL and Redis processes per request, ms (turns on
+    /// PostgreSQL).
     pub services_cpu_ms_per_request: Option<f64>,
 }
 
@@ -273,9 +274,7 @@ impl Report {
                 three(p),
                 failed(p),
                 cpu(p),
-                p.services_cpu_ms_per_request
-                    .filter(|_| p.scenario.contains("postgres"))
-                    .map_or("–".to_owned(), |ms| format!("{ms:.3} ms"))
+                p.services_cpu_ms_per_request.map_or("–".to_owned(), |ms| format!("{ms:.3} ms"))
             );
         }
         let _ = writeln!(md, "\n## gRPC, as an internal caller (service key)\n");

@@ -206,7 +206,12 @@ impl Provider {
 
 /// Rough token count for providers that report none: about four characters a token.
 pub fn estimate_tokens(text: &str) -> u32 {
-    u32::try_from(text.chars().count().div_ceil(4)).unwrap_or(u32::MAX)
+    tokens_in_chars(text.chars().count())
+}
+
+/// [`estimate_tokens`] of a text of `chars` characters (for a text counted as it grows).
+pub fn tokens_in_chars(chars: usize) -> u32 {
+    u32::try_from(chars.div_ceil(4)).unwrap_or(u32::MAX)
 }
 
 /// Drops the oldest messages until the prompt fits `window` tokens with `reserve` left for
