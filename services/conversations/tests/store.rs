@@ -53,6 +53,8 @@ on_both_backends!(
     a_turn_lease_is_exclusive_owned_and_expires,
     a_turn_opens_leased_in_one_commit_and_closes_releasing_it,
     conversations_and_messages_get_whole_number_aliases_in_creation_order,
+    turns_opened_and_closed_together_each_get_their_own_rows_and_lease,
+    a_turn_that_fails_does_not_fail_the_turns_committed_with_it,
 );
 
 fn alice() -> Principal {
@@ -532,4 +534,162 @@ async fn conversations_and_messages_get_whole_number_aliases_in_creation_order(f
     assert!(a.number > 0 && b.number > a.number, "{} then {}", a.number, b.number);
     let page = f.store.list_messages(&first.id, &PageRequest { size: 10, cursor: None }).await.unwrap();
     assert_eq!(page.items[0].number, a.number, "read back as written");
+}
+
+fn complete(content: &str) -> MessageOutcome {
+    MessageOutcome {
+        status: MessageStatus::Complete,
+        content: content.into(),
+        model: "m".into(),
+        prompt_tokens: 3,
+        completion_tokens: 1,
+        error: String::new(),
+    }
+}
+
+/// On PostgreSQL, how many transactions wrote these conversations' rows (rows written in one
+/// transaction share its `xmin`); `None` on SQLite.
+async fn transactions_that_wrote(db: &Db, ids: &[String]) -> Option<i64> {
+    let Db::Postgres(pool) = db else { return None };
+    let sql = "SELECT count(DISTINCT xmin::text) FROM conversations WHERE id = ANY($1)";
+    Some(sqlx::query_scalar(sql).bind(ids).fetch_one(pool).await.unwrap())
+}
+
+async fn turns_opened_and_closed_together_each_get_their_own_rows_and_lease(f: Fixture) {
+    let (alice, bob) = (alice(), Principal::parse("drillquiz", "bob").unwrap());
+    let opening = |owner, id: &'static str, create, holder: &'static str, message: &'static str| TurnOpening {
+        owner,
+        conversation_id: id,
+        create,
+        holder,
+        now: 1_000,
+        until: 1_100,
+        message,
+        model: "m",
+    };
+    // Conversations that exist: one free, one another holder's lease holds, one Bob's.
+    for (owner, id, holder) in [(&alice, "free", "h0"), (&alice, "held", "other"), (&bob, "bobs", "h0")] {
+        let first = f.store.open_turn(opening(owner, id, Some("t"), holder, "first")).await.unwrap().unwrap();
+        if holder == "h0" {
+            f.store.close_turn(id, &first.assistant.id, complete("answer"), holder).await.unwrap();
+        }
+    }
+
+    // Thirty new conversations and the three turns above, all at once.
+    let ids: Vec<String> = (0..30).map(|i| format!("new-{i}")).collect();
+    let messages: Vec<String> = (0..30).map(|i| format!("question {i}")).collect();
+    let mut turns: Vec<TurnOpening<'_>> = ids
+        .iter()
+        .zip(&messages)
+        .map(|(id, message)| TurnOpening {
+            owner: &alice,
+            conversation_id: id,
+            create: Some("new"),
+            holder: id,
+            now: 1_000,
+            until: 1_100,
+            message,
+            model: "m",
+        })
+        .collect();
+    turns.push(opening(&alice, "free", None, "mine", "again"));
+    turns.push(opening(&alice, "held", None, "mine", "too soon"));
+    turns.push(opening(&alice, "bobs", None, "mine", "not mine"));
+    let store = &f.store;
+    let opened = futures::future::join_all(turns.iter().map(|t| store.open_turn(*t))).await;
+    let opened: Vec<_> = opened.into_iter().map(Result::unwrap).collect();
+
+    let (new, [free, held, bobs]) = opened.split_at(30) else { panic!("33 answers") };
+    assert!(held.is_none(), "another holder's lease holds");
+    assert!(bobs.is_none(), "never on someone else's conversation");
+    let free = free.as_ref().expect("a free conversation is leased");
+    assert_eq!(free.conversation.message_count, 2, "as it was before the turn");
+    let mut numbers = std::collections::HashSet::new();
+    for (i, turn) in new.iter().enumerate() {
+        let turn = turn.as_ref().expect("a new conversation is born leased");
+        assert_eq!(turn.conversation.id, ids[i]);
+        assert_eq!(turn.conversation.message_count, 0);
+        assert_eq!(turn.user_message.content, messages[i]);
+        assert!(turn.user_message.number < turn.assistant.number, "the question is numbered before its answer");
+        assert!(
+            numbers.insert(turn.user_message.number) && numbers.insert(turn.assistant.number),
+            "numbers are unique"
+        );
+        let page = f.store.list_messages(&ids[i], &PageRequest { size: 10, cursor: None }).await.unwrap();
+        let stored: Vec<_> = page.items.iter().map(|m| (m.content.as_str(), m.status, m.number)).collect();
+        assert_eq!(
+            stored,
+            [
+                (messages[i].as_str(), MessageStatus::Complete, turn.user_message.number),
+                ("", MessageStatus::InProgress, turn.assistant.number)
+            ]
+        );
+    }
+    assert_eq!(f.store.list_messages("held", &PageRequest { size: 10, cursor: None }).await.unwrap().items.len(), 2);
+    assert_eq!(f.store.list_messages("bobs", &PageRequest { size: 10, cursor: None }).await.unwrap().items.len(), 2);
+    if let Some(transactions) = transactions_that_wrote(&f.db, &ids).await {
+        assert!(transactions < 30, "thirty turns at once share commits on PostgreSQL: {transactions} transactions");
+    }
+
+    // All closed at once, each with its own answer; one by a holder that no longer holds it.
+    let mut closings: Vec<(String, String, String, &str)> = new
+        .iter()
+        .flatten()
+        .map(|t| {
+            let id = t.conversation.id.clone();
+            let answer = format!("answer to {}", t.user_message.content);
+            (id.clone(), t.assistant.id.clone(), answer, "")
+        })
+        .collect();
+    closings[0].3 = "not the holder";
+    let closed = futures::future::join_all(closings.iter().map(|(id, answer_id, answer, holder)| {
+        let holder = if holder.is_empty() { id.as_str() } else { holder };
+        store.close_turn(id, answer_id, complete(answer), holder)
+    }))
+    .await;
+    assert!(closed.iter().all(Result::is_ok), "{closed:?}");
+    for (i, (id, _, answer, _)) in closings.iter().enumerate() {
+        let context = f.store.recent_messages(id, 10).await.unwrap();
+        assert_eq!(context.iter().map(|m| m.content.as_str()).collect::<Vec<_>>(), [messages[i].as_str(), answer]);
+        let next = f.store.lease_turn(id, &alice, "next", 1_050, 1_200).await.unwrap();
+        assert_eq!(next, i != 0, "{id}: the lease is given back only by its holder");
+    }
+}
+
+async fn a_turn_that_fails_does_not_fail_the_turns_committed_with_it(f: Fixture) {
+    let alice = alice();
+    f.store.create_conversation(&alice, "exists").await.unwrap();
+    let taken = f
+        .store
+        .list_conversations(&alice, &ConversationFilter::default(), &PageRequest { size: 10, cursor: None })
+        .await;
+    let taken = taken.unwrap().items.remove(0).id;
+    let mut ids: Vec<String> = (0..10).map(|i| format!("fine-{i}")).collect();
+    // Creating a conversation whose id is taken fails: it alone.
+    ids.insert(5, taken);
+    let store = &f.store;
+    let opened = futures::future::join_all(ids.iter().map(|id| {
+        store.open_turn(TurnOpening {
+            owner: &alice,
+            conversation_id: id,
+            create: Some("new"),
+            holder: "h",
+            now: 1_000,
+            until: 1_100,
+            message: "hello",
+            model: "m",
+        })
+    }))
+    .await;
+    for (i, outcome) in opened.iter().enumerate() {
+        if i == 5 {
+            assert!(outcome.is_err(), "an id that is taken: {outcome:?}");
+        } else {
+            assert!(matches!(outcome, Ok(Some(_))), "{}: {outcome:?}", ids[i]);
+            assert_eq!(
+                f.store.list_messages(&ids[i], &PageRequest { size: 10, cursor: None }).await.unwrap().items.len(),
+                2
+            );
+        }
+    }
 }

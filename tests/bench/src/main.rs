@@ -21,7 +21,8 @@
 //! component (`NAME=value`, space separated, e.g. `TOKIO_WORKER_THREADS=1`), or to one
 //! (`conversations:TOKIO_WORKER_THREADS=1`), and the report names them. `BENCH_LAYOUT=one-process`
 //! runs every component in one process, as `make run` does (calls between components then
-//! stay in-process), instead of one process per component.
+//! stay in-process), instead of one process per component. `BENCH_CHAT_RATES` sets the
+//! `/v1/chat` rates (a comma list; default 200,500,1000), e.g. to find where a store saturates.
 
 mod litellm;
 mod load;
@@ -165,6 +166,17 @@ fn stack_pids(stack: &Stack) -> Vec<(&'static str, u32)> {
 }
 
 /// `BENCH_LAYOUT`: one process per component (`processes`, the default) or `one-process`.
+/// The `/v1/chat` rates: `BENCH_CHAT_RATES` (a comma list of requests/s), or [`CHAT_RATES`].
+fn chat_rates() -> anyhow::Result<Vec<f64>> {
+    let Ok(list) = std::env::var("BENCH_CHAT_RATES") else { return Ok(CHAT_RATES.to_vec()) };
+    list.split(',')
+        .map(|rate| match rate.trim().parse::<f64>() {
+            Ok(r) if r > 0.0 && r.is_finite() => Ok(r),
+            _ => bail!("BENCH_CHAT_RATES: {rate:?} is not a rate (requests per second, e.g. 1000,1500,2000)"),
+        })
+        .collect()
+}
+
 fn layout() -> anyhow::Result<Layout> {
     match std::env::var("BENCH_LAYOUT").as_deref() {
         Err(_) | Ok("" | "processes") => Ok(Layout::Processes),
@@ -317,12 +329,12 @@ async fn streams(bench: &mut Bench, base: &str, key: &str, target: Target, pids:
 }
 
 /// `POST /v1/chat`, a new conversation each time, at each rate (next to the mock alone).
-async fn turns(bench: &mut Bench, stack: &Stack, scenario: &str) -> anyhow::Result<()> {
+async fn turns(bench: &mut Bench, stack: &Stack, scenario: &str, rates: &[f64]) -> anyhow::Result<()> {
     let pids = stack_pids(stack);
     let url = format!("{}/v1/chat", stack.http);
     let direct = format!("{}/chat/completions", bench.upstream);
     let body = json!({"system_id": "bench", "user_id": "reader", "message": "Say hello in five words"});
-    for rate in CHAT_RATES {
+    for &rate in rates {
         if bench.report.find("completions", Target::Direct, rate).is_none() {
             let aim = Aim { scenario: "completions", target: Target::Direct, url: &direct, key: UPSTREAM_KEY };
             bench.oha_point(aim, &completion_body(false), rate, &[]).await?;
@@ -430,6 +442,7 @@ async fn run() -> anyhow::Result<()> {
 
     let only = Only::from_env()?;
     let layout = layout()?;
+    let chat_rates = chat_rates()?;
     bench.report.layout = match layout {
         Layout::Processes => "one process per component, as on Kubernetes",
         Layout::OneProcess => "every component in one process, as `make run` (calls between components in-process)",
@@ -466,7 +479,7 @@ async fn run() -> anyhow::Result<()> {
             grpc(&mut bench, &stack).await?;
         }
         if only.wants("chat-sqlite") {
-            turns(&mut bench, &stack, "chat sqlite").await?;
+            turns(&mut bench, &stack, "chat sqlite", &chat_rates).await?;
         }
         bench.report.memory.extend(stack_memory(&stack, "SQLite"));
         stack.stop_all().await;
@@ -479,7 +492,7 @@ async fn run() -> anyhow::Result<()> {
         let mut stack =
             Stack::start_as(layout, "postgres", &bin, &logs, &pg, &with_extra(settings(&upstream, Some(&redis))))
                 .await?;
-        turns(&mut bench, &stack, "chat postgres").await?;
+        turns(&mut bench, &stack, "chat postgres", &chat_rates).await?;
         bench.report.memory.extend(stack_memory(&stack, "PostgreSQL"));
         stack.stop_all().await;
         let name = pg.rsplit('/').next().unwrap_or_default().to_owned();

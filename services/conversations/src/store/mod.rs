@@ -2,7 +2,9 @@
 //! implements it for SQLite and PostgreSQL with the same queries.
 
 mod api_usage;
+mod group_commit;
 mod idempotency;
+mod pg_turns;
 mod sql;
 
 use async_trait::async_trait;

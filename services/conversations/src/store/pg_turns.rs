@@ -1,0 +1,177 @@
+//! Turns opened and closed on PostgreSQL, many to a statement ([`super::group_commit`]). Each
+//! statement binds one array per column (`unnest`), so its text, and its prepared plan, is the
+//! same however many turns it carries.
+//!
+//! The turns' rows end in `LIMIT` (bound to their count), which changes nothing they hold but
+//! how PostgreSQL plans them: it counts an array of unknown length as 10 rows, and a `LIMIT`
+//! of unknown value as a tenth of them. With one row expected, it looks rows up by index even
+//! in the generic plan it keeps after five runs, and even when that plan was made while the
+//! tables were empty; expecting 10, it would keep a plan that scans the whole table each time.
+
+use sqlx::PgPool;
+
+use super::group_commit::Grouped;
+use crate::domain::MessageOutcome;
+
+/// A turn to open: the conversation to create (`title` set) or to lease, and its two rows.
+pub(super) struct Opening {
+    pub conversation_id: String,
+    pub title: Option<String>,
+    pub system_id: String,
+    pub user_id: String,
+    pub holder: String,
+    pub now: i64,
+    pub until: i64,
+    pub user_message_id: String,
+    pub message: String,
+    pub answer_id: String,
+    pub model: String,
+}
+
+/// A conversation row with the numbers of the turn's two messages.
+#[derive(sqlx::FromRow)]
+pub(super) struct OpenedRow {
+    #[sqlx(flatten)]
+    pub conversation: super::sql::ConversationRow,
+    pub user_number: i64,
+    pub answer_number: i64,
+    /// Which turn of the statement (from 1).
+    turn: i64,
+}
+
+/// Opens turns: creates or leases each conversation, and inserts the user message and the
+/// answer row (`in_progress`) of each one created or leased. A turn whose conversation is
+/// leased to another holder, or is not the owner's, writes nothing and gets `None`.
+pub(super) struct OpenTurns(pub PgPool);
+
+const OPEN_TURNS: &str = "\
+WITH v AS (
+  SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::bigint[],
+                       $8::text[], $9::text[], $10::text[], $11::text[])
+    WITH ORDINALITY AS v (conversation_id, title, system_id, user_id, holder, now, until,
+                          user_message_id, message, answer_id, model, turn)
+  LIMIT $12
+),
+created AS (
+  INSERT INTO conversations (id, system_id, user_id, title, created_at, updated_at, message_count,
+                             turn_lease_owner, turn_lease_until)
+  SELECT conversation_id, system_id, user_id, title, now, now, 2, holder, until
+  FROM v WHERE title IS NOT NULL ORDER BY turn
+  RETURNING id, system_id, user_id, title, upstream_id, created_at, updated_at, message_count, number
+),
+leased AS (
+  UPDATE conversations c SET turn_lease_owner = v.holder, turn_lease_until = v.until, updated_at = v.now,
+         message_count = c.message_count + 2
+  FROM v
+  WHERE v.title IS NULL AND c.id = v.conversation_id AND c.system_id = v.system_id AND c.user_id = v.user_id
+    AND (c.turn_lease_until IS NULL OR c.turn_lease_until < v.now OR c.turn_lease_owner = v.holder)
+  RETURNING c.id, c.system_id, c.user_id, c.title, c.upstream_id, c.created_at, c.updated_at, c.message_count,
+            c.number
+),
+c AS (SELECT * FROM created UNION ALL SELECT * FROM leased),
+m AS (
+  INSERT INTO messages (id, conversation_id, role, content, status, model, created_at, updated_at)
+  SELECT r.id, v.conversation_id, r.role, r.content, r.status, r.model, v.now, v.now
+  FROM v JOIN c ON c.id = v.conversation_id
+  CROSS JOIN LATERAL (VALUES (v.user_message_id, 'user', v.message, 'complete', '', 1),
+                             (v.answer_id, 'assistant', '', 'in_progress', v.model, 2))
+    AS r (id, role, content, status, model, n)
+  ORDER BY v.turn, r.n
+  RETURNING id, number
+)
+SELECT c.*, v.turn, (SELECT number FROM m WHERE m.id = v.user_message_id) AS user_number,
+       (SELECT number FROM m WHERE m.id = v.answer_id) AS answer_number
+FROM c JOIN v ON v.conversation_id = c.id";
+
+impl Grouped for OpenTurns {
+    type Item = Opening;
+    type Output = Option<OpenedRow>;
+
+    fn key(item: &Opening) -> &str {
+        &item.conversation_id
+    }
+
+    async fn write(&self, items: &[Opening]) -> Result<Vec<Option<OpenedRow>>, sqlx::Error> {
+        let column = |f: fn(&Opening) -> &str| items.iter().map(f).collect::<Vec<&str>>();
+        let rows: Vec<OpenedRow> = sqlx::query_as(OPEN_TURNS)
+            .bind(column(|i| &i.conversation_id))
+            .bind(items.iter().map(|i| i.title.as_deref()).collect::<Vec<Option<&str>>>())
+            .bind(column(|i| &i.system_id))
+            .bind(column(|i| &i.user_id))
+            .bind(column(|i| &i.holder))
+            .bind(items.iter().map(|i| i.now).collect::<Vec<i64>>())
+            .bind(items.iter().map(|i| i.until).collect::<Vec<i64>>())
+            .bind(column(|i| &i.user_message_id))
+            .bind(column(|i| &i.message))
+            .bind(column(|i| &i.answer_id))
+            .bind(column(|i| &i.model))
+            .bind(i64::try_from(items.len()).unwrap_or(i64::MAX))
+            .fetch_all(&self.0)
+            .await?;
+        let mut opened: Vec<Option<OpenedRow>> = items.iter().map(|_| None).collect();
+        for row in rows {
+            let slot = usize::try_from(row.turn - 1).ok().and_then(|i| opened.get_mut(i));
+            let Some(slot) = slot else {
+                return Err(sqlx::Error::Protocol(format!("turn {} of {} answered", row.turn, items.len())));
+            };
+            *slot = Some(row);
+        }
+        Ok(opened)
+    }
+}
+
+/// A turn to close: the answer's outcome, and the lease to give back if `holder` still holds it.
+pub(super) struct Closing {
+    pub conversation_id: String,
+    pub message_id: String,
+    pub outcome: MessageOutcome,
+    pub holder: String,
+    pub now: i64,
+}
+
+/// Closes turns: stores each answer's outcome and gives its lease back.
+pub(super) struct CloseTurns(pub PgPool);
+
+const CLOSE_TURNS: &str = "\
+WITH v AS (
+  SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::text[],
+                       $8::bigint[], $9::text[], $10::text[])
+    AS v (id, status, content, model, prompt_tokens, completion_tokens, error, now, conversation_id, holder)
+  LIMIT $11
+),
+m AS (
+  UPDATE messages SET status = v.status, content = v.content, model = v.model, prompt_tokens = v.prompt_tokens,
+         completion_tokens = v.completion_tokens, error = v.error, updated_at = v.now
+  FROM v WHERE messages.id = v.id
+)
+UPDATE conversations SET turn_lease_owner = NULL, turn_lease_until = NULL
+FROM v WHERE conversations.id = v.conversation_id AND conversations.turn_lease_owner = v.holder";
+
+impl Grouped for CloseTurns {
+    type Item = Closing;
+    type Output = ();
+
+    fn key(item: &Closing) -> &str {
+        &item.conversation_id
+    }
+
+    async fn write(&self, items: &[Closing]) -> Result<Vec<()>, sqlx::Error> {
+        let column = |f: fn(&Closing) -> &str| items.iter().map(f).collect::<Vec<&str>>();
+        let number = |f: fn(&Closing) -> i64| items.iter().map(f).collect::<Vec<i64>>();
+        sqlx::query(CLOSE_TURNS)
+            .bind(column(|i| &i.message_id))
+            .bind(column(|i| i.outcome.status.as_str()))
+            .bind(column(|i| &i.outcome.content))
+            .bind(column(|i| &i.outcome.model))
+            .bind(number(|i| i.outcome.prompt_tokens))
+            .bind(number(|i| i.outcome.completion_tokens))
+            .bind(column(|i| &i.outcome.error))
+            .bind(number(|i| i.now))
+            .bind(column(|i| &i.conversation_id))
+            .bind(column(|i| &i.holder))
+            .bind(i64::try_from(items.len()).unwrap_or(i64::MAX))
+            .execute(&self.0)
+            .await?;
+        Ok(items.iter().map(|_| ()).collect())
+    }
+}
