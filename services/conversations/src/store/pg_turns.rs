@@ -172,6 +172,6 @@ impl Grouped for CloseTurns {
             .bind(i64::try_from(items.len()).unwrap_or(i64::MAX))
             .execute(&self.0)
             .await?;
-        Ok(items.iter().map(|_| ()).collect())
+        Ok(vec![(); items.len()])
     }
 }

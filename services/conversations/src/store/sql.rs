@@ -27,11 +27,6 @@ pub struct SqlStore {
     turns: Arc<OnceLock<PgTurns>>,
 }
 
-/// How many grouped statements of one kind (openings, closings) run at a time. While one runs,
-/// the turns that arrive queue and go together in the next: larger, fewer commits as load grows
-/// (`make bench`: one measured best, and twice the turns per second of a statement per turn).
-const GROUPED_IN_FLIGHT: usize = 1;
-
 #[derive(Debug)]
 struct PgTurns {
     open: GroupCommit<OpenTurns>,
@@ -49,8 +44,8 @@ impl SqlStore {
     fn pg_turns(&self) -> Option<&PgTurns> {
         let Db::Postgres(pool) = &self.db else { return None };
         Some(self.turns.get_or_init(|| PgTurns {
-            open: GroupCommit::start(OpenTurns(pool.clone()), GROUPED_IN_FLIGHT),
-            close: GroupCommit::start(CloseTurns(pool.clone()), GROUPED_IN_FLIGHT),
+            open: GroupCommit::start(OpenTurns(pool.clone())),
+            close: GroupCommit::start(CloseTurns(pool.clone())),
         }))
     }
 }
