@@ -101,12 +101,11 @@ test: tools clean-test-dbs
 
 # Side by side at fixed rates: the mock upstream alone, Switchboard (release binary, one process per
 # component) and LiteLLM proxy (BENCH_PEER=none leaves it out); tables in bench/results/.
-# The conversation service's database work runs on sqlx's own threads: on a machine shared by
-# everything, one async worker for it measured best (a pod given `cpu: 1` gets the same from tokio).
-BENCH_ENV ?= conversations:TOKIO_WORKER_THREADS=1
+# Each component process runs one async worker, as a pod with the manifests' `cpu: 1` limit does;
+# BENCH_ENV='NAME=value …' sets other settings instead (see tests/bench/src/main.rs).
 bench: $(OHA) $(if $(filter none,$(BENCH_PEER)),,$(LITELLM))
 	cargo build --profile production --bins -p switchboard -p switchboard-bench
-	SWITCHBOARD_BIN=$(CARGO_TARGET_DIR)/production/switchboard OHA=$(OHA) LITELLM=$(LITELLM) BENCH_ENV='$(BENCH_ENV)' \
+	SWITCHBOARD_BIN=$(CARGO_TARGET_DIR)/production/switchboard OHA=$(OHA) LITELLM=$(LITELLM) $(if $(BENCH_ENV),BENCH_ENV='$(BENCH_ENV)') \
 	  $(CARGO_TARGET_DIR)/production/bench
 
 # oha, the fixed-rate HTTP load generator (its TLS backend builds with cmake).

@@ -18,10 +18,12 @@
 //! `litellm` executable of the peer column (`make bench` installs it; `BENCH_PEER=none` skips it).
 //! `BENCH_ONLY` runs some parts only (a comma list of `completions`, `stream`, `grpc`,
 //! `chat-sqlite`, `chat-postgres`, `litellm`); `BENCH_ENV` adds settings to every Switchboard
-//! component (`NAME=value`, space separated, e.g. `TOKIO_WORKER_THREADS=1`), or to one
-//! (`conversations:TOKIO_WORKER_THREADS=1`), and the report names them. `BENCH_LAYOUT=one-process`
-//! runs every component in one process, as `make run` does (calls between components then
-//! stay in-process), instead of one process per component. `BENCH_CHAT_RATES` sets the
+//! component (`NAME=value`, space separated, e.g. `TOKIO_WORKER_THREADS=2`), or to one
+//! (`conversations:TOKIO_WORKER_THREADS=1`), and the report names them; unset, each component
+//! process runs one async worker, as a pod with the manifests' CPU limit of 1 does.
+//! `BENCH_LAYOUT=one-process` runs every component in one process, as `make run` does (calls
+//! between components then stay in-process, on as many workers as the machine has cores),
+//! instead of one process per component. `BENCH_CHAT_RATES` sets the
 //! `/v1/chat` rates (a comma list; default 200,500,1000), e.g. to find where a store saturates.
 
 mod litellm;
@@ -215,9 +217,19 @@ impl Only {
     }
 }
 
-/// `BENCH_ENV`: settings added to every component, as `NAME=value` words.
-fn extra_settings() -> anyhow::Result<Vec<(&'static str, String)>> {
-    let Ok(words) = std::env::var("BENCH_ENV") else { return Ok(Vec::new()) };
+/// What each component process of [`Layout::Processes`] gets unless `BENCH_ENV` says otherwise:
+/// one async worker, as in a Kubernetes pod with a CPU limit of 1 (the manifests' limit), where
+/// the standard library, and so tokio, counts the cgroup's quota instead of the node's cores.
+const POD_SETTINGS: &str = "TOKIO_WORKER_THREADS=1";
+
+/// `BENCH_ENV`: settings added to every component, as `NAME=value` words; unset or empty, the
+/// layout's own ([`POD_SETTINGS`] for a process per component, none for one process).
+fn extra_settings(layout: Layout, bench_env: Option<&str>) -> anyhow::Result<Vec<(&'static str, String)>> {
+    let words = match bench_env {
+        Some(words) if !words.trim().is_empty() => words,
+        _ if layout == Layout::Processes => POD_SETTINGS,
+        _ => return Ok(Vec::new()),
+    };
     words
         .split_whitespace()
         .map(|word| match word.split_once('=') {
@@ -448,7 +460,7 @@ async fn run() -> anyhow::Result<()> {
         Layout::OneProcess => "every component in one process, as `make run` (calls between components in-process)",
     };
     log(format!("layout: {}", bench.report.layout));
-    let extra = extra_settings()?;
+    let extra = extra_settings(layout, std::env::var("BENCH_ENV").ok().as_deref())?;
     if !extra.is_empty() {
         let shown: Vec<String> = extra.iter().map(|(k, v)| format!("{k}={v}")).collect();
         bench.report.settings = shown.join(" ");
@@ -535,5 +547,27 @@ async fn main() -> std::process::ExitCode {
             log(format!("failed: {e:#}"));
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(settings: &[(&str, String)]) -> Vec<String> {
+        settings.iter().map(|(k, v)| format!("{k}={v}")).collect()
+    }
+
+    #[test]
+    fn a_process_per_component_runs_as_a_one_cpu_pod_unless_bench_env_says_otherwise() {
+        let pod = extra_settings(Layout::Processes, None).unwrap();
+        assert_eq!(names(&pod), ["TOKIO_WORKER_THREADS=1"]);
+        assert_eq!(names(&extra_settings(Layout::Processes, Some(" ")).unwrap()), ["TOKIO_WORKER_THREADS=1"]);
+        assert!(extra_settings(Layout::OneProcess, None).unwrap().is_empty());
+        let given = extra_settings(Layout::Processes, Some("TOKIO_WORKER_THREADS=2 gateway:RUST_LOG=info")).unwrap();
+        assert_eq!(names(&given), ["TOKIO_WORKER_THREADS=2", "gateway:RUST_LOG=info"]);
+        let wrong = extra_settings(Layout::OneProcess, Some("proxy:X=1")).unwrap_err().to_string();
+        assert!(wrong.contains("\"proxy\" in \"proxy:X=1\" is not a component"), "{wrong}");
+        assert!(extra_settings(Layout::Processes, Some("X")).is_err());
     }
 }
