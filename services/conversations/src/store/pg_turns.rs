@@ -7,6 +7,8 @@
 //! of unknown value as a tenth of them. With one row expected, it looks rows up by index even
 //! in the generic plan it keeps after five runs, and even when that plan was made while the
 //! tables were empty; expecting 10, it would keep a plan that scans the whole table each time.
+//! A leased conversation's owner is compared as in [`super::sql::BY_ID_OF_OWNER`], so that it
+//! is found by its key, not through its owner's every conversation.
 
 use sqlx::PgPool;
 
@@ -63,7 +65,8 @@ leased AS (
   UPDATE conversations c SET turn_lease_owner = v.holder, turn_lease_until = v.until, updated_at = v.now,
          message_count = c.message_count + 2
   FROM v
-  WHERE v.title IS NULL AND c.id = v.conversation_id AND c.system_id = v.system_id AND c.user_id = v.user_id
+  WHERE v.title IS NULL AND c.id = v.conversation_id
+    AND c.system_id IS NOT DISTINCT FROM v.system_id AND c.user_id IS NOT DISTINCT FROM v.user_id
     AND (c.turn_lease_until IS NULL OR c.turn_lease_until < v.now OR c.turn_lease_owner = v.holder)
   RETURNING c.id, c.system_id, c.user_id, c.title, c.upstream_id, c.created_at, c.updated_at, c.message_count,
             c.number
@@ -173,5 +176,61 @@ impl Grouped for CloseTurns {
             .execute(&self.0)
             .await?;
         Ok(vec![(); items.len()])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use sqlx::Row as _;
+    use switchboard_kit::db::Db;
+
+    /// The plan PostgreSQL keeps for `statement` once it goes generic (after five runs), made
+    /// while the tables are empty and never analysed, as on a new deployment: the plan that
+    /// would otherwise stay until an autoanalyze.
+    async fn generic_plan_on_empty_tables(statement: &str, arguments: &str) -> String {
+        let test_db = switchboard_test_support::db::postgres().await;
+        let db = Db::connect(&test_db.url, "DATABASE_URL").await.unwrap();
+        db.migrate(&crate::MIGRATIONS).await.unwrap();
+        let Db::Postgres(pool) = db else { panic!("{} is not PostgreSQL", test_db.url) };
+        let mut session = pool.acquire().await.unwrap();
+        let setup = format!("SET plan_cache_mode = force_generic_plan; PREPARE turns AS {statement}");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(setup)).execute(&mut *session).await.unwrap();
+        let explain = format!("EXPLAIN EXECUTE turns({arguments})");
+        let lines = sqlx::raw_sql(sqlx::AssertSqlSafe(explain)).fetch_all(&mut *session).await.unwrap();
+        lines.iter().map(|row| row.get::<String, _>(0)).collect::<Vec<_>>().join("\n")
+    }
+
+    #[tokio::test]
+    async fn opening_turns_looks_rows_up_by_key_even_in_a_plan_made_on_empty_tables() {
+        let plan = generic_plan_on_empty_tables(
+            super::OPEN_TURNS,
+            "'{c}', '{NULL}', '{s}', '{u}', '{h}', '{1}', '{2}', '{m1}', '{hello}', '{m2}', '{gpt}', 1",
+        )
+        .await;
+        assert!(!plan.contains("Seq Scan on conversations"), "{plan}");
+        assert!(!plan.contains("Seq Scan on messages"), "{plan}");
+        assert!(plan.contains("Index Scan using conversations_pkey on conversations c"), "the lease: {plan}");
+    }
+
+    #[tokio::test]
+    async fn a_conversation_is_looked_up_by_key_even_in_a_plan_made_on_empty_tables() {
+        use super::super::sql::{BY_ID_OF_OWNER, CONVERSATION_COLUMNS};
+        let select = format!("SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE {BY_ID_OF_OWNER}");
+        let plan = generic_plan_on_empty_tables(&select, "'c', 's', 'u'").await;
+        assert!(plan.contains("Index Scan using conversations_pkey on conversations"), "{plan}");
+        assert!(plan.contains("Index Cond: (id = $1)"), "{plan}");
+    }
+
+    #[tokio::test]
+    async fn closing_turns_looks_rows_up_by_key_even_in_a_plan_made_on_empty_tables() {
+        let plan = generic_plan_on_empty_tables(
+            super::CLOSE_TURNS,
+            "'{m2}', '{complete}', '{hi}', '{gpt}', '{1}', '{2}', '{\"\"}', '{3}', '{c}', '{h}', 1",
+        )
+        .await;
+        assert!(!plan.contains("Seq Scan"), "{plan}");
+        assert!(plan.contains("using messages_pkey on messages"), "the answer: {plan}");
+        assert!(plan.contains("using conversations_pkey on conversations"), "the lease: {plan}");
     }
 }
