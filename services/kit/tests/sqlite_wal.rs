@@ -1,0 +1,49 @@
+//! SQLite's WAL under a steady stream of commits: the background checkpoint copies it into the
+//! database file and it starts again from its beginning, instead of growing without end.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use switchboard_kit::db::Db;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_steady_stream_of_commits_does_not_grow_the_wal_without_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("wal.db");
+    let db = Db::connect(&format!("sqlite://{}", file.display()), "DATABASE_URL").await.unwrap();
+    let Db::Sqlite(sqlite) = &db else { panic!("expected SQLite") };
+    sqlx::query("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT NOT NULL)")
+        .execute(&sqlite.writer)
+        .await
+        .unwrap();
+
+    // Commits one after another, with reads beside them, across several checkpoints.
+    let reads = {
+        let readers = sqlite.readers.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            while started.elapsed() < Duration::from_millis(5_500) {
+                let _: i64 = sqlx::query_scalar("SELECT count(*) FROM notes").fetch_one(&readers).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+    };
+    let body = "x".repeat(2_000);
+    let (started, mut commits) = (Instant::now(), 0u64);
+    while started.elapsed() < Duration::from_millis(5_500) {
+        sqlx::query("INSERT INTO notes (body) VALUES ($1)").bind(&body).execute(&sqlite.writer).await.unwrap();
+        commits += 1;
+    }
+    reads.await.unwrap();
+
+    // Each commit appended at least one page (4 KiB and its frame header) to the WAL.
+    let appended = commits * 4_120;
+    let wal = std::fs::metadata(dir.path().join("wal.db-wal")).unwrap().len();
+    assert!(commits > 500, "only {commits} commits in 5.5 s");
+    assert!(
+        wal < appended / 2,
+        "the WAL grew to {wal} bytes, of at least {appended} appended by {commits} commits: it never started again"
+    );
+    db.close().await;
+}
