@@ -9,6 +9,7 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
+use sqlx::AssertSqlSafe;
 pub use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
@@ -158,7 +159,7 @@ impl Db {
                 // FULL: a commit survives a power loss too, not only a crash (about 0.1 ms more per
                 // commit here; `cargo run --release -p switchboard-kit --example sqlite_sync`).
                 .synchronous(SqliteSynchronous::Full)
-                .busy_timeout(Duration::from_secs(10))
+                .busy_timeout(BUSY_TIMEOUT)
                 .foreign_keys(true);
             let file = options.get_filename();
             if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
@@ -245,6 +246,9 @@ impl Db {
     }
 }
 
+/// How long a SQLite statement waits for a lock another connection holds.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How often the WAL is checkpointed into the database file.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
@@ -271,7 +275,7 @@ async fn checkpoints(readers: SqlitePool, writer: SqlitePool) {
         let outcome = match beside {
             Ok((_, frames, _)) if frames > 0 && frames != frames_before => {
                 frames_before = frames;
-                sqlx::query("PRAGMA wal_checkpoint(RESTART)").execute(&writer).await.map(drop)
+                restart_wal(&writer).await
             }
             other => other.map(drop),
         };
@@ -280,6 +284,28 @@ async fn checkpoints(readers: SqlitePool, writer: SqlitePool) {
                 return;
             }
             tracing::warn!(error = %e, "cannot checkpoint the SQLite WAL");
+        }
+    }
+}
+
+/// Longest the writer waits, in a `RESTART` checkpoint, for readers still on the WAL: a long
+/// read must not hold the commits up. The WAL then starts again after a later checkpoint.
+const RESTART_WAITS_AT_MOST_MS: u32 = 50;
+
+/// A `RESTART` checkpoint on the writer's connection, waiting for readers only briefly.
+async fn restart_wal(writer: &SqlitePool) -> Result<(), sqlx::Error> {
+    let mut connection = writer.acquire().await?;
+    sqlx::query(AssertSqlSafe(format!("PRAGMA busy_timeout = {RESTART_WAITS_AT_MOST_MS}")))
+        .execute(&mut *connection)
+        .await?;
+    let restarted = sqlx::query("PRAGMA wal_checkpoint(RESTART)").execute(&mut *connection).await.map(drop);
+    let usual = format!("PRAGMA busy_timeout = {}", BUSY_TIMEOUT.as_millis());
+    match sqlx::query(AssertSqlSafe(usual)).execute(&mut *connection).await {
+        Ok(_) => restarted,
+        // Not left with the short wait for its commits.
+        Err(e) => {
+            connection.close_on_drop();
+            Err(e)
         }
     }
 }
