@@ -38,12 +38,13 @@ async fn a_steady_stream_of_commits_does_not_grow_the_wal_without_end() {
     }
     reads.await.unwrap();
 
-    // Each commit appended at least one page (4 KiB and its frame header) to the WAL.
+    // Each commit appended at least one page (4 KiB and its frame header) to the WAL: a WAL
+    // that never started again is at least that long; one that did is shorter.
     let appended = commits * 4_120;
     let wal = std::fs::metadata(dir.path().join("wal.db-wal")).unwrap().len();
     assert!(commits > 500, "only {commits} commits in 5.5 s");
     assert!(
-        wal < appended / 2,
+        wal < appended,
         "the WAL grew to {wal} bytes, of at least {appended} appended by {commits} commits: it never started again"
     );
     db.close().await;
