@@ -8,16 +8,21 @@ use std::time::{Duration, Instant};
 
 use switchboard_kit::db::Db;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_steady_stream_of_commits_does_not_grow_the_wal_without_end() {
+/// A fresh SQLite database `wal.db` with a `notes` table, in the directory returned with it.
+async fn notes_db() -> (tempfile::TempDir, Db) {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("wal.db");
     let db = Db::connect(&format!("sqlite://{}", file.display()), "DATABASE_URL").await.unwrap();
     let Db::Sqlite(sqlite) = &db else { panic!("expected SQLite") };
-    sqlx::query("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT NOT NULL)")
-        .execute(&sqlite.writer)
-        .await
-        .unwrap();
+    let create = "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT NOT NULL)";
+    sqlx::query(create).execute(&sqlite.writer).await.unwrap();
+    (dir, db)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_steady_stream_of_commits_does_not_grow_the_wal_without_end() {
+    let (dir, db) = notes_db().await;
+    let Db::Sqlite(sqlite) = &db else { panic!("expected SQLite") };
 
     // Commits one after another, with reads beside them, across several checkpoints.
     let reads = {
@@ -52,14 +57,8 @@ async fn a_steady_stream_of_commits_does_not_grow_the_wal_without_end() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commits_do_not_wait_for_a_long_read_while_the_wal_is_checkpointed() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("wal.db");
-    let db = Db::connect(&format!("sqlite://{}", file.display()), "DATABASE_URL").await.unwrap();
+    let (_dir, db) = notes_db().await;
     let Db::Sqlite(sqlite) = &db else { panic!("expected SQLite") };
-    sqlx::query("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT NOT NULL)")
-        .execute(&sqlite.writer)
-        .await
-        .unwrap();
 
     // A read that stays open on the WAL across several checkpoints.
     let mut reader = sqlite.readers.acquire().await.unwrap();
