@@ -142,6 +142,7 @@ fn check_config_passes_good_settings_and_names_the_bad_variable_without_starting
     for (var, value) in [
         ("SWITCHBOARD_RATE_LIMIT_CHAT", "lots"),
         ("SWITCHBOARD_HISTORY_MESSAGES", "-3"),
+        ("SWITCHBOARD_TURN_QUEUE_LIMIT", "0"),
         ("SWITCHBOARD_UPSTREAM_RETRIES", "many"),
         ("CHAT_GATEWAY_JWT_SECRET", "short"),
         ("SWITCHBOARD_GRPC_IN_PROCESS", "maybe"),

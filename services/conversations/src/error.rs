@@ -26,6 +26,14 @@ pub enum ConversationError {
     /// Another replica's turn of the conversation outlasted the caller's patience.
     #[error("another turn of this conversation is still running; try again")]
     Busy,
+    /// The store is behind: this many turns already wait on it.
+    #[error(
+        "the conversation store is behind: {waiting} turns already wait on it (SWITCHBOARD_TURN_QUEUE_LIMIT); retry shortly"
+    )]
+    Overloaded {
+        /// Turns waiting.
+        waiting: usize,
+    },
 }
 
 impl From<crate::lease::LeaseError> for ConversationError {
@@ -51,6 +59,7 @@ impl From<ConversationError> for Status {
             ConversationError::InvalidArgument { field, .. } => invalid_field(field, err.to_string()),
             ConversationError::NotFound => Status::not_found("conversation not found"),
             ConversationError::Busy => Status::aborted(err.to_string()),
+            ConversationError::Overloaded { .. } => switchboard_kit::grpc::shed(err.to_string(), 1),
             ConversationError::Llm(status) => {
                 // The LLM proxy being unreachable is a dependency outage, not an upstream error.
                 if status.code() == Code::Unknown {

@@ -65,7 +65,7 @@ pub struct Application {
     idempotency: Arc<dyn store::IdempotencyStore>,
     sql: Arc<store::SqlStore>,
     llm: LlmServiceClient<switchboard_kit::grpc::Channel>,
-    history: u32,
+    turn_settings: turn::TurnSettings,
     stale_turn: std::time::Duration,
     verifier: switchboard_kit::auth::Verifier,
     redis: Option<switchboard_kit::redis::Redis>,
@@ -117,7 +117,10 @@ impl Application {
             idempotency,
             sql,
             llm,
-            history: settings.history_messages,
+            turn_settings: turn::TurnSettings {
+                history: settings.history_messages,
+                queue_limit: settings.turn_queue_limit,
+            },
             stale_turn: settings.stale_turn,
             verifier,
             redis,
@@ -141,8 +144,14 @@ impl Application {
         let (usage, usage_task) = usage::UsageWriter::start(self.store.clone());
         let sweeper = tokio::spawn(sweep_periodically(self.store.clone(), self.stale_turn));
         let context = Arc::new(context::ContextCache::new(self.redis.clone()));
-        let turns =
-            turn::Turns::new(self.store.clone(), self.llm.clone(), usage, self.history, context, self.context_lookups);
+        let turns = turn::Turns::new(
+            self.store.clone(),
+            self.llm.clone(),
+            usage,
+            self.turn_settings,
+            context,
+            self.context_lookups,
+        );
         let api_usage = api_usage::ApiUsageTally::default();
         let usage_store: Arc<dyn store::ApiUsageStore> = self.sql.clone();
         let (stop_counts, counts_stopped) = tokio::sync::oneshot::channel::<()>();

@@ -12,6 +12,10 @@ pub const DEFAULT_LLM_ADDR: &str = switchboard_kit::net::DEFAULT_LLM_ADDR;
 /// Default address of the auth service.
 pub const DEFAULT_AUTH_ADDR: &str = switchboard_kit::net::DEFAULT_AUTH_ADDR;
 
+/// Default of `SWITCHBOARD_TURN_QUEUE_LIMIT`: at a saturated store's pace (a few hundred turns
+/// a second on SQLite) a full queue is well under a second's wait, and its memory a few MB.
+pub const DEFAULT_TURN_QUEUE_LIMIT: usize = 256;
+
 /// Settings of the conversation service.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -27,6 +31,9 @@ pub struct Settings {
     pub llm_addr: String,
     /// `SWITCHBOARD_HISTORY_MESSAGES`: prior messages sent upstream with a turn.
     pub history_messages: u32,
+    /// `SWITCHBOARD_TURN_QUEUE_LIMIT`: turns that may wait on the store at once to store their
+    /// user message; more are refused with `UNAVAILABLE` and a retry-after of one second.
+    pub turn_queue_limit: usize,
     /// `SWITCHBOARD_TURN_TIMEOUT_SECS`: an answer still `in_progress` after this long was
     /// left by a crash, and the sweeper closes it.
     pub stale_turn: std::time::Duration,
@@ -43,6 +50,10 @@ impl Settings {
         if history_messages == 0 || history_messages > 1000 {
             return Err(ConfigError::invalid("SWITCHBOARD_HISTORY_MESSAGES", "must be between 1 and 1000"));
         }
+        let turn_queue_limit = env.parse_or("SWITCHBOARD_TURN_QUEUE_LIMIT", DEFAULT_TURN_QUEUE_LIMIT)?;
+        if !(1..=65_536).contains(&turn_queue_limit) {
+            return Err(ConfigError::invalid("SWITCHBOARD_TURN_QUEUE_LIMIT", "must be between 1 and 65536"));
+        }
         Ok(Self {
             addr,
             metrics_addr: switchboard_kit::metrics::addr_from_env(
@@ -54,6 +65,7 @@ impl Settings {
             database_var,
             llm_addr: env.get_or("SWITCHBOARD_LLM_ADDR", DEFAULT_LLM_ADDR).to_owned(),
             history_messages,
+            turn_queue_limit,
             stale_turn: std::time::Duration::from_secs(env.parse_or("SWITCHBOARD_TURN_TIMEOUT_SECS", 600)?),
             verifier: VerifierSettings::from_env(env, DEFAULT_AUTH_ADDR)?,
         })

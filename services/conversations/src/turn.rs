@@ -6,6 +6,7 @@
 //! conversation run one at a time, in arrival order, so each sees the ones before it.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use switchboard_kit::auth::Credential;
@@ -13,7 +14,7 @@ use switchboard_kit::grpc::Channel;
 use switchboard_proto::conversation::v1 as pb;
 use switchboard_proto::llm::v1 as llm;
 use switchboard_proto::llm::v1::llm_service_client::LlmServiceClient;
-use tokio::sync::{OwnedMutexGuard, mpsc};
+use tokio::sync::{OwnedMutexGuard, OwnedSemaphorePermit, Semaphore, mpsc};
 use tonic::Status;
 use tracing::Instrument as _;
 
@@ -104,6 +105,47 @@ impl TurnLocks {
     }
 }
 
+/// Bounds the turns waiting on the store to open (to store the user message and the answer
+/// row). When the store cannot keep up, a turn past the bound is refused at once, before
+/// anything of it is stored: a flood beyond the store's capacity then costs neither memory
+/// without bound nor ever longer waits, and the caller is told to retry.
+struct OpeningQueue {
+    permits: Arc<Semaphore>,
+    limit: usize,
+    /// Turns refused since the last warning, and when that was (ms since the epoch).
+    shed: AtomicU64,
+    warned_at: AtomicI64,
+}
+
+/// At most one warning about refused turns in this long.
+const SHED_WARNING_EVERY_MS: i64 = 10_000;
+
+impl OpeningQueue {
+    fn new(limit: usize) -> Self {
+        let limit = limit.max(1);
+        Self { permits: Arc::new(Semaphore::new(limit)), limit, shed: AtomicU64::new(0), warned_at: AtomicI64::new(0) }
+    }
+
+    /// A place in the queue, or [`ConversationError::Overloaded`] when it is full.
+    fn enter(&self) -> Result<OwnedSemaphorePermit, ConversationError> {
+        self.permits.clone().try_acquire_owned().map_err(|_| {
+            self.shed.fetch_add(1, Ordering::Relaxed);
+            let now = switchboard_kit::time::now_ms();
+            let last = self.warned_at.load(Ordering::Relaxed);
+            if now - last >= SHED_WARNING_EVERY_MS
+                && self.warned_at.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+            {
+                tracing::warn!(
+                    waiting = self.limit,
+                    refused = self.shed.swap(0, Ordering::Relaxed),
+                    "the store is behind: turns past SWITCHBOARD_TURN_QUEUE_LIMIT are refused with a retry-after"
+                );
+            }
+            ConversationError::Overloaded { waiting: self.limit }
+        })
+    }
+}
+
 /// Runs chat turns.
 #[derive(Clone)]
 pub struct Turns {
@@ -114,6 +156,15 @@ pub struct Turns {
     locks: Arc<TurnLocks>,
     context: Arc<ContextCache>,
     context_lookups: switchboard_kit::metrics::CacheLookups,
+    opening: Arc<OpeningQueue>,
+}
+
+/// How a turn runner is set up besides its store and LLM proxy.
+pub struct TurnSettings {
+    /// Prior messages sent upstream with a turn.
+    pub history: u32,
+    /// Turns that may wait on the store to open at once; more are refused.
+    pub queue_limit: usize,
 }
 
 impl Turns {
@@ -122,11 +173,20 @@ impl Turns {
         store: Arc<dyn ConversationStore>,
         llm: LlmServiceClient<Channel>,
         usage: UsageWriter,
-        history: u32,
+        settings: TurnSettings,
         context: Arc<ContextCache>,
         context_lookups: switchboard_kit::metrics::CacheLookups,
     ) -> Self {
-        Self { store, llm, usage, history, locks: Arc::default(), context, context_lookups }
+        Self {
+            store,
+            llm,
+            usage,
+            history: settings.history,
+            locks: Arc::default(),
+            context,
+            context_lookups,
+            opening: Arc::new(OpeningQueue::new(settings.queue_limit)),
+        }
     }
 
     /// After a turn: the cached context grows by the answer, if there is one to show. The
@@ -161,6 +221,8 @@ impl Turns {
             None => (new_id(), Some(title_from(&message))),
         };
         let local = self.locks.acquire(&conversation_id).await;
+        // Held until the turn is open (or failed to open).
+        let _waiting = self.opening.enter()?;
         let (store, owner, create, message) = (&self.store, &request.owner, create.as_deref(), message.as_str());
         let (id, model) = (conversation_id.as_str(), request.model.as_str());
         let (lease, opened) = crate::lease::acquire(store, id, owner, request.deadline, move |terms| async move {

@@ -110,3 +110,66 @@ async fn a_hung_auth_service_makes_the_gateway_answer_503_within_three_seconds()
     holder.abort();
     app.stop().await;
 }
+
+/// A store that cannot keep up (here: another connection holds SQLite's write lock) gets at
+/// most `SWITCHBOARD_TURN_QUEUE_LIMIT` turns waiting on it; the rest are refused at once with
+/// 503 and `Retry-After`, before anything of theirs is stored, so a flood past the store's
+/// capacity costs neither unbounded memory nor ever longer waits, and loses no message.
+#[tokio::test]
+async fn turns_beyond_the_store_queue_limit_are_shed_at_once_with_503_and_store_nothing() {
+    use sqlx::Connection as _;
+    use std::time::{Duration, Instant};
+    use switchboard_test_support::MockUpstream;
+    let upstream = MockUpstream::start().await;
+    let test_db = db::sqlite();
+    let env = switchboard_e2e::openai_env(&test_db.url, &upstream.base_url())
+        .with("SWITCHBOARD_RATE_LIMIT_CHAT", "off")
+        .with("SWITCHBOARD_RATE_LIMIT_CHAT_PRINCIPAL", "off")
+        .with("SWITCHBOARD_TURN_QUEUE_LIMIT", "2");
+    let app = spawn_app(env).await;
+    let turn = |user: String| app.post("/v1/chat", json!({"system_id": "drillquiz", "user_id": user, "message": "hi"}));
+    assert_eq!(turn("warm".into()).await.status(), 200);
+
+    let mut blocker = sqlx::SqliteConnection::connect(&test_db.url).await.unwrap();
+    sqlx::query("BEGIN IMMEDIATE").execute(&mut blocker).await.unwrap();
+    let started = Instant::now();
+    let hold = Duration::from_millis(1500);
+    let crowd = futures::future::join_all((0..8).map(|i| {
+        let turn = turn(format!("crowd-{i}"));
+        async move {
+            let response = turn.await;
+            (started.elapsed(), response)
+        }
+    }));
+    let release = async {
+        tokio::time::sleep(hold).await;
+        sqlx::query("ROLLBACK").execute(&mut blocker).await.unwrap();
+    };
+    let (answers, ()) = tokio::join!(crowd, release);
+
+    let mut served = 0;
+    for (after, response) in answers {
+        match response.status().as_u16() {
+            200 => served += 1,
+            503 => {
+                assert!(after < hold, "shed at once, not after waiting for the store: {after:?}");
+                assert_eq!(response.headers()["retry-after"], "1");
+                let body: serde_json::Value = response.json().await.unwrap();
+                assert!(body["detail"].as_str().unwrap().contains("too busy"), "{body}");
+            }
+            other => panic!("unexpected {other}: {}", response.text().await.unwrap_or_default()),
+        }
+    }
+    assert_eq!(served, 2, "the two turns within the limit wait for the store and are served");
+
+    let db = switchboard_kit::db::Db::connect(&test_db.url, "DATABASE_URL").await.unwrap();
+    let (conversations, messages): (i64, i64) = switchboard_kit::db_run!(&db, |pool| {
+        sqlx::query_as("SELECT (SELECT COUNT(*) FROM conversations), (SELECT COUNT(*) FROM messages)")
+            .fetch_one(pool)
+            .await
+            .unwrap()
+    });
+    assert_eq!((conversations, messages), (3, 6), "the warm-up and the two served turns, nothing of the shed ones");
+    assert_eq!(turn("after".into()).await.status(), 200, "shedding ends with the flood");
+    app.stop().await;
+}
