@@ -94,7 +94,10 @@ impl Bench {
         // Only turns on PostgreSQL use the machine's services.
         let services = scenario.contains("postgres").then(|| proc::cpu_of_named(SERVICES));
         let bearer = format!("Bearer {key}");
-        let run = oha::post(&self.oha, url, body, &[("Authorization", &bearer)], rate, self.seconds).await?;
+        let watch = proc::RssWatch::start(pids);
+        let run = oha::post(&self.oha, url, body, &[("Authorization", &bearer)], rate, self.seconds).await;
+        let rss = watch.stop().await;
+        let run = run?;
         let cpu = cpu_per_request(pids, &before, run.answered as usize);
         let services_ms = services.filter(|_| run.answered > 0).map(|before| {
             proc::cpu_of_named(SERVICES).saturating_sub(before).as_secs_f64() * 1000.0 / run.answered as f64
@@ -111,6 +114,7 @@ impl Bench {
         ));
         let mut point = Point::from_oha(scenario, target, rate, &run, cpu);
         point.services_cpu_ms_per_request = services_ms;
+        point.set_rss(rss);
         self.report.points.push(point);
         Ok(run)
     }
@@ -129,9 +133,12 @@ impl Bench {
         Fut: std::future::Future<Output = load::CallResult> + Send + 'static,
     {
         let before: Vec<Duration> = pids.iter().map(|(_, pid)| proc::cpu(*pid)).collect();
+        let watch = proc::RssWatch::start(pids);
         let outcome = load::open_loop(rate, self.seconds, call).await;
+        let rss = watch.stop().await;
         let cpu = cpu_per_request(pids, &before, outcome.sent);
-        let point = Point::from_outcome(scenario, target, rate, &outcome, cpu);
+        let mut point = Point::from_outcome(scenario, target, rate, &outcome, cpu);
+        point.set_rss(rss);
         log(format!(
             "{scenario} {target:?} @ {rate}/s: p50 {:.3} p99 {:.3} ms{}, {} failed",
             point.p50_ms,

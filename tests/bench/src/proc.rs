@@ -63,3 +63,66 @@ pub fn machine() -> String {
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     format!("{model}, {cores} cores, {mem_gib:.0} GiB, Linux {}", kernel.trim())
 }
+
+/// How often [`RssWatch`] reads the processes' resident memory.
+const RSS_EVERY: Duration = Duration::from_millis(50);
+
+/// The largest resident memory (`VmRSS`) each of some processes reaches while it runs, read
+/// every [`RSS_EVERY`]: which point of a run a peak belongs to, where `VmHWM` gives only the
+/// whole run's.
+pub struct RssWatch {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Vec<(String, u64)>>,
+}
+
+impl RssWatch {
+    /// Starts reading `pids`.
+    pub fn start(pids: &[(&'static str, u32)]) -> Self {
+        let pids = pids.to_vec();
+        let (stop, mut stopped) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(async move {
+            let mut largest = vec![0u64; pids.len()];
+            let mut every = tokio::time::interval(RSS_EVERY);
+            loop {
+                for (most, (_, pid)) in largest.iter_mut().zip(&pids) {
+                    *most = (*most).max(memory(*pid).0);
+                }
+                tokio::select! {
+                    _ = every.tick() => {}
+                    _ = &mut stopped => break,
+                }
+            }
+            pids.iter().zip(largest).map(|((name, _), most)| ((*name).to_owned(), most)).collect()
+        });
+        Self { stop, task }
+    }
+
+    /// Stops reading: the largest resident memory of each process in bytes, in the order given.
+    pub async fn stop(self) -> Vec<(String, u64)> {
+        let _ = self.stop.send(());
+        self.task.await.unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_watch_sees_memory_that_is_held_only_while_it_reads() {
+        const HELD: usize = 64 << 20;
+        let me = std::process::id();
+        let before = memory(me).0;
+        let watch = RssWatch::start(&[("bench", me)]);
+        // Touched page by page, so it is resident, then given back before the watch stops.
+        let held = vec![1u8; HELD];
+        tokio::time::sleep(RSS_EVERY * 4).await;
+        assert_eq!(held.iter().step_by(4096).map(|&b| usize::from(b)).sum::<usize>(), HELD / 4096);
+        drop(held);
+        let seen = watch.stop().await;
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen[0].0, "bench");
+        assert!(seen[0].1 >= before + HELD as u64 / 2, "saw {} bytes, {before} before", seen[0].1);
+        assert!(memory(me).0 < seen[0].1, "the largest reading is not just the last one");
+    }
+}

@@ -53,6 +53,9 @@ pub struct Point {
     /// CPU time of the machine's PostgreSQL and Redis processes per request, ms (turns on
     /// PostgreSQL).
     pub services_cpu_ms_per_request: Option<f64>,
+    /// The largest resident memory (`VmRSS`) of each of the target's processes during the
+    /// point, MiB.
+    pub rss_mib_by_process: Vec<(String, f64)>,
 }
 
 fn ms(d: Option<Duration>) -> f64 {
@@ -60,6 +63,11 @@ fn ms(d: Option<Duration>) -> f64 {
 }
 
 impl Point {
+    /// Records the largest resident memory of each process (bytes) during the point.
+    pub fn set_rss(&mut self, rss: Vec<(String, u64)>) {
+        self.rss_mib_by_process = rss.into_iter().map(|(name, bytes)| (name, bytes as f64 / 1048576.0)).collect();
+    }
+
     /// A point from an oha run.
     pub fn from_oha(
         scenario: &str,
@@ -85,6 +93,7 @@ impl Point {
             cpu_ms_per_request,
             cpu_by_process,
             services_cpu_ms_per_request: None,
+            rss_mib_by_process: Vec::new(),
         }
     }
 
@@ -114,6 +123,7 @@ impl Point {
             cpu_ms_per_request,
             cpu_by_process,
             services_cpu_ms_per_request: None,
+            rss_mib_by_process: Vec::new(),
         }
     }
 }
@@ -290,7 +300,13 @@ impl Report {
                 cpu(p)
             );
         }
-        let _ = writeln!(md, "\n## Peak resident memory (VmHWM)\n");
+        let _ = writeln!(md, "\n## Resident memory during each point (largest VmRSS, read every 50 ms)\n");
+        let _ = writeln!(md, "| point | target | rate/s | MiB by process |\n|---|---|---|---|");
+        for p in self.points.iter().filter(|p| !p.rss_mib_by_process.is_empty()) {
+            let each: Vec<String> = p.rss_mib_by_process.iter().map(|(name, mib)| format!("{name} {mib:.1}")).collect();
+            let _ = writeln!(md, "| {} | {:?} | {} | {} |", p.scenario, p.target, p.rate, each.join(", "));
+        }
+        let _ = writeln!(md, "\n## Peak resident memory over the whole run (VmHWM)\n");
         let _ = writeln!(md, "| process | MiB |\n|---|---|");
         for m in &self.memory {
             let _ = writeln!(md, "| {} | {:.1} |", m.component, m.peak_rss_mib);
