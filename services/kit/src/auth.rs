@@ -297,12 +297,25 @@ pub enum VerifierError {
     Redis(#[from] redis::RedisError),
 }
 
+/// The calls to the auth service under way, by credential digest, each shared by every check
+/// of that credential that arrives while it runs.
+type InFlight = std::sync::Mutex<
+    std::collections::HashMap<[u8; 32], futures::future::Shared<futures::future::BoxFuture<'static, Verdict>>>,
+>;
+
+/// What the auth service said of a credential.
+type Verdict = Result<Caller, Status>;
+
 /// Verifies credentials with the auth service, caching positive answers for `ttl` (never
 /// past the credential's own expiry) and dropping them as soon as a revocation is announced.
+/// Checks of one credential that miss the cache together (the first requests, or every request
+/// under way when its entry expires) share one call to the auth service instead of making one
+/// each; the call runs to its end even if the check that started it is given up.
 #[derive(Clone)]
 pub struct Verifier {
     auth: AuthServiceClient<Channel>,
     cache: Arc<Cache>,
+    in_flight: Arc<InFlight>,
     ttl: Duration,
     admin_token: Option<Arc<secrecy::SecretString>>,
     lookups: crate::metrics::CacheLookups,
@@ -313,7 +326,14 @@ impl Verifier {
     pub fn new(channel: Channel, ttl: Duration, hub: &Hub) -> Self {
         let cache = Arc::new(Cache::new(CACHE_CAPACITY));
         tokio::spawn(evict_on_revocation(Arc::downgrade(&cache), hub.subscribe()));
-        Self { auth: AuthServiceClient::new(channel), cache, ttl, admin_token: None, lookups: Default::default() }
+        Self {
+            auth: AuthServiceClient::new(channel),
+            cache,
+            in_flight: Arc::default(),
+            ttl,
+            admin_token: None,
+            lookups: Default::default(),
+        }
     }
 
     /// Counts cache hits and misses as the `credentials` cache of `family`.
@@ -357,13 +377,41 @@ impl Verifier {
     /// Who `credential` is. `UNAUTHENTICATED` when unknown, expired or revoked; `UNAVAILABLE`
     /// when the auth service does not answer within [`AUTH_TIMEOUT`].
     pub async fn verify(&self, credential: &Credential) -> Result<Caller, Status> {
+        use futures::FutureExt as _;
         let digest = credential.digest();
-        let now = Instant::now();
         let cached = self.cache.get(&digest);
         self.lookups.record(cached.is_some());
         if let Some(caller) = cached {
             return Ok(caller);
         }
+        let call = {
+            let mut in_flight = self.in_flight.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            // A call that ended since the look-up above has filled the cache (before leaving
+            // `in_flight`, so a check always finds one or the other).
+            if let Some(caller) = self.cache.get(&digest) {
+                return Ok(caller);
+            }
+            in_flight
+                .entry(digest)
+                .or_insert_with(|| {
+                    let (this, credential) = (self.clone(), credential.clone());
+                    let call = tokio::spawn(async move {
+                        let verdict = this.ask(credential, digest).await;
+                        this.in_flight.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&digest);
+                        verdict
+                    });
+                    async move { call.await.unwrap_or_else(|e| Err(Status::internal(format!("credential check: {e}")))) }
+                        .boxed()
+                        .shared()
+                })
+                .clone()
+        };
+        call.await
+    }
+
+    /// Asks the auth service who `credential` is, and caches a positive answer.
+    async fn ask(&self, credential: Credential, digest: [u8; 32]) -> Verdict {
+        let now = Instant::now();
         let mut request = tonic::Request::new(pb::AuthenticateRequest {
             kind: credential.kind() as i32,
             credential: credential.secret().to_owned(),
@@ -380,7 +428,7 @@ impl Verifier {
                 _ => status,
             })?
             .into_inner();
-        let caller = Caller::from_answer(answer, credential.clone());
+        let caller = Caller::from_answer(answer, credential);
         let until = caller.valid_until.map_or(now + self.ttl, |v| v.min(now + self.ttl));
         self.cache.insert(digest, caller.clone(), until);
         Ok(caller)
