@@ -378,6 +378,7 @@ impl Verifier {
     /// when the auth service does not answer within [`AUTH_TIMEOUT`].
     pub async fn verify(&self, credential: &Credential) -> Result<Caller, Status> {
         use futures::FutureExt as _;
+        use tracing::Instrument as _;
         let digest = credential.digest();
         let cached = self.cache.get(&digest);
         self.lookups.record(cached.is_some());
@@ -395,11 +396,15 @@ impl Verifier {
                 .entry(digest)
                 .or_insert_with(|| {
                     let (this, credential) = (self.clone(), credential.clone());
-                    let call = tokio::spawn(async move {
-                        let verdict = this.ask(credential, digest).await;
-                        this.in_flight.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&digest);
-                        verdict
-                    });
+                    // In the span of the check that starts it, so the call joins that trace.
+                    let call = tokio::spawn(
+                        async move {
+                            let verdict = this.ask(credential, digest).await;
+                            this.in_flight.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&digest);
+                            verdict
+                        }
+                        .in_current_span(),
+                    );
                     async move { call.await.unwrap_or_else(|e| Err(Status::internal(format!("credential check: {e}")))) }
                         .boxed()
                         .shared()
