@@ -104,7 +104,7 @@ pub async fn measure(bench: &mut Bench, peer: &Peer) -> anyhow::Result<()> {
     }
     crate::streams(bench, &format!("{base}/v1"), MASTER_KEY, Target::Litellm, &pids).await;
     let (_, peak) = proc::memory(pid);
-    bench.report.memory.push(Memory { component: "LiteLLM proxy".into(), peak_rss_mib: peak as f64 / 1048576.0 });
+    bench.report.memory.push(Memory { component: "LiteLLM proxy".into(), peak_rss_mib: crate::proc::mib(peak) });
     child.kill().await?;
     Ok(())
 }

@@ -199,7 +199,7 @@ fn stack_memory(stack: &Stack, backend: &str) -> Vec<Memory> {
         .into_iter()
         .map(|(component, pid)| {
             let (_, peak) = proc::memory(pid);
-            Memory { component: format!("{component} ({backend})"), peak_rss_mib: peak as f64 / 1024.0 / 1024.0 }
+            Memory { component: format!("{component} ({backend})"), peak_rss_mib: proc::mib(peak) }
         })
         .collect()
 }
@@ -527,7 +527,7 @@ async fn run() -> anyhow::Result<()> {
         litellm::measure(&mut bench, &peer).await?;
     }
     let (_, mock_peak) = proc::memory(mock_pid);
-    bench.report.memory.push(Memory { component: "mock upstream".into(), peak_rss_mib: mock_peak as f64 / 1048576.0 });
+    bench.report.memory.push(Memory { component: "mock upstream".into(), peak_rss_mib: proc::mib(mock_peak) });
     let _ = mock.kill().await;
 
     let markdown = bench.report.markdown();

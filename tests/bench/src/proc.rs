@@ -32,6 +32,11 @@ pub fn cpu_of_named(names: &[&str]) -> Duration {
         .sum()
 }
 
+/// `bytes` in MiB, as the report gives memory.
+pub fn mib(bytes: u64) -> f64 {
+    bytes as f64 / 1048576.0
+}
+
 /// `(current, peak)` resident memory of `pid` in bytes (`VmRSS`, `VmHWM`).
 pub fn memory(pid: u32) -> (u64, u64) {
     let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else { return (0, 0) };
@@ -65,7 +70,7 @@ pub fn machine() -> String {
 }
 
 /// How often [`RssWatch`] reads the processes' resident memory.
-const RSS_EVERY: Duration = Duration::from_millis(50);
+pub const RSS_EVERY: Duration = Duration::from_millis(50);
 
 /// The largest resident memory (`VmRSS`) each of some processes reaches while it runs, read
 /// every [`RSS_EVERY`]: which point of a run a peak belongs to, where `VmHWM` gives only the

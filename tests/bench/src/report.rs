@@ -65,7 +65,7 @@ fn ms(d: Option<Duration>) -> f64 {
 impl Point {
     /// Records the largest resident memory of each process (bytes) during the point.
     pub fn set_rss(&mut self, rss: Vec<(String, u64)>) {
-        self.rss_mib_by_process = rss.into_iter().map(|(name, bytes)| (name, bytes as f64 / 1048576.0)).collect();
+        self.rss_mib_by_process = rss.into_iter().map(|(name, bytes)| (name, crate::proc::mib(bytes))).collect();
     }
 
     /// A point from an oha run.
@@ -300,7 +300,11 @@ impl Report {
                 cpu(p)
             );
         }
-        let _ = writeln!(md, "\n## Resident memory during each point (largest VmRSS, read every 50 ms)\n");
+        let _ = writeln!(
+            md,
+            "\n## Resident memory during each point (largest VmRSS, read every {} ms)\n",
+            crate::proc::RSS_EVERY.as_millis()
+        );
         let _ = writeln!(md, "| point | target | rate/s | MiB by process |\n|---|---|---|---|");
         for p in self.points.iter().filter(|p| !p.rss_mib_by_process.is_empty()) {
             let each: Vec<String> = p.rss_mib_by_process.iter().map(|(name, mib)| format!("{name} {mib:.1}")).collect();
