@@ -7,8 +7,8 @@ use std::sync::Arc;
 use switchboard_conversations::MIGRATIONS;
 use switchboard_conversations::domain::{MessageOutcome, MessageStatus, PageRequest, Principal, Role, UsageRecord};
 use switchboard_conversations::store::{
-    Claim, ClaimTerms, ConversationFilter, ConversationStore, IdempotencyStore, NewMessage, SqlStore, TurnOpening,
-    UpstreamConversation, UpstreamMessage,
+    Claim, ClaimTerms, ConversationFilter, ConversationStore, IdempotencyStore, KEPT_FOR_CLOSINGS, KEPT_FOR_OPENINGS,
+    NewMessage, SqlStore, TurnOpening, UpstreamConversation, UpstreamMessage,
 };
 use switchboard_kit::db::Db;
 use switchboard_test_support::db::{self, TestDb};
@@ -692,4 +692,55 @@ async fn a_turn_that_fails_does_not_fail_the_turns_committed_with_it(f: Fixture)
             );
         }
     }
+}
+
+/// PostgreSQL only: turns open and close on two connections kept for them, outside the pool.
+/// One that PostgreSQL has ended (a restart, a proxy's idle cut) is replaced before the next
+/// turn, which loses nothing.
+#[tokio::test]
+async fn turns_keep_their_own_connections_and_replace_one_postgresql_ended() {
+    let f = open(db::postgres().await).await;
+    let Db::Postgres(pool) = &f.db else { panic!("not PostgreSQL") };
+    let alice = alice();
+    let turn = |id| TurnOpening {
+        owner: &alice,
+        conversation_id: id,
+        create: Some("t"),
+        holder: id,
+        now: 1_000,
+        until: 1_100,
+        message: "hello",
+        model: "m",
+    };
+    let first = f.store.open_turn(turn("c-1")).await.unwrap().unwrap();
+    f.store.close_turn("c-1", &first.assistant.id, complete("one"), "c-1").await.unwrap();
+
+    let kept = "SELECT application_name FROM pg_stat_activity \
+                WHERE datname = current_database() AND application_name = ANY($1) ORDER BY 1";
+    let names = [KEPT_FOR_CLOSINGS, KEPT_FOR_OPENINGS];
+    let ended: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND application_name = ANY($1)",
+    )
+    .bind(names)
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    assert_eq!(ended, [true, true], "one connection kept for each kind");
+    for _ in 0..50 {
+        let left: Vec<String> = sqlx::query_scalar(kept).bind(names).fetch_all(pool).await.unwrap();
+        if left.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
+    // Past the idle time after which a kept connection is tested before use, as the pool's.
+    tokio::time::sleep(switchboard_kit::db::PING_WHEN_IDLE_FOR).await;
+    let second = f.store.open_turn(turn("c-2")).await.unwrap().expect("a turn after its connection ended");
+    f.store.close_turn("c-2", &second.assistant.id, complete("two"), "c-2").await.unwrap();
+    let context = f.store.recent_messages("c-2", 10).await.unwrap();
+    assert_eq!(context.iter().map(|m| m.content.as_str()).collect::<Vec<_>>(), ["hello", "two"]);
+    let again: Vec<String> = sqlx::query_scalar(kept).bind(names).fetch_all(pool).await.unwrap();
+    assert_eq!(again, names, "both replaced");
 }

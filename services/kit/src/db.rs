@@ -15,7 +15,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
 /// A PostgreSQL connection idle this long is pinged before it is used again.
-const PING_WHEN_IDLE_FOR: Duration = Duration::from_secs(1);
+pub const PING_WHEN_IDLE_FOR: Duration = Duration::from_secs(1);
 
 /// Default store: a SQLite file under `./data/`.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://./data/switchboard.db";

@@ -9,6 +9,7 @@ mod sql;
 
 use async_trait::async_trait;
 
+pub use pg_turns::{KEPT_FOR_CLOSINGS, KEPT_FOR_OPENINGS};
 pub use sql::SqlStore;
 
 use crate::domain::{

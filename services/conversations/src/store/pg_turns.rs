@@ -9,8 +9,14 @@
 //! tables were empty; expecting 10, it would keep a plan that scans the whole table each time.
 //! A leased conversation's owner is compared as in [`super::sql::BY_ID_OF_OWNER`], so that it
 //! is found by its key, not through its owner's every conversation.
+//!
+//! Each kind keeps a connection of its own ([`Kept`]), outside the pool.
 
-use sqlx::PgPool;
+use std::time::{Duration, Instant};
+
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool};
+use sqlx::{ConnectOptions as _, Connection as _};
+use switchboard_kit::db::PING_WHEN_IDLE_FOR;
 
 use super::group_commit::Grouped;
 use crate::domain::MessageOutcome;
@@ -44,7 +50,7 @@ pub(super) struct OpenedRow {
 /// Opens turns: creates or leases each conversation, and inserts the user message and the
 /// answer row (`in_progress`) of each one created or leased. A turn whose conversation is
 /// leased to another holder, or is not the owner's, writes nothing and gets `None`.
-pub(super) struct OpenTurns(pub PgPool);
+pub(super) struct OpenTurns(pub Kept);
 
 const OPEN_TURNS: &str = "\
 WITH v AS (
@@ -96,7 +102,7 @@ impl Grouped for OpenTurns {
 
     async fn write(&self, items: &[Opening]) -> Result<Vec<Option<OpenedRow>>, sqlx::Error> {
         let column = |f: fn(&Opening) -> &str| items.iter().map(f).collect::<Vec<&str>>();
-        let rows: Vec<OpenedRow> = sqlx::query_as(OPEN_TURNS)
+        let rows = sqlx::query_as(OPEN_TURNS)
             .bind(column(|i| &i.conversation_id))
             .bind(items.iter().map(|i| i.title.as_deref()).collect::<Vec<Option<&str>>>())
             .bind(column(|i| &i.system_id))
@@ -108,9 +114,8 @@ impl Grouped for OpenTurns {
             .bind(column(|i| &i.message))
             .bind(column(|i| &i.answer_id))
             .bind(column(|i| &i.model))
-            .bind(i64::try_from(items.len()).unwrap_or(i64::MAX))
-            .fetch_all(&self.0)
-            .await?;
+            .bind(i64::try_from(items.len()).unwrap_or(i64::MAX));
+        let rows: Vec<OpenedRow> = self.0.run(async |connection| rows.fetch_all(connection).await).await?;
         let mut opened: Vec<Option<OpenedRow>> = items.iter().map(|_| None).collect();
         for row in rows {
             let slot = usize::try_from(row.turn - 1).ok().and_then(|i| opened.get_mut(i));
@@ -133,7 +138,7 @@ pub(super) struct Closing {
 }
 
 /// Closes turns: stores each answer's outcome and gives its lease back.
-pub(super) struct CloseTurns(pub PgPool);
+pub(super) struct CloseTurns(pub Kept);
 
 const CLOSE_TURNS: &str = "\
 WITH v AS (
@@ -161,7 +166,7 @@ impl Grouped for CloseTurns {
     async fn write(&self, items: &[Closing]) -> Result<Vec<()>, sqlx::Error> {
         let column = |f: fn(&Closing) -> &str| items.iter().map(f).collect::<Vec<&str>>();
         let number = |f: fn(&Closing) -> i64| items.iter().map(f).collect::<Vec<i64>>();
-        sqlx::query(CLOSE_TURNS)
+        let statement = sqlx::query(CLOSE_TURNS)
             .bind(column(|i| &i.message_id))
             .bind(column(|i| i.outcome.status.as_str()))
             .bind(column(|i| &i.outcome.content))
@@ -172,10 +177,66 @@ impl Grouped for CloseTurns {
             .bind(number(|i| i.now))
             .bind(column(|i| &i.conversation_id))
             .bind(column(|i| &i.holder))
-            .bind(i64::try_from(items.len()).unwrap_or(i64::MAX))
-            .execute(&self.0)
-            .await?;
+            .bind(i64::try_from(items.len()).unwrap_or(i64::MAX));
+        self.0.run(async |connection| statement.execute(connection).await).await?;
         Ok(vec![(); items.len()])
+    }
+}
+
+/// How PostgreSQL (`pg_stat_activity.application_name`) names the connection turns open on.
+pub const KEPT_FOR_OPENINGS: &str = "switchboard turn openings";
+/// How PostgreSQL names the connection turns close on.
+pub const KEPT_FOR_CLOSINGS: &str = "switchboard turn closings";
+
+/// Longest wait for a new connection, as the pool's `acquire_timeout`.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The connection one kind of grouped write keeps for itself. Its statements run one at a time,
+/// so one connection serves them all. Outside the pool, it skips the round trip the pool spends
+/// testing each connection it takes back (one per statement), and the turns never wait while the
+/// pool opens a connection as it grows. As the pool does, it is pinged before use after sitting
+/// idle ([`PING_WHEN_IDLE_FOR`]), and replaced once it fails other than by a statement's own error.
+pub(super) struct Kept {
+    options: PgConnectOptions,
+    held: tokio::sync::Mutex<Option<(PgConnection, Instant)>>,
+}
+
+impl Kept {
+    /// A connection like `pool`'s, shown to PostgreSQL (`pg_stat_activity`) as `name`; opened on
+    /// first use.
+    pub(super) fn new(pool: &PgPool, name: &str) -> Self {
+        let options = (*pool.connect_options()).clone().application_name(name);
+        Self { options, held: tokio::sync::Mutex::default() }
+    }
+
+    /// Runs `statement` on the kept connection, opening one first when none is kept.
+    async fn run<T>(
+        &self,
+        statement: impl AsyncFnOnce(&mut PgConnection) -> Result<T, sqlx::Error>,
+    ) -> Result<T, sqlx::Error> {
+        let mut held = self.held.lock().await;
+        if let Some((connection, used)) = held.as_mut()
+            && used.elapsed() >= PING_WHEN_IDLE_FOR
+            && let Err(error) = connection.ping().await
+        {
+            tracing::info!(%error, "a kept database connection was gone; opening another");
+            *held = None;
+        }
+        let (connection, used) = match held.as_mut() {
+            Some(kept) => kept,
+            None => {
+                let connecting = tokio::time::timeout(CONNECT_TIMEOUT, self.options.connect());
+                held.insert((connecting.await.map_err(|_| sqlx::Error::PoolTimedOut)??, Instant::now()))
+            }
+        };
+        let outcome = statement(connection).await;
+        *used = Instant::now();
+        if let Err(error) = &outcome
+            && !matches!(error, sqlx::Error::Database(_))
+        {
+            *held = None;
+        }
+        outcome
     }
 }
 

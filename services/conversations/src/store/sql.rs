@@ -10,7 +10,7 @@ use switchboard_kit::time::now_ms;
 use switchboard_kit::{db_run, db_write};
 
 use super::group_commit::GroupCommit;
-use super::pg_turns::{CloseTurns, Closing, OpenTurns, Opening};
+use super::pg_turns::{CloseTurns, Closing, KEPT_FOR_CLOSINGS, KEPT_FOR_OPENINGS, Kept, OpenTurns, Opening};
 use super::{
     ConversationFilter, ConversationStore, NewMessage, OpenedTurn, TurnOpening, UpstreamConversation, UpstreamMessage,
 };
@@ -44,8 +44,8 @@ impl SqlStore {
     fn pg_turns(&self) -> Option<&PgTurns> {
         let Db::Postgres(pool) = &self.db else { return None };
         Some(self.turns.get_or_init(|| PgTurns {
-            open: GroupCommit::start(OpenTurns(pool.clone())),
-            close: GroupCommit::start(CloseTurns(pool.clone())),
+            open: GroupCommit::start(OpenTurns(Kept::new(pool, KEPT_FOR_OPENINGS))),
+            close: GroupCommit::start(CloseTurns(Kept::new(pool, KEPT_FOR_CLOSINGS))),
         }))
     }
 }
