@@ -51,7 +51,7 @@ const STREAM_RATE: f64 = 100.0;
 /// The machine's database and cache processes, whose CPU the turns on PostgreSQL also cost.
 const SERVICES: &[&str] = &["postgres", "redis-server"];
 const CHAT_RATES: [f64; 3] = [200.0, 500.0, 1000.0];
-const GRPC_COMPLETE_RATES: [f64; 2] = [1000.0, 2000.0];
+const GRPC_COMPLETE_RATES: [f64; 3] = [1000.0, 2000.0, 5000.0];
 const GRPC_TURN_RATES: [f64; 2] = [200.0, 500.0];
 
 fn log(message: impl AsRef<str>) {
