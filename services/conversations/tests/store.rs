@@ -695,8 +695,8 @@ async fn a_turn_that_fails_does_not_fail_the_turns_committed_with_it(f: Fixture)
 }
 
 /// PostgreSQL only: turns open and close on two connections kept for them, outside the pool.
-/// One that PostgreSQL has ended (a restart, a proxy's idle cut) is replaced before the next
-/// turn, which loses nothing.
+/// One that PostgreSQL has ended (a restart, a proxy's idle cut) is replaced: after an idle
+/// second before it is used, else right after the one statement it failed.
 #[tokio::test]
 async fn turns_keep_their_own_connections_and_replace_one_postgresql_ended() {
     let f = open(db::postgres().await).await;
@@ -712,35 +712,44 @@ async fn turns_keep_their_own_connections_and_replace_one_postgresql_ended() {
         message: "hello",
         model: "m",
     };
+    let names = [KEPT_FOR_CLOSINGS, KEPT_FOR_OPENINGS];
+    let kept = || async {
+        let sql = "SELECT application_name FROM pg_stat_activity \
+                   WHERE datname = current_database() AND application_name = ANY($1) ORDER BY 1";
+        sqlx::query_scalar::<_, String>(sql).bind(names).fetch_all(pool).await.unwrap()
+    };
+    let end_kept = || async {
+        let sql = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                   WHERE datname = current_database() AND application_name = ANY($1)";
+        let ended: Vec<bool> = sqlx::query_scalar(sql).bind(names).fetch_all(pool).await.unwrap();
+        assert_eq!(ended, [true, true], "one connection kept for each kind");
+        let mut left = kept().await;
+        for _ in 0..250 {
+            if left.is_empty() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            left = kept().await;
+        }
+        assert_eq!(left, Vec::<String>::new(), "the ended backends are gone");
+    };
     let first = f.store.open_turn(turn("c-1")).await.unwrap().unwrap();
     f.store.close_turn("c-1", &first.assistant.id, complete("one"), "c-1").await.unwrap();
 
-    let kept = "SELECT application_name FROM pg_stat_activity \
-                WHERE datname = current_database() AND application_name = ANY($1) ORDER BY 1";
-    let names = [KEPT_FOR_CLOSINGS, KEPT_FOR_OPENINGS];
-    let ended: Vec<bool> = sqlx::query_scalar(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-         WHERE datname = current_database() AND application_name = ANY($1)",
-    )
-    .bind(names)
-    .fetch_all(pool)
-    .await
-    .unwrap();
-    assert_eq!(ended, [true, true], "one connection kept for each kind");
-    for _ in 0..50 {
-        let left: Vec<String> = sqlx::query_scalar(kept).bind(names).fetch_all(pool).await.unwrap();
-        if left.is_empty() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-
-    // Past the idle time after which a kept connection is tested before use, as the pool's.
+    // Ended while idle: past the idle time after which it is pinged before use, as the pool's.
+    end_kept().await;
     tokio::time::sleep(switchboard_kit::db::PING_WHEN_IDLE_FOR).await;
     let second = f.store.open_turn(turn("c-2")).await.unwrap().expect("a turn after its connection ended");
     f.store.close_turn("c-2", &second.assistant.id, complete("two"), "c-2").await.unwrap();
     let context = f.store.recent_messages("c-2", 10).await.unwrap();
     assert_eq!(context.iter().map(|m| m.content.as_str()).collect::<Vec<_>>(), ["hello", "two"]);
-    let again: Vec<String> = sqlx::query_scalar(kept).bind(names).fetch_all(pool).await.unwrap();
-    assert_eq!(again, names, "both replaced");
+    assert_eq!(kept().await, names, "both replaced");
+
+    // Ended and used at once, before any ping: one statement of each kind fails, and only that.
+    end_kept().await;
+    let _opening_ended_under_it = f.store.open_turn(turn("c-3")).await;
+    let _closing_ended_under_it = f.store.close_turn("c-2", &second.assistant.id, complete("two"), "c-2").await;
+    let fourth = f.store.open_turn(turn("c-4")).await.unwrap().expect("the next turn, on a new connection");
+    f.store.close_turn("c-4", &fourth.assistant.id, complete("four"), "c-4").await.unwrap();
+    assert_eq!(f.store.recent_messages("c-4", 10).await.unwrap().len(), 2);
 }

@@ -188,17 +188,35 @@ pub const KEPT_FOR_OPENINGS: &str = "switchboard turn openings";
 /// How PostgreSQL names the connection turns close on.
 pub const KEPT_FOR_CLOSINGS: &str = "switchboard turn closings";
 
-/// Longest wait for a new connection, as the pool's `acquire_timeout`.
+/// Longest wait for a new connection, or for an idle one's ping, as the pool's `acquire_timeout`.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A kept connection is replaced once this old, as the pool's `max_lifetime`.
+const KEPT_AT_MOST: Duration = Duration::from_secs(30 * 60);
+/// After a failed connect, statements fail at once for this long instead of each trying again.
+const RETRY_CONNECT_AFTER: Duration = Duration::from_secs(1);
 
 /// The connection one kind of grouped write keeps for itself. Its statements run one at a time,
 /// so one connection serves them all. Outside the pool, it skips the round trip the pool spends
 /// testing each connection it takes back (one per statement), and the turns never wait while the
 /// pool opens a connection as it grows. As the pool does, it is pinged before use after sitting
-/// idle ([`PING_WHEN_IDLE_FOR`]), and replaced once it fails other than by a statement's own error.
+/// idle ([`PING_WHEN_IDLE_FOR`]) and replaced after [`KEPT_AT_MOST`]; it is also replaced after
+/// any failed statement (a server shutting down answers with an error before it goes).
 pub(super) struct Kept {
     options: PgConnectOptions,
-    held: tokio::sync::Mutex<Option<(PgConnection, Instant)>>,
+    state: tokio::sync::Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    connection: Option<Held>,
+    /// When a connect last failed, while no connect has succeeded since.
+    connect_failed: Option<Instant>,
+}
+
+struct Held {
+    connection: PgConnection,
+    opened: Instant,
+    used: Instant,
 }
 
 impl Kept {
@@ -206,7 +224,7 @@ impl Kept {
     /// first use.
     pub(super) fn new(pool: &PgPool, name: &str) -> Self {
         let options = (*pool.connect_options()).clone().application_name(name);
-        Self { options, held: tokio::sync::Mutex::default() }
+        Self { options, state: tokio::sync::Mutex::default() }
     }
 
     /// Runs `statement` on the kept connection, opening one first when none is kept.
@@ -214,29 +232,60 @@ impl Kept {
         &self,
         statement: impl AsyncFnOnce(&mut PgConnection) -> Result<T, sqlx::Error>,
     ) -> Result<T, sqlx::Error> {
-        let mut held = self.held.lock().await;
-        if let Some((connection, used)) = held.as_mut()
-            && used.elapsed() >= PING_WHEN_IDLE_FOR
-            && let Err(error) = connection.ping().await
+        let mut state = self.state.lock().await;
+        if let Some(held) = state.connection.as_mut()
+            && !Self::still_good(held).await
         {
-            tracing::info!(%error, "a kept database connection was gone; opening another");
-            *held = None;
+            state.connection = None;
         }
-        let (connection, used) = match held.as_mut() {
-            Some(kept) => kept,
-            None => {
-                let connecting = tokio::time::timeout(CONNECT_TIMEOUT, self.options.connect());
-                held.insert((connecting.await.map_err(|_| sqlx::Error::PoolTimedOut)??, Instant::now()))
-            }
-        };
-        let outcome = statement(connection).await;
-        *used = Instant::now();
-        if let Err(error) = &outcome
-            && !matches!(error, sqlx::Error::Database(_))
-        {
-            *held = None;
+        if state.connection.is_none() {
+            state.connection = Some(self.connect(&mut state.connect_failed).await?);
+        }
+        let Some(held) = state.connection.as_mut() else { return Err(sqlx::Error::PoolClosed) };
+        let outcome = statement(&mut held.connection).await;
+        held.used = Instant::now();
+        if outcome.is_err() {
+            state.connection = None;
         }
         outcome
+    }
+
+    /// Whether a kept connection may serve the next statement: young enough and, when it sat
+    /// idle, answering a ping in time.
+    async fn still_good(held: &mut Held) -> bool {
+        if held.opened.elapsed() >= KEPT_AT_MOST {
+            return false;
+        }
+        if held.used.elapsed() < PING_WHEN_IDLE_FOR {
+            return true;
+        }
+        match tokio::time::timeout(CONNECT_TIMEOUT, held.connection.ping()).await {
+            Ok(Ok(())) => true,
+            Ok(Err(error)) => {
+                tracing::info!(%error, "a kept database connection was gone; opening another");
+                false
+            }
+            Err(_) => {
+                tracing::info!("a kept database connection did not answer its ping; opening another");
+                false
+            }
+        }
+    }
+
+    async fn connect(&self, failed: &mut Option<Instant>) -> Result<Held, sqlx::Error> {
+        if failed.is_some_and(|at| at.elapsed() < RETRY_CONNECT_AFTER) {
+            return Err(sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::NotConnected,
+                "the database could not be reached a moment ago",
+            )));
+        }
+        let connected = match tokio::time::timeout(CONNECT_TIMEOUT, self.options.connect()).await {
+            Ok(connected) => connected,
+            Err(_) => Err(sqlx::Error::PoolTimedOut),
+        };
+        *failed = connected.is_err().then(Instant::now);
+        let now = Instant::now();
+        connected.map(|connection| Held { connection, opened: now, used: now })
     }
 }
 
