@@ -192,7 +192,9 @@ pub const KEPT_FOR_CLOSINGS: &str = "switchboard turn closings";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// A kept connection is replaced once this old, as the pool's `max_lifetime`.
 const KEPT_AT_MOST: Duration = Duration::from_secs(30 * 60);
-/// After a failed connect, statements fail at once for this long instead of each trying again.
+/// After a connect that ran out of time (a server that does not answer), statements fail at
+/// once for this long instead of each waiting as long again. A refused connect (a server
+/// restarting) is tried again by the next statement, so turns resume as soon as it is back.
 const RETRY_CONNECT_AFTER: Duration = Duration::from_secs(1);
 
 /// The connection one kind of grouped write keeps for itself. Its statements run one at a time,
@@ -209,8 +211,8 @@ pub(super) struct Kept {
 #[derive(Default)]
 struct State {
     connection: Option<Held>,
-    /// When a connect last failed, while no connect has succeeded since.
-    connect_failed: Option<Instant>,
+    /// When a connect last ran out of time, unless one has ended otherwise since.
+    connect_hung: Option<Instant>,
 }
 
 struct Held {
@@ -239,7 +241,7 @@ impl Kept {
             state.connection = None;
         }
         if state.connection.is_none() {
-            state.connection = Some(self.connect(&mut state.connect_failed).await?);
+            state.connection = Some(self.connect(&mut state.connect_hung).await?);
         }
         let Some(held) = state.connection.as_mut() else { return Err(sqlx::Error::PoolClosed) };
         let outcome = statement(&mut held.connection).await;
@@ -272,18 +274,18 @@ impl Kept {
         }
     }
 
-    async fn connect(&self, failed: &mut Option<Instant>) -> Result<Held, sqlx::Error> {
-        if failed.is_some_and(|at| at.elapsed() < RETRY_CONNECT_AFTER) {
+    async fn connect(&self, hung: &mut Option<Instant>) -> Result<Held, sqlx::Error> {
+        if hung.is_some_and(|at| at.elapsed() < RETRY_CONNECT_AFTER) {
             return Err(sqlx::Error::Io(std::io::Error::new(
-                std::io::ErrorKind::NotConnected,
-                "the database could not be reached a moment ago",
+                std::io::ErrorKind::TimedOut,
+                "the database did not answer a connect a moment ago",
             )));
         }
-        let connected = match tokio::time::timeout(CONNECT_TIMEOUT, self.options.connect()).await {
-            Ok(connected) => connected,
-            Err(_) => Err(sqlx::Error::PoolTimedOut),
+        let Ok(connected) = tokio::time::timeout(CONNECT_TIMEOUT, self.options.connect()).await else {
+            *hung = Some(Instant::now());
+            return Err(sqlx::Error::PoolTimedOut);
         };
-        *failed = connected.is_err().then(Instant::now);
+        *hung = None;
         let now = Instant::now();
         connected.map(|connection| Held { connection, opened: now, used: now })
     }
