@@ -60,7 +60,6 @@ pub enum StartError {
 /// A built conversation service, bound to its port and ready to serve.
 pub struct Application {
     listener: TcpListener,
-    db: Db,
     store: Arc<dyn store::ConversationStore>,
     idempotency: Arc<dyn store::IdempotencyStore>,
     sql: Arc<store::SqlStore>,
@@ -112,7 +111,6 @@ impl Application {
         }
         Ok(Self {
             listener,
-            db,
             store,
             idempotency,
             sql,
@@ -175,7 +173,7 @@ impl Application {
         if let Err(e) = usage_task.await {
             tracing::error!(error = %e, "usage writer task failed");
         }
-        self.db.close().await;
+        self.sql.close().await;
         tracing::info!("conversations stopped");
         Ok(result?)
     }

@@ -752,4 +752,25 @@ async fn turns_keep_their_own_connections_and_replace_one_postgresql_ended() {
     let fourth = f.store.open_turn(turn("c-4")).await.unwrap().expect("the next turn, on a new connection");
     f.store.close_turn("c-4", &fourth.assistant.id, complete("four"), "c-4").await.unwrap();
     assert_eq!(f.store.recent_messages("c-4", 10).await.unwrap().len(), 2);
+
+    // Closing the store closes them too, telling the server, and no turn opens one again.
+    assert_eq!(kept().await, names);
+    let store = SqlStore::new(f.db.clone());
+    let fifth = store.open_turn(turn("c-5")).await.unwrap().expect("a turn on another store");
+    store.close_turn("c-5", &fifth.assistant.id, complete("five"), "c-5").await.unwrap();
+    store.close().await;
+    let watcher = Db::connect(&f._test_db.url, "DATABASE_URL").await.unwrap();
+    let Db::Postgres(watcher) = &watcher else { panic!("not PostgreSQL") };
+    let mut left: Vec<String> = Vec::new();
+    for _ in 0..250 {
+        let sql = "SELECT application_name FROM pg_stat_activity \
+                   WHERE datname = current_database() AND application_name = ANY($1) ORDER BY 1";
+        left = sqlx::query_scalar(sql).bind(names).fetch_all(watcher).await.unwrap();
+        if left == names {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(left, names, "the first store's two are left, the closed store's are gone");
+    assert!(store.open_turn(turn("c-6")).await.is_err(), "a closed store opens no turn");
 }

@@ -50,7 +50,7 @@ pub(super) struct OpenedRow {
 /// Opens turns: creates or leases each conversation, and inserts the user message and the
 /// answer row (`in_progress`) of each one created or leased. A turn whose conversation is
 /// leased to another holder, or is not the owner's, writes nothing and gets `None`.
-pub(super) struct OpenTurns(pub Kept);
+pub(super) struct OpenTurns(pub std::sync::Arc<Kept>);
 
 const OPEN_TURNS: &str = "\
 WITH v AS (
@@ -138,7 +138,7 @@ pub(super) struct Closing {
 }
 
 /// Closes turns: stores each answer's outcome and gives its lease back.
-pub(super) struct CloseTurns(pub Kept);
+pub(super) struct CloseTurns(pub std::sync::Arc<Kept>);
 
 const CLOSE_TURNS: &str = "\
 WITH v AS (
@@ -211,6 +211,8 @@ pub(super) struct Kept {
 #[derive(Default)]
 struct State {
     connection: Option<Held>,
+    /// Closed for good ([`Kept::close`]): no statement runs any more.
+    closed: bool,
     /// When a connect last ran out of time, unless one has ended otherwise since.
     connect_hung: Option<Instant>,
 }
@@ -219,6 +221,12 @@ struct Held {
     connection: PgConnection,
     opened: Instant,
     used: Instant,
+}
+
+impl std::fmt::Debug for Kept {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kept").field("application_name", &self.options.get_application_name()).finish()
+    }
 }
 
 impl Kept {
@@ -235,6 +243,9 @@ impl Kept {
         statement: impl AsyncFnOnce(&mut PgConnection) -> Result<T, sqlx::Error>,
     ) -> Result<T, sqlx::Error> {
         let mut state = self.state.lock().await;
+        if state.closed {
+            return Err(sqlx::Error::PoolClosed);
+        }
         if let Some(held) = state.connection.as_mut()
             && !Self::still_good(held).await
         {
@@ -250,6 +261,18 @@ impl Kept {
             state.connection = None;
         }
         outcome
+    }
+
+    /// Closes the kept connection, telling the server, once the running statement is done; no
+    /// statement runs after.
+    pub(super) async fn close(&self) {
+        let mut state = self.state.lock().await;
+        state.closed = true;
+        if let Some(held) = state.connection.take()
+            && let Err(error) = held.connection.close().await
+        {
+            tracing::debug!(%error, "closing a kept database connection failed");
+        }
     }
 
     /// Whether a kept connection may serve the next statement: young enough and, when it sat

@@ -31,6 +31,8 @@ pub struct SqlStore {
 struct PgTurns {
     open: GroupCommit<OpenTurns>,
     close: GroupCommit<CloseTurns>,
+    /// The connections they keep, to close at shutdown.
+    kept: [Arc<Kept>; 2],
 }
 
 impl SqlStore {
@@ -43,10 +45,25 @@ impl SqlStore {
     /// turns one at a time.
     fn pg_turns(&self) -> Option<&PgTurns> {
         let Db::Postgres(pool) = &self.db else { return None };
-        Some(self.turns.get_or_init(|| PgTurns {
-            open: GroupCommit::start(OpenTurns(Kept::new(pool, KEPT_FOR_OPENINGS))),
-            close: GroupCommit::start(CloseTurns(Kept::new(pool, KEPT_FOR_CLOSINGS))),
+        Some(self.turns.get_or_init(|| {
+            let (opening, closing) =
+                (Arc::new(Kept::new(pool, KEPT_FOR_OPENINGS)), Arc::new(Kept::new(pool, KEPT_FOR_CLOSINGS)));
+            PgTurns {
+                open: GroupCommit::start(OpenTurns(opening.clone())),
+                close: GroupCommit::start(CloseTurns(closing.clone())),
+                kept: [opening, closing],
+            }
         }))
+    }
+
+    /// Closes every connection: the turns' kept ones, then the pool's.
+    pub async fn close(&self) {
+        if let Some(turns) = self.turns.get() {
+            for kept in &turns.kept {
+                kept.close().await;
+            }
+        }
+        self.db.close().await;
     }
 }
 
