@@ -712,26 +712,12 @@ async fn turns_keep_their_own_connections_and_replace_one_postgresql_ended() {
         message: "hello",
         model: "m",
     };
-    let names = [KEPT_FOR_CLOSINGS, KEPT_FOR_OPENINGS];
-    let kept = || async {
-        let sql = "SELECT application_name FROM pg_stat_activity \
-                   WHERE datname = current_database() AND application_name = ANY($1) ORDER BY 1";
-        sqlx::query_scalar::<_, String>(sql).bind(names).fetch_all(pool).await.unwrap()
-    };
     let end_kept = || async {
         let sql = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
                    WHERE datname = current_database() AND application_name = ANY($1)";
-        let ended: Vec<bool> = sqlx::query_scalar(sql).bind(names).fetch_all(pool).await.unwrap();
+        let ended: Vec<bool> = sqlx::query_scalar(sql).bind(KEPT).fetch_all(pool).await.unwrap();
         assert_eq!(ended, [true, true], "one connection kept for each kind");
-        let mut left = kept().await;
-        for _ in 0..250 {
-            if left.is_empty() {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            left = kept().await;
-        }
-        assert_eq!(left, Vec::<String>::new(), "the ended backends are gone");
+        assert_eq!(kept_connections_become(pool, &[]).await, Vec::<String>::new(), "the ended backends are gone");
     };
     let first = f.store.open_turn(turn("c-1")).await.unwrap().unwrap();
     f.store.close_turn("c-1", &first.assistant.id, complete("one"), "c-1").await.unwrap();
@@ -743,7 +729,7 @@ async fn turns_keep_their_own_connections_and_replace_one_postgresql_ended() {
     f.store.close_turn("c-2", &second.assistant.id, complete("two"), "c-2").await.unwrap();
     let context = f.store.recent_messages("c-2", 10).await.unwrap();
     assert_eq!(context.iter().map(|m| m.content.as_str()).collect::<Vec<_>>(), ["hello", "two"]);
-    assert_eq!(kept().await, names, "both replaced");
+    assert_eq!(kept_connections(pool).await, KEPT, "both replaced");
 
     // Ended and used at once, before any ping: one statement of each kind fails, and only that.
     end_kept().await;
@@ -754,23 +740,41 @@ async fn turns_keep_their_own_connections_and_replace_one_postgresql_ended() {
     assert_eq!(f.store.recent_messages("c-4", 10).await.unwrap().len(), 2);
 
     // Closing the store closes them too, telling the server, and no turn opens one again.
-    assert_eq!(kept().await, names);
+    assert_eq!(kept_connections(pool).await, KEPT);
     let store = SqlStore::new(f.db.clone());
     let fifth = store.open_turn(turn("c-5")).await.unwrap().expect("a turn on another store");
     store.close_turn("c-5", &fifth.assistant.id, complete("five"), "c-5").await.unwrap();
     store.close().await;
     let watcher = Db::connect(&f._test_db.url, "DATABASE_URL").await.unwrap();
     let Db::Postgres(watcher) = &watcher else { panic!("not PostgreSQL") };
-    let mut left: Vec<String> = Vec::new();
+    assert_eq!(
+        kept_connections_become(watcher, &KEPT).await,
+        KEPT,
+        "the first store's two are left, the closed store's are gone"
+    );
+    assert!(store.open_turn(turn("c-6")).await.is_err(), "a closed store opens no turn");
+}
+
+/// What the turns' kept connections of this database are called, sorted.
+const KEPT: [&str; 2] = [KEPT_FOR_CLOSINGS, KEPT_FOR_OPENINGS];
+
+/// The turns' kept connections to this database (`pg_stat_activity`), by name, sorted.
+async fn kept_connections(pool: &sqlx::PgPool) -> Vec<String> {
+    let sql = "SELECT application_name FROM pg_stat_activity \
+               WHERE datname = current_database() AND application_name = ANY($1) ORDER BY 1";
+    sqlx::query_scalar(sql).bind(KEPT).fetch_all(pool).await.unwrap()
+}
+
+/// [`kept_connections`] once they are `expected`, or after 5 s, whatever they are then: backends
+/// leave `pg_stat_activity` a moment after they end.
+async fn kept_connections_become(pool: &sqlx::PgPool, expected: &[&str]) -> Vec<String> {
+    let mut kept = kept_connections(pool).await;
     for _ in 0..250 {
-        let sql = "SELECT application_name FROM pg_stat_activity \
-                   WHERE datname = current_database() AND application_name = ANY($1) ORDER BY 1";
-        left = sqlx::query_scalar(sql).bind(names).fetch_all(watcher).await.unwrap();
-        if left == names {
+        if kept == expected {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        kept = kept_connections(pool).await;
     }
-    assert_eq!(left, names, "the first store's two are left, the closed store's are gone");
-    assert!(store.open_turn(turn("c-6")).await.is_err(), "a closed store opens no turn");
+    kept
 }

@@ -242,7 +242,8 @@ impl Kept {
         &self,
         statement: impl AsyncFnOnce(&mut PgConnection) -> Result<T, sqlx::Error>,
     ) -> Result<T, sqlx::Error> {
-        let mut state = self.state.lock().await;
+        let mut guard = self.state.lock().await;
+        let state = &mut *guard;
         if state.closed {
             return Err(sqlx::Error::PoolClosed);
         }
@@ -251,10 +252,10 @@ impl Kept {
         {
             state.connection = None;
         }
-        if state.connection.is_none() {
-            state.connection = Some(self.connect(&mut state.connect_hung).await?);
-        }
-        let Some(held) = state.connection.as_mut() else { return Err(sqlx::Error::PoolClosed) };
+        let held = match &mut state.connection {
+            Some(held) => held,
+            none => none.insert(self.connect(&mut state.connect_hung).await?),
+        };
         let outcome = statement(&mut held.connection).await;
         held.used = Instant::now();
         if outcome.is_err() {
